@@ -24,6 +24,8 @@ from typing import Any
 
 import celpy
 import celpy.celtypes as celtypes
+from celpy.adapter import json_to_cel
+from celpy.celparser import CELParseError
 from celpy.evaluation import CELEvalError
 from lark import Token, Tree
 
@@ -45,16 +47,16 @@ class ExpressionError(Exception):
         self.reason = reason
 
 
-class MissingValue(ExpressionError):
+class MissingValue(ExpressionError):  # noqa: N818 (public name, kept)
     """A path named a value the data does not hold (e.g. an optional field left empty)."""
 
 
 @lru_cache(maxsize=4096)
-def parse(expression: str) -> Tree:
+def parse(expression: str) -> Tree[Token]:
     """Parse an expression, raising :class:`ExpressionError` with the parser's reason."""
     try:
         return _env.compile(expression)
-    except celpy.CELParseError as exc:
+    except CELParseError as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "syntax error"
         raise ExpressionError(expression, f"CEL syntax error: {first_line}") from exc
 
@@ -80,7 +82,7 @@ def evaluate(expression: str, activation: Mapping[str, Any]) -> Any:
     if is_plain_path(text):
         return _resolve_path(text, activation)
     program = _program(text)
-    cel_activation = {k: celpy.json_to_cel(v) for k, v in activation.items()}
+    cel_activation = {k: json_to_cel(v) for k, v in activation.items()}
     try:
         result = program.evaluate(cel_activation)
     except CELEvalError as exc:
@@ -144,7 +146,7 @@ def references(expression: str) -> list[tuple[str, ...]]:
     return list(_walk(tree, bound=frozenset()))
 
 
-def _walk(node: Tree | Token, bound: frozenset[str]) -> Iterator[tuple[str, ...]]:
+def _walk(node: Tree[Token] | Token, bound: frozenset[str]) -> Iterator[tuple[str, ...]]:
     if isinstance(node, Token):
         return
     path = _path_of(node)
@@ -173,7 +175,7 @@ def _walk(node: Tree | Token, bound: frozenset[str]) -> Iterator[tuple[str, ...]
         yield from _walk(child, bound)
 
 
-def _path_of(node: Tree | Token) -> tuple[str, ...] | None:
+def _path_of(node: Tree[Token] | Token) -> tuple[str, ...] | None:
     """The dotted path a ``member``/``primary`` subtree denotes, or None if it is not a path."""
     if isinstance(node, Token):
         return None

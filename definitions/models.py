@@ -101,7 +101,9 @@ def _require_english(value: dict[str, str]) -> dict[str, str]:
 LocalizedText = Annotated[
     dict[str, str],
     BeforeValidator(lambda v: {"en": v} if isinstance(v, str) else v),
-    Field(description="Text by language code; English ('en') is required. A plain string is English."),
+    Field(
+        description="Text by language code; English ('en') is required. A plain string is English."
+    ),
 ]
 
 
@@ -127,7 +129,8 @@ class FieldSpec(Model):
     personal: bool = Field(
         False,
         description=(
-            "Personal data: encrypted in Temporal payloads, never logged, shown masked to operators."
+            "Personal data: encrypted in Temporal payloads, never logged, "
+            "shown masked to operators."
         ),
     )
     label: LocalizedText | None = Field(None, description="What the citizen sees, by language.")
@@ -152,7 +155,9 @@ class FieldSpec(Model):
         if self.type == "list" and self.items is None:
             raise ValueError("a list field needs 'items' (the type of each item)")
         if self.type != "list" and (self.items or self.min_items is not None or self.max_items):
-            raise ValueError(f"'items', 'min_items' and 'max_items' apply to lists, not {self.type}")
+            raise ValueError(
+                f"'items', 'min_items' and 'max_items' apply to lists, not {self.type}"
+            )
         if self.type == "object" and not self.fields:
             raise ValueError("an object field needs 'fields'")
         if self.type != "object" and self.fields is not None:
@@ -161,7 +166,9 @@ class FieldSpec(Model):
         if self.type not in text_like and (
             self.min_length is not None or self.max_length is not None or self.pattern
         ):
-            raise ValueError(f"'min_length', 'max_length' and 'pattern' apply to text, not {self.type}")
+            raise ValueError(
+                f"'min_length', 'max_length' and 'pattern' apply to text, not {self.type}"
+            )
         if self.type not in ("integer", "number") and (
             self.minimum is not None or self.maximum is not None
         ):
@@ -227,7 +234,9 @@ class Agency(Model):
     auth_secret: str | None = Field(
         None,
         pattern=r"^[A-Z][A-Z0-9_]*$",
-        description="Name of the secret (environment variable) used to sign requests; never the secret.",
+        description=(
+            "Name of the secret (environment variable) used to sign requests; never the secret."
+        ),
     )
     operations: tuple[Operation, ...] = Field(description="What the agency offers.")
 
@@ -254,9 +263,13 @@ class RetrySpec(Model):
     """How a failed call is retried (5xx, timeouts, connection errors; never a 4xx)."""
 
     max_attempts: int = Field(5, ge=1, le=1000, description="Attempts in all, the first included.")
-    initial_interval: Duration = Field(timedelta(seconds=1), description="Wait before the 2nd attempt.")
+    initial_interval: Duration = Field(
+        timedelta(seconds=1), description="Wait before the 2nd attempt."
+    )
     backoff: float = Field(2.0, ge=1.0, le=10.0, description="Each wait is this times the last.")
-    max_interval: Duration = Field(timedelta(minutes=1), description="Longest wait between attempts.")
+    max_interval: Duration = Field(
+        timedelta(minutes=1), description="Longest wait between attempts."
+    )
 
 
 class Compensation(Model):

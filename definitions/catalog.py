@@ -1,0 +1,80 @@
+"""The loaded catalog: the agency registry and every service, validated, with content hashes.
+
+A request is pinned to a :class:`~definitions.models.ServiceSnapshot`: the service and the
+agencies it calls, plus a sha256 over their canonical JSON. The hash is computed from the
+validated models (defaults filled in, keys sorted), not from the YAML text, so comments,
+key order and whitespace never change it; any change of meaning does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from definitions.errors import UnknownService
+from definitions.models import Agency, AgencyRegistry, CallStep, ServiceDefinition, ServiceSnapshot
+
+
+def agencies_used(service: ServiceDefinition, agencies: Mapping[str, Agency]) -> tuple[Agency, ...]:
+    """The agencies a service's steps call, sorted by id."""
+    ids = {step.agency for step in service.steps if isinstance(step, CallStep)}
+    return tuple(agencies[agency_id] for agency_id in sorted(ids) if agency_id in agencies)
+
+
+def content_hash_of(service: ServiceDefinition, agencies: tuple[Agency, ...]) -> str:
+    """sha256 (hex) of the canonical JSON of a service and the agencies it uses."""
+    document = {
+        "service": service.model_dump(mode="json"),
+        "agencies": [agency.model_dump(mode="json") for agency in agencies],
+    }
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Every agency and service of a catalog directory, all validated together."""
+
+    registry: AgencyRegistry
+    services: Mapping[str, ServiceDefinition]
+    sources: Mapping[str, Path] = field(default_factory=dict)
+    registry_source: Path | None = None
+
+    def __post_init__(self) -> None:
+        # Read-only views: a catalog is shared by requests and must not change under them.
+        object.__setattr__(self, "services", MappingProxyType(dict(self.services)))
+        object.__setattr__(self, "sources", MappingProxyType(dict(self.sources)))
+
+    @property
+    def agencies(self) -> dict[str, Agency]:
+        """Agencies by id."""
+        return {agency.id: agency for agency in self.registry.agencies}
+
+    def service(self, service_id: str) -> ServiceDefinition:
+        """The service with this id, or :class:`UnknownService` listing the known ones."""
+        try:
+            return self.services[service_id]
+        except KeyError:
+            raise UnknownService(service_id, self.services) from None
+
+    def source(self, service_id: str) -> Path:
+        """The YAML file the service was loaded from."""
+        self.service(service_id)
+        return self.sources[service_id]
+
+    def content_hash(self, service_id: str) -> str:
+        """The service's content hash (see the module docstring)."""
+        service = self.service(service_id)
+        return content_hash_of(service, agencies_used(service, self.agencies))
+
+    def snapshot(self, service_id: str) -> ServiceSnapshot:
+        """What a new request of this service is pinned to."""
+        service = self.service(service_id)
+        agencies = agencies_used(service, self.agencies)
+        return ServiceSnapshot(
+            content_hash=content_hash_of(service, agencies), service=service, agencies=agencies
+        )

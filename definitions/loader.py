@@ -1,0 +1,250 @@
+"""Load a catalog directory (``agencies.yaml`` + ``services/*.yaml``) and validate all of it.
+
+Nothing is half-loaded: :func:`load_catalog` either returns a :class:`Catalog` in which every
+rule holds, or raises :class:`DefinitionErrors` listing every problem in every file, each
+with its line, column, key path, code and fix. Pydantic's error locations are mapped back to
+the YAML nodes they came from, so a typo is reported where it was typed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from definitions.catalog import Catalog
+from definitions.errors import DefinitionErrors, DefinitionProblem, Issue, Loc
+from definitions.models import Agency, AgencyRegistry, ServiceDefinition
+from definitions.validation import validate_registry, validate_service
+from definitions.yaml_source import YamlDocument, YamlSyntaxError
+
+REGISTRY_FILE = "agencies.yaml"
+SERVICES_DIR = "services"
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_catalog(path: Path) -> Catalog:
+    """Load and validate the catalog in directory ``path``.
+
+    Raises:
+        DefinitionErrors: anything is wrong, in any file (all problems at once).
+    """
+    problems: list[DefinitionProblem] = []
+    registry, broken = _load_registry(path / REGISTRY_FILE, problems)
+    agencies = {agency.id: agency for agency in registry.agencies}
+
+    services: dict[str, ServiceDefinition] = {}
+    sources: dict[str, Path] = {}
+    service_dir = path / SERVICES_DIR
+    files = sorted([*service_dir.glob("*.yaml"), *service_dir.glob("*.yml")])
+    for file in files:
+        found = _load_service(file, agencies, broken, problems)
+        if found is None:
+            continue
+        service, document = found
+        if service.service in services:
+            problems.append(document.locate(Issue(
+                ("service",), "duplicate-id",
+                f"service id {service.service!r} is already defined in "
+                f"{sources[service.service].name}; give each service its own id",
+            )))
+            continue
+        services[service.service] = service
+        sources[service.service] = file
+    if problems:
+        raise DefinitionErrors(problems)
+    return Catalog(
+        registry=registry, services=services, sources=sources,
+        registry_source=path / REGISTRY_FILE,
+    )
+
+
+def load_registry_file(path: Path) -> AgencyRegistry:
+    """Load and validate one agency registry file on its own."""
+    problems: list[DefinitionProblem] = []
+    registry, _ = _load_registry(path, problems)
+    if problems:
+        raise DefinitionErrors(problems)
+    return registry
+
+
+def load_service_file(path: Path, registry: AgencyRegistry) -> ServiceDefinition:
+    """Load and validate one service file against a registry."""
+    problems: list[DefinitionProblem] = []
+    agencies = {agency.id: agency for agency in registry.agencies}
+    found = _load_service(path, agencies, frozenset(), problems)
+    if problems or found is None:
+        raise DefinitionErrors(problems)
+    return found[0]
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _read(path: Path, problems: list[DefinitionProblem]) -> YamlDocument | None:
+    if not path.is_file():
+        problems.append(DefinitionProblem(
+            path, 1, 1, "", "missing-file",
+            f"{path.name} is missing; a catalog holds agencies.yaml and services/*.yaml",
+        ))
+        return None
+    try:
+        return YamlDocument.read(path)
+    except YamlSyntaxError as exc:
+        problems.append(exc.problem)
+        return None
+
+
+def _load_registry(
+    path: Path, problems: list[DefinitionProblem]
+) -> tuple[AgencyRegistry, frozenset[str]]:
+    """The registry (only its valid agencies if some are broken) and the broken agencies' ids."""
+    document = _read(path, problems)
+    empty = AgencyRegistry(agencies=())
+    if document is None:
+        return empty, frozenset()
+    registry = _validate(AgencyRegistry, document, problems)
+    if registry is not None:
+        problems.extend(document.locate(issue) for issue in validate_registry(registry))
+        return registry, frozenset()
+    # Keep the agencies that are valid, so services are still checked against them.
+    good: list[Agency] = []
+    broken: set[str] = set()
+    items = document.data.get("agencies") if isinstance(document.data, dict) else None
+    for item in items if isinstance(items, list) else []:
+        try:
+            good.append(Agency.model_validate(item))
+        except ValidationError:
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                broken.add(item["id"])
+    unique = {agency.id: agency for agency in reversed(good)}
+    return AgencyRegistry(agencies=tuple(unique.values())), frozenset(broken)
+
+
+def _load_service(
+    path: Path,
+    agencies: Mapping[str, Agency],
+    broken: frozenset[str],
+    problems: list[DefinitionProblem],
+) -> tuple[ServiceDefinition, YamlDocument] | None:
+    document = _read(path, problems)
+    if document is None:
+        return None
+    service = _validate(ServiceDefinition, document, problems)
+    if service is None:
+        return None
+    issues = validate_service(service, agencies, unchecked_agencies=broken)
+    problems.extend(document.locate(issue) for issue in issues)
+    return service, document
+
+
+def _validate(
+    model: type[M], document: YamlDocument, problems: list[DefinitionProblem]
+) -> M | None:
+    if not isinstance(document.data, dict):
+        problems.append(document.locate(Issue(
+            (), "invalid-value",
+            f"the file must hold a mapping of keys ({', '.join(model.model_fields)}), "
+            f"not {type(document.data).__name__}",
+        )))
+        return None
+    try:
+        return model.model_validate(document.data)
+    except ValidationError as exc:
+        problems.extend(
+            document.locate(_issue_from_pydantic(model, error)) for error in exc.errors()
+        )
+        return None
+
+
+# --------------------------------------------------------------------------- pydantic errors
+
+
+def _issue_from_pydantic(model: type[BaseModel], error: ErrorDetails) -> Issue:
+    loc: Loc = tuple(error["loc"])
+    kind = error["type"]
+    message = error["msg"].removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        allowed = _allowed_keys(model, loc[:-1])
+        hint = ""
+        if allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            hint += f"allowed keys here: {', '.join(allowed)}"
+        return Issue(_data_loc(model, loc), "unknown-key",
+                     f"unknown key {key!r}; {hint or 'remove it'}", at_key=True)
+    if kind == "missing":
+        return Issue(_data_loc(model, loc), "missing-key",
+                     f"missing required key {str(loc[-1])!r}; add it here")
+    if kind == "string_pattern_mismatch" and "a-z][a-z0-9_-]" in message:
+        message = (f"{error['input']!r} is not a valid id: use lowercase letters, digits, "
+                   "'-' and '_', starting with a letter")
+    elif "input" in error and not isinstance(error["input"], dict | list):
+        message = f"{message} (got {error['input']!r})"
+    return Issue(_data_loc(model, loc), "invalid-value", message)
+
+
+def _data_loc(model: type[BaseModel], loc: Loc) -> Loc:
+    """Drop the parts pydantic adds that are not keys in the data (union tags)."""
+    kept: list[str | int] = []
+    current: Any = model
+    for part in loc:
+        current, is_tag = _step_into(current, part)
+        if not is_tag:
+            kept.append(part)
+    return tuple(kept)
+
+
+def _allowed_keys(model: type[BaseModel], loc: Loc) -> list[str]:
+    current: Any = model
+    for part in loc:
+        current, _ = _step_into(current, part)
+    current = _unwrap(current, None)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _unwrap(annotation: Any, part: str | int | None) -> Any:
+    """Strip Annotated and Optional; pick the union member a tag names."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(members) == 1:
+                annotation = members[0]
+                continue
+            return annotation
+        else:
+            return annotation
+
+
+def _step_into(annotation: Any, part: str | int) -> tuple[Any, bool]:
+    """The type found one step down ``part``, and whether ``part`` was a union tag."""
+    annotation = _unwrap(annotation, part)
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for member in typing.get_args(annotation):
+            tags = [m.tag for m in getattr(member, "__metadata__", ()) if hasattr(m, "tag")]
+            if part in tags:
+                return _unwrap(member, None), True
+        return None, False
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        info = annotation.model_fields.get(str(part))
+        return (info.annotation if info else None), False
+    args = typing.get_args(annotation)
+    if origin in (tuple, list) and args:
+        return args[0], False
+    if origin is dict and len(args) == 2:
+        return args[1], False
+    return None, False
