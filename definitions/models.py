@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -98,11 +99,29 @@ def _require_english(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+_LOCALIZED_TEXT_DESCRIPTION = (
+    "Text by language code; English ('en') is required. A plain string is English."
+)
+
 LocalizedText = Annotated[
     dict[str, str],
     BeforeValidator(lambda v: {"en": v} if isinstance(v, str) else v),
-    Field(
-        description="Text by language code; English ('en') is required. A plain string is English."
+    AfterValidator(_require_english),
+    Field(description=_LOCALIZED_TEXT_DESCRIPTION),
+    # The JSON Schema says what the validator accepts: a plain string, or texts by language.
+    WithJsonSchema(
+        {
+            "description": _LOCALIZED_TEXT_DESCRIPTION,
+            "anyOf": [
+                {"type": "string", "minLength": 1},
+                {
+                    "type": "object",
+                    "required": ["en"],
+                    "propertyNames": {"pattern": "^[a-z]{2}(-[A-Z]{2})?$"},
+                    "additionalProperties": {"type": "string"},
+                },
+            ],
+        }
     ),
 ]
 
