@@ -1,0 +1,180 @@
+"""docker-compose.yml stays in step with the code: services, pinned images, env names, ports."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from nwd.settings import PROJECT_ROOT, Settings
+from nwd.stack import read_agency_env_names
+from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
+
+COMPOSE = PROJECT_ROOT / "docker-compose.yml"
+ENGINE_SERVICES = ("worker", "intake", "agencies")
+
+# Names Settings.from_env reads whose defaults are right inside a container as well.
+DEFAULT_IS_FINE = {"NWD_TASK_QUEUE", "NWD_CATALOG_DIR"}
+# What each engine service needs beyond the engine-wide names.
+NEEDS: dict[str, set[str]] = {
+    "intake": {"NWD_CODEC_TOKEN"},
+    "worker": set(),
+    "agencies": set(),
+}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = YAML(typ="safe").load(COMPOSE.read_text())
+    return data
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def settings_env_names() -> set[str]:
+    """Every environment variable name `Settings.from_env` reads."""
+    return set(re.findall(r'env\.get\(\s*"([A-Z0-9_]+)"', inspect.getsource(Settings.from_env)))
+
+
+def agency_env_names() -> set[str]:
+    names: set[str] = set()
+    for agency in read_agency_env_names(PROJECT_ROOT / "definitions" / "agencies.yaml"):
+        names.update(n for n in (agency.base_url_env, agency.auth_secret) if n)
+    return names
+
+
+class TestServices:
+    def test_services_exist(self, compose: dict[str, Any]) -> None:
+        """The stack has PostgreSQL, Temporal, its UI and admin job, and the engine's processes."""
+        expected = {
+            "postgresql", "temporal", "temporal-ui", "temporal-admin-tools", *ENGINE_SERVICES,
+        }
+        assert expected <= set(compose["services"])
+
+    def test_images_pinned(self, compose: dict[str, Any]) -> None:
+        """Every image names an explicit tag, never `latest`."""
+        for name, service in compose["services"].items():
+            image = service.get("image")
+            assert image, f"{name}: no image"
+            repository, _, tag = image.rpartition(":")
+            assert repository and tag and "/" not in tag, f"{name}: image {image!r} has no tag"
+            assert tag != "latest", f"{name}: image {image!r} uses latest"
+
+    def test_engine_services_built_here(self, compose: dict[str, Any]) -> None:
+        """worker, intake and agencies are built from this repository's Dockerfile."""
+        commands = {}
+        for name in ENGINE_SERVICES:
+            build = compose["services"][name]["build"]
+            context = (COMPOSE.parent / build["context"]).resolve()
+            assert context.is_dir()
+            assert (context / build.get("dockerfile", "Dockerfile")).is_file()
+            commands[name] = " ".join(compose["services"][name]["command"])
+        assert commands == {
+            "worker": "python worker.py",
+            "intake": "python -m intake",
+            "agencies": "python -m agency_kit",
+        }
+
+    def test_dependencies_wait_for_health(self, compose: dict[str, Any]) -> None:
+        """Every depends_on has a condition; `service_healthy` targets have a healthcheck."""
+        services = compose["services"]
+        for name, service in services.items():
+            for dependency, spec in (service.get("depends_on") or {}).items():
+                assert dependency in services, f"{name} depends on unknown {dependency}"
+                condition = spec["condition"]
+                assert condition in ("service_healthy", "service_completed_successfully")
+                if condition == "service_healthy":
+                    assert "healthcheck" in services[dependency], f"{dependency}: no healthcheck"
+
+    def test_host_ports_do_not_clash(self, compose: dict[str, Any]) -> None:
+        """No two services publish the same host port."""
+        seen: dict[str, str] = {}
+        for name, service in compose["services"].items():
+            for mapping in service.get("ports") or []:
+                parts = str(mapping).split(":")
+                host = ":".join(parts[:-1]) if len(parts) > 1 else parts[0]
+                assert host not in seen, f"{name} and {seen.get(host)} both publish {host}"
+                seen[host] = name
+
+
+class TestEnvironment:
+    def test_settings_names_found(self) -> None:
+        """The names read from Settings.from_env are found (the regex still matches the code)."""
+        assert {"TEMPORAL_ADDRESS", "DATABASE_URL", "NWD_ENCRYPTION_KEY"} <= settings_env_names()
+
+    @pytest.mark.parametrize("service", ENGINE_SERVICES)
+    def test_engine_env_complete(self, compose: dict[str, Any], service: str) -> None:
+        """Every name the code reads is set for each engine service (or its default is fine)."""
+        env = _env(compose["services"][service])
+        needed = (settings_env_names() - DEFAULT_IS_FINE) | agency_env_names() | NEEDS[service]
+        missing = sorted(needed - set(env))
+        assert not missing, f"{service} lacks {missing}"
+
+    def test_agency_urls_point_at_reference_agencies(self, compose: dict[str, Any]) -> None:
+        """Each agency's base URL env points at the agencies service, path /agencies/<id>."""
+        env = _env(compose["services"]["worker"])
+        for agency in read_agency_env_names(PROJECT_ROOT / "definitions" / "agencies.yaml"):
+            if agency.base_url_env:
+                assert env[agency.base_url_env] == (
+                    f"http://agencies:8090/agencies/{agency.agency_id}"
+                )
+
+    def test_secrets_never_defaulted(self, compose: dict[str, Any]) -> None:
+        """Secrets come from the operator (`${NAME:?...}`), never from a value in the file."""
+        env = _env(compose["services"]["intake"])
+        secrets = {"NWD_ENCRYPTION_KEY", "NWD_CODEC_TOKEN"} | {
+            a.auth_secret
+            for a in read_agency_env_names(PROJECT_ROOT / "definitions" / "agencies.yaml")
+            if a.auth_secret
+        }
+        for name in secrets:
+            assert env[name].startswith(f"${{{name}:?"), f"{name} = {env[name]!r}"
+
+    def test_agencies_use_their_own_database(self, compose: dict[str, Any]) -> None:
+        """The reference agencies get the `agencies` database, the engine `nwd`."""
+        services = compose["services"]
+        assert _env(services["agencies"])["DATABASE_URL"].endswith("/agencies")
+        assert _env(services["worker"])["DATABASE_URL"].endswith("/nwd")
+
+    def test_codec_endpoint_is_the_intake(self, compose: dict[str, Any]) -> None:
+        """The UI decrypts payloads through the intake's /codec, at a browser-visible URL."""
+        ui = _env(compose["services"]["temporal-ui"])
+        assert ui["TEMPORAL_CODEC_ENDPOINT"] == "http://localhost:8000/codec"
+
+
+class TestTemporal:
+    def test_search_attributes_registered(self, compose: dict[str, Any]) -> None:
+        """The admin job creates exactly the engine's search attributes, with their types."""
+        command = " ".join(compose["services"]["temporal-admin-tools"]["command"])
+        created = dict(re.findall(r"create (\w+) (\w+)", command))
+        expected = {
+            key.name: {
+                "KEYWORD": "Keyword", "KEYWORD_LIST": "KeywordList", "BOOL": "Bool",
+                "DATETIME": "Datetime", "INT": "Int", "FLOAT": "Double", "TEXT": "Text",
+            }[key.indexed_value_type.name]
+            for key in SEARCH_ATTRIBUTES
+        }
+        assert created == expected
+
+    def test_dynamic_config_mounted(self, compose: dict[str, Any]) -> None:
+        """The Temporal server reads the dynamic config given inline in the compose file."""
+        temporal = compose["services"]["temporal"]
+        target = temporal["configs"][0]["target"]
+        assert target.endswith(_env(temporal)["DYNAMIC_CONFIG_FILE_PATH"].split("config/", 1)[1])
+        content = compose["configs"][temporal["configs"][0]["source"]]["content"]
+        assert "history.transferProcessorMaxPollRPS" in YAML(typ="safe").load(content)
+
+
+def test_dockerignore_keeps_state_out() -> None:
+    """Local state, the venv and secrets never enter the image's build context."""
+    ignored = set((Path(PROJECT_ROOT) / ".dockerignore").read_text().split())
+    assert {".venv", ".state", ".env", ".git"} <= ignored
