@@ -52,7 +52,7 @@ class Catalog:
     @property
     def agencies(self) -> dict[str, Agency]:
         """Agencies by id."""
-        return {agency.id: agency for agency in self.registry.agencies}
+        return {agency.id: agency for agency in reversed(self.registry.agencies)}
 
     def service(self, service_id: str) -> ServiceDefinition:
         """The service with this id, or :class:`UnknownService` listing the known ones."""

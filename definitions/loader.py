@@ -38,7 +38,7 @@ def load_catalog(path: Path) -> Catalog:
     """
     problems: list[DefinitionProblem] = []
     registry, broken = _load_registry(path / REGISTRY_FILE, problems)
-    agencies = {agency.id: agency for agency in registry.agencies}
+    agencies = _by_id(registry)
 
     services: dict[str, ServiceDefinition] = {}
     sources: dict[str, Path] = {}
@@ -78,11 +78,18 @@ def load_registry_file(path: Path) -> AgencyRegistry:
 def load_service_file(path: Path, registry: AgencyRegistry) -> ServiceDefinition:
     """Load and validate one service file against a registry."""
     problems: list[DefinitionProblem] = []
-    agencies = {agency.id: agency for agency in registry.agencies}
-    found = _load_service(path, agencies, frozenset(), problems)
+    found = _load_service(path, _by_id(registry), frozenset(), problems)
     if problems or found is None:
         raise DefinitionErrors(problems)
     return found[0]
+
+
+def _by_id(registry: AgencyRegistry) -> dict[str, Agency]:
+    """Agencies by id; of a duplicated id the first wins (the second is reported)."""
+    agencies: dict[str, Agency] = {}
+    for agency in registry.agencies:
+        agencies.setdefault(agency.id, agency)
+    return agencies
 
 
 # --------------------------------------------------------------------------- files
@@ -158,10 +165,21 @@ def _validate(
     try:
         return model.model_validate(document.data)
     except ValidationError as exc:
+        errors = exc.errors()
         problems.extend(
-            document.locate(_issue_from_pydantic(model, error)) for error in exc.errors()
+            document.locate(_issue_from_pydantic(model, error))
+            for error in errors
+            if not _echo(error, errors)
         )
         return None
+
+
+def _echo(error: ErrorDetails, errors: list[ErrorDetails]) -> bool:
+    """Whether an error only repeats others: a list "too short" because its items failed."""
+    if error["type"] != "too_short":
+        return False
+    loc = error["loc"]
+    return any(len(other["loc"]) > len(loc) and other["loc"][: len(loc)] == loc for other in errors)
 
 
 # --------------------------------------------------------------------------- pydantic errors
@@ -187,7 +205,11 @@ def _issue_from_pydantic(model: type[BaseModel], error: ErrorDetails) -> Issue:
     if kind == "string_pattern_mismatch" and "a-z][a-z0-9_-]" in message:
         message = (f"{error['input']!r} is not a valid id: use lowercase letters, digits, "
                    "'-' and '_', starting with a letter")
-    elif "input" in error and not isinstance(error["input"], dict | list):
+    elif (
+        "input" in error
+        and not isinstance(error["input"], dict | list)
+        and repr(error["input"]) not in message
+    ):
         message = f"{message} (got {error['input']!r})"
     return Issue(_data_loc(model, loc), "invalid-value", message)
 

@@ -13,6 +13,7 @@ kind of value the key needs (``ill-typed-expression``).
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -369,7 +370,7 @@ class _ServiceChecker:
         except ExpressionError as exc:
             self.issues.append(Issue(
                 loc, "ill-typed-expression",
-                f"{expression!r} does not type-check: {exc.reason}",
+                f"{expression!r} does not type-check: {friendly_reason(exc.reason)}",
             ))
             return None
         if want == "boolean" and not isinstance(value, bool):
@@ -422,6 +423,30 @@ class _ServiceChecker:
                     f"step {step_id!r} runs for_each, so its output is a list (one per item); "
                     f"use e.g. `steps.{step_id}.output.map(o, o.{path[3]})`")
         return _walk_sample(path, output, 3)
+
+
+_OPERATORS = {
+    "addition_add": "+", "addition_sub": "-", "multiplication_mul": "*",
+    "multiplication_div": "/", "multiplication_mod": "%", "relation_eq": "==",
+    "relation_ne": "!=", "relation_lt": "<", "relation_le": "<=", "relation_gt": ">",
+    "relation_ge": ">=", "relation_in": "in", "unary_neg": "-", "unary_not": "!",
+}
+_OVERLOAD = re.compile(r"no matching overload for (?:Token\('RULE', '(\w+)'\)|(\S+)) applied to")
+_CEL_TYPES = {
+    "StringType": "text", "IntType": "integer", "UintType": "integer", "DoubleType": "number",
+    "BoolType": "boolean", "ListType": "list", "MapType": "object", "NullType": "null",
+    "BytesType": "bytes", "TimestampType": "timestamp", "DurationType": "duration",
+}
+
+
+def friendly_reason(reason: str) -> str:
+    """cel-python's overload errors in the words of the definition language."""
+    match = _OVERLOAD.search(reason)
+    if not match:
+        return reason
+    operator = _OPERATORS.get(match.group(1) or "", match.group(1) or match.group(2))
+    kinds = [_CEL_TYPES.get(name, name) for name in re.findall(r"celtypes\.(\w+)'", reason)]
+    return f"the operator {operator} cannot be applied to {' and '.join(kinds) or 'these values'}"
 
 
 def _walk_sample(path: tuple[str, ...], value: Any, start: int) -> tuple[str, str] | None:
