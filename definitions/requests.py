@@ -1,0 +1,195 @@
+"""The runtime contract between the front door, the workflow and the activities.
+
+These models travel as Temporal payloads (through the pydantic data converter and the
+encrypting codec) and are shared by `workflows/` and `activities/`, which may both import
+`definitions` but not each other. Keep them small: they are in every history event.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from definitions.models import ServiceSnapshot
+
+
+class Wire(BaseModel):
+    """Base of runtime models: immutable; unknown keys ignored so old histories still decode."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+RequestStatus = Literal["running", "completed", "partially_completed", "failed", "cancelled"]
+StepStatus = Literal[
+    "pending", "running", "waiting", "completed", "failed", "skipped", "cancelled", "compensated"
+]
+WaitingFor = Literal["callback", "information", "decision"]
+
+
+def request_reference(service_id: str, idempotency_key: str) -> str:
+    """The request reference (and workflow id) for a submission: the same key gives the same one.
+
+    Short, unambiguous characters (Crockford-like base32, no padding) so a citizen can read it
+    out on the phone; the service prefix keeps it readable in the Temporal UI.
+    """
+    digest = hashlib.sha256(f"{service_id}\x00{idempotency_key}".encode()).digest()
+    code = base64.b32encode(digest[:10]).decode().rstrip("=")
+    return f"{service_id}-{code[:4]}-{code[4:8]}-{code[8:12]}".upper().replace("_", "-")
+
+
+def idempotency_key(reference: str, step_id: str, item_key: str | None, suffix: str = "") -> str:
+    """The key an agency deduplicates on: request reference + step + item (+ undo/info suffix)."""
+    key = f"{reference}:{step_id}:{item_key if item_key is not None else '-'}"
+    return f"{key}:{suffix}" if suffix else key
+
+
+# --------------------------------------------------------------------------- workflow I/O
+
+
+class RequestInput(Wire):
+    """Everything a request needs, pinned at start: it never reads the catalog again."""
+
+    reference: str
+    snapshot: ServiceSnapshot
+    submission: dict[str, Any] = Field(description="Validated submission (personal; encrypted).")
+    language: str = "en"
+    submitted_at: datetime
+    callback_base_url: str | None = None
+    carried: CarriedState | None = None
+    """Set only when the workflow continues as new."""
+
+
+class ItemOutcome(Wire):
+    """One agency call of a step (a step has several items with for_each)."""
+
+    key: str | None = None
+    status: StepStatus = "pending"
+    agency_reference: str | None = None
+    attempts: int = 0
+    reason: str | None = None
+    output: dict[str, Any] | None = None
+    waiting_for: WaitingFor | None = None
+    information_fields: list[str] | None = None
+
+
+class StepOutcome(Wire):
+    step_id: str
+    kind: Literal["call", "decision"] = "call"
+    agency: str | None = None
+    operation: str | None = None
+    status: StepStatus = "pending"
+    required: bool = True
+    reason: str | None = None
+    items: list[ItemOutcome] = Field(default_factory=list)
+    escalated: bool = False
+    decided_by: str | None = None
+
+
+class CompensationOutcome(Wire):
+    step_id: str
+    item_key: str | None = None
+    operation: str
+    status: Literal["undone", "failed", "not_needed"]
+    reason: str | None = None
+
+
+class RequestResult(Wire):
+    reference: str
+    service: str
+    version: int
+    content_hash: str
+    status: RequestStatus
+    steps: list[StepOutcome]
+    compensations: list[CompensationOutcome] = Field(default_factory=list)
+    agencies_contacted: int = 0
+
+
+class RequestProgress(Wire):
+    """What the `progress` query answers: live state per step."""
+
+    reference: str
+    service: str
+    content_hash: str
+    status: RequestStatus
+    steps: list[StepOutcome]
+    waiting: list[str] = Field(default_factory=list)
+    """Plain-words list of what the request is waiting for."""
+
+
+class CarriedState(Wire):
+    """State carried across continue-as-new."""
+
+    steps: list[StepOutcome]
+    planner: dict[str, str]
+    completed_order: list[str]
+    outputs: dict[str, Any]
+    events_seen: int = 0
+
+
+# --------------------------------------------------------------------------- activity I/O
+
+
+class AgencyEndpoint(Wire):
+    """Where and how to reach an agency: names of settings, never the secret itself."""
+
+    agency_id: str
+    base_url_env: str | None = None
+    default_base_url: str | None = None
+    auth_secret: str | None = None
+
+
+class AgencyCallInput(Wire):
+    reference: str
+    step_id: str
+    item_key: str | None = None
+    service: str
+    endpoint: AgencyEndpoint
+    operation: str
+    action: Literal["operation", "information", "cancel"] = "operation"
+    payload: dict[str, Any]
+    """Only the fields the step declares: exactly what the agency receives."""
+    idempotency_key: str
+    callback_url: str | None = None
+    language: str = "en"
+    timeout_seconds: float = 30.0
+    record_progress: bool = True
+
+
+class AgencyCallResult(Wire):
+    status: Literal["completed", "accepted", "needs_information", "cancelled"]
+    agency_reference: str | None = None
+    output: dict[str, Any] = Field(default_factory=dict)
+    fields: dict[str, Any] | None = None
+    message: dict[str, str] | None = None
+    attempts: int = 1
+
+
+class RecordRequestInput(Wire):
+    reference: str
+    service: str
+    version: int
+    content_hash: str
+    language: str
+    submitted_at: datetime
+    status: RequestStatus
+    agencies: list[str]
+    steps: list[StepOutcome] = Field(default_factory=list)
+    finished: bool = False
+    agencies_contacted: int = 0
+
+
+RequestInput.model_rebuild()
+
+
+# --------------------------------------------------------------------------- retry contract
+# Exception *type names* are part of Temporal's retry contract: the activities raise them and
+# the workflow lists the final ones in every retry policy, so they are defined once, here.
+AGENCY_REJECTED = "AgencyRejected"
+AGENCY_UNAVAILABLE = "AgencyUnavailable"
+AGENCY_PROTOCOL_ERROR = "AgencyProtocolError"
+AGENCY_MISCONFIGURED = "AgencyMisconfigured"
+NON_RETRYABLE_ERRORS = (AGENCY_REJECTED, AGENCY_PROTOCOL_ERROR, AGENCY_MISCONFIGURED)

@@ -1,0 +1,157 @@
+"""The citizen front door: submit a request, follow it, and the agencies' callback endpoint.
+
+Routes:
+- ``GET  /health``
+- ``GET  /services`` and ``GET /services/{id}``: what can be asked for, and its input schema
+- ``POST /requests`` (header ``Idempotency-Key``): 202 with the reference; 422 with field paths
+  for invalid input; 404 for an unknown service; 413 for an oversized body
+- ``GET  /requests/{reference}``: status from the read model, live steps from the workflow
+Bad input changes nothing: it is refused before any workflow starts or any row is written.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from activities.read_model import ReadModel
+from definitions.errors import UnknownService
+from definitions.models import DataSchema
+from definitions.requests import RequestProgress
+from definitions.submission import SubmissionInvalid
+from intake.submissions import Submissions
+
+log = structlog.get_logger(__name__)
+
+MAX_BODY_BYTES = 256 * 1024
+"""A submission is a form, not a file upload; anything bigger is refused before parsing."""
+
+
+def create_app(
+    *,
+    client: Client,
+    submissions: Submissions,
+    read_model: ReadModel | None,
+    ui_url: str,
+    namespace: str = "default",
+) -> FastAPI:
+    """The front door's ASGI app. Collaborators are owned by the caller (see intake.__main__)."""
+    app = FastAPI(title="No Wrong Door — intake", version="1")
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/services")
+    async def services() -> dict[str, Any]:
+        catalog = submissions.catalog
+        return {
+            "services": [
+                {"id": s.service, "version": s.version, "title": s.title,
+                 "description": s.description}
+                for s in catalog.services.values()
+            ]
+        }
+
+    @app.get("/services/{service_id}")
+    async def service(service_id: str) -> JSONResponse:
+        try:
+            definition = submissions.catalog.service(service_id)
+        except UnknownService as exc:
+            return _error(404, "unknown_service", str(exc))
+        return JSONResponse({
+            "id": definition.service, "version": definition.version,
+            "title": definition.title, "description": definition.description,
+            "input": _schema_view(definition.input),
+            "content_hash": submissions.catalog.content_hash(service_id),
+        })
+
+    @app.post("/requests")
+    async def submit(request: Request) -> JSONResponse:
+        body = await _read_limited(request)
+        if body is None:
+            return _error(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return _error(400, "malformed_json", "the body is not valid JSON")
+        if not isinstance(data, dict):
+            return _error(422, "invalid_submission", "the body must be a JSON object",
+                          errors=[{"loc": [], "msg": "expected an object"}])
+        service_id = data.get("service")
+        if not isinstance(service_id, str):
+            return _error(422, "invalid_submission", "'service' is required",
+                          errors=[{"loc": ["service"], "msg": "a service id is required"}])
+        key = request.headers.get("Idempotency-Key") or str(uuid.uuid4())
+        language = str(data.get("language") or "en")
+        try:
+            submitted = await submissions.submit(
+                service_id, data.get("submission"), idempotency_key=key, language=language
+            )
+        except UnknownService as exc:
+            return _error(404, "unknown_service", str(exc))
+        except SubmissionInvalid as exc:
+            return _error(
+                422, "invalid_submission", "the submission does not match the service's form",
+                errors=[{"loc": ["submission", *e.loc], "msg": e.message} for e in exc.errors],
+            )
+        log.info("request_submitted", reference=submitted.reference, service=service_id,
+                 created=submitted.created)
+        return JSONResponse(
+            status_code=202 if submitted.created else 200,
+            content={
+                "reference": submitted.reference,
+                "created": submitted.created,
+                "status_url": f"/requests/{submitted.reference}",
+                "temporal_ui": f"{ui_url}/namespaces/{namespace}/workflows/{submitted.reference}",
+            },
+        )
+
+    @app.get("/requests/{reference}")
+    async def status(reference: str) -> JSONResponse:
+        row = await read_model.get_request(reference) if read_model is not None else None
+        live: RequestProgress | None = None
+        try:
+            live = await submissions.handle(reference).query("progress",
+                                                             result_type=RequestProgress)
+        except RPCError:
+            live = None
+        if row is None and live is None:
+            return _error(404, "unknown_request", f"no request {reference!r}")
+        content: dict[str, Any] = {"reference": reference}
+        if row is not None:
+            content["record"] = json.loads(json.dumps(asdict(row), default=str))
+        if live is not None:
+            content["live"] = live.model_dump(mode="json", exclude={"steps": {"__all__": {
+                "items": {"__all__": {"output"}}}}})
+        return JSONResponse(content)
+
+    return app
+
+
+def _schema_view(schema: DataSchema) -> dict[str, Any]:
+    return schema.model_dump(mode="json", exclude_none=True)
+
+
+async def _read_limited(request: Request) -> bytes | None:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return None
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            return None
+    return body
+
+
+def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"code": code, "message": message, **extra})

@@ -1,0 +1,128 @@
+"""Turning one citizen submission into one request: validate, derive the reference, start.
+
+Shared by the HTTP front door and `nwd submit`. Bad input changes nothing: validation runs
+before anything is written or started. Start is idempotent: the workflow id is the request
+reference derived from the submission's idempotency key, and an existing request is returned
+as it is, never started twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from definitions.catalog import Catalog
+from definitions.models import ServiceSnapshot
+from definitions.requests import RequestInput, RequestResult, request_reference
+from definitions.submission import validate_submission
+from workflows import search_attributes as sa
+from workflows.request_workflow import CitizenRequestWorkflow
+
+LANGUAGES = ("en", "es")
+
+
+@dataclass(frozen=True)
+class Submitted:
+    reference: str
+    created: bool
+    """False when the idempotency key named a request that already existed."""
+
+
+class Submissions:
+    """Starts requests for services of one catalog on one task queue."""
+
+    def __init__(
+        self,
+        client: Client,
+        catalog: Catalog,
+        *,
+        task_queue: str,
+        callback_base_url: str | None = None,
+    ) -> None:
+        self._client = client
+        self._catalog = catalog
+        self._task_queue = task_queue
+        self._callback_base_url = callback_base_url
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._catalog
+
+    async def submit(
+        self,
+        service_id: str,
+        data: Any,
+        *,
+        idempotency_key: str,
+        language: str = "en",
+    ) -> Submitted:
+        """Validate and start; raises UnknownService or SubmissionInvalid before any effect."""
+        snapshot = self._catalog.snapshot(service_id)
+        submission = validate_submission(snapshot.service.input, data)
+        if language not in LANGUAGES:
+            language = "en"
+        reference = request_reference(service_id, idempotency_key)
+        now = datetime.now(UTC)
+        service = snapshot.service
+        request = RequestInput(
+            reference=reference,
+            snapshot=snapshot,
+            submission=submission,
+            language=language,
+            submitted_at=now,
+            callback_base_url=self._callback_base_url,
+        )
+        try:
+            handle = await self._client.start_workflow(
+                CitizenRequestWorkflow.run,
+                request,
+                id=reference,
+                task_queue=self._task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=sa_pairs(service.service, service.version,
+                                           snapshot.content_hash, snapshot, now),
+                static_summary=f"{service.title['en']} — request {reference}",
+                static_details=(
+                    f"Service {service.service} v{service.version} "
+                    f"(definition {snapshot.content_hash[:12]}), "
+                    f"{len(service.steps)} steps across "
+                    f"{len({a.id for a in snapshot.agencies})} agencies."
+                ),
+            )
+        except WorkflowAlreadyStartedError:
+            return Submitted(reference=reference, created=False)
+        return Submitted(reference=reference, created=_was_started(handle))
+
+    def handle(self, reference: str) -> WorkflowHandle[CitizenRequestWorkflow, RequestResult]:
+        return self._client.get_workflow_handle_for(CitizenRequestWorkflow.run, reference)
+
+
+def _was_started(handle: WorkflowHandle[Any, Any]) -> bool:
+    """USE_EXISTING returns the running workflow's handle; the server's reply says which it was."""
+    response = getattr(handle, "_start_workflow_response", None)
+    return bool(getattr(response, "started", True))
+
+
+def sa_pairs(
+    service_id: str, version: int, content_hash: str, snapshot: ServiceSnapshot,
+    submitted_at: datetime,
+) -> TypedSearchAttributes:
+    return TypedSearchAttributes([
+        SearchAttributePair(sa.CITIZEN_SERVICE, service_id),
+        SearchAttributePair(sa.DEFINITION_VERSION, f"{service_id}@{version}#{content_hash[:12]}"),
+        SearchAttributePair(sa.REQUEST_STATUS, "running"),
+        SearchAttributePair(sa.AGENCIES_INVOLVED, sorted({a.id for a in snapshot.agencies})),
+        SearchAttributePair(sa.ESCALATED, False),
+        SearchAttributePair(sa.SUBMITTED_AT, submitted_at),
+    ])

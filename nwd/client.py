@@ -1,0 +1,33 @@
+"""The Temporal client every process uses: pydantic payloads, encrypted, failures included."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
+
+from nwd.codec import EncryptionCodec, load_or_create_key
+from nwd.settings import Settings
+
+
+def data_converter(key: bytes) -> DataConverter:
+    """Pydantic models as payloads, sealed by the codec; failure messages encoded too."""
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=EncryptionCodec(key),
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
+
+
+def converter_for(settings: Settings) -> DataConverter:
+    return data_converter(load_or_create_key(settings.state_dir, settings.encryption_key))
+
+
+async def connect(settings: Settings) -> Client:
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=converter_for(settings),
+    )

@@ -1,0 +1,79 @@
+"""Payload encryption: citizen data never reaches the Temporal server in clear text.
+
+Every payload (workflow and activity inputs and results, summaries, failure attributes) is
+sealed with AES-256-GCM before it leaves the process; only holders of the key — the worker,
+the intake, the CLI, and the authorised codec server the Temporal UI calls — can read it.
+Search attributes are NOT covered by a codec: they never hold personal data.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from temporalio.api.common.v1 import Payload
+from temporalio.converter import PayloadCodec
+
+ENCODING = b"binary/encrypted"
+_NONCE_BYTES = 12
+
+
+class PayloadDecryptionError(Exception):
+    """A payload was sealed with another key, or was tampered with."""
+
+
+def load_or_create_key(state_dir: Path, configured: str | None) -> bytes:
+    """The configured base64 key, or the embedded stack's key file (created on first use)."""
+    if configured:
+        key = base64.b64decode(configured)
+    else:
+        path = state_dir / "encryption.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(base64.b64encode(AESGCM.generate_key(bit_length=256)).decode())
+        key = base64.b64decode(path.read_text().strip())
+    if len(key) != 32:
+        raise ValueError("the payload encryption key must be 32 bytes (base64 of 256 bits)")
+    return key
+
+
+class EncryptionCodec(PayloadCodec):
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+        self.key_id = hashlib.sha256(key).hexdigest()[:16].encode()
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return [
+            Payload(
+                metadata={"encoding": ENCODING, "encryption-key-id": self.key_id},
+                data=self._seal(p.SerializeToString()),
+            )
+            for p in payloads
+        ]
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        decoded = []
+        for payload in payloads:
+            if payload.metadata.get("encoding") != ENCODING:
+                decoded.append(payload)
+                continue
+            if payload.metadata.get("encryption-key-id") != self.key_id:
+                raise PayloadDecryptionError("payload was encrypted with a different key")
+            decoded.append(Payload.FromString(self._open(payload.data)))
+        return decoded
+
+    def _seal(self, data: bytes) -> bytes:
+        nonce = os.urandom(_NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, data, None)
+
+    def _open(self, data: bytes) -> bytes:
+        try:
+            return self._aead.decrypt(data[:_NONCE_BYTES], data[_NONCE_BYTES:], None)
+        except Exception as exc:
+            raise PayloadDecryptionError("payload could not be decrypted") from exc

@@ -1,0 +1,185 @@
+"""The engine wired for real: Temporal dev server, worker, PostgreSQL read model, agencies.
+
+Each test gets its own task queue, its own engine database and its own agencies database,
+and a worker running in this process on the session's real dev server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import secrets
+import socket
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import pytest_asyncio
+import uvicorn
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.agency_directory import AgencyDirectory
+from activities.migrations import apply_migrations
+from activities.read_model import ReadModel
+from definitions.catalog import Catalog
+from definitions.loader import load_catalog
+from definitions.requests import RequestResult
+from intake.submissions import Submissions
+from nwd.client import data_converter
+from nwd.settings import DEFAULT_CATALOG_DIR
+from worker import HTTP_LIMITS, build_worker
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def new_database(postgres_server: str, prefix: str) -> str:
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(postgres_server)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return postgres_server.replace("/postgres?", f"/{name}?")
+
+
+@dataclass
+class Agencies:
+    """The reference agencies, served over real HTTP by uvicorn in this process."""
+
+    url: str
+    database_url: str
+    env: dict[str, str]
+    admin: httpx.AsyncClient
+
+    async def set_behaviour(self, agency: str, behaviour: Mapping[str, Any]) -> None:
+        response = await self.admin.put(f"/_admin/agencies/{agency}/behaviour", json=behaviour)
+        response.raise_for_status()
+
+    async def records(self, agency: str) -> list[dict[str, Any]]:
+        response = await self.admin.get(f"/_admin/agencies/{agency}/records")
+        response.raise_for_status()
+        body = response.json()
+        return list(body["records"] if isinstance(body, dict) else body)
+
+
+async def serve(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started:
+            break
+        await asyncio.sleep(0.02)
+    return server, task
+
+
+@pytest.fixture(scope="session")
+def catalog() -> Catalog:
+    return load_catalog(DEFAULT_CATALOG_DIR)
+
+
+@pytest_asyncio.fixture
+async def agencies(postgres_server: str, catalog: Catalog) -> AsyncIterator[Agencies]:
+    from agency_kit.reference.app import create_app
+
+    database_url = await new_database(postgres_server, "agencies")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env: dict[str, str] = {}
+    agency_secrets: dict[str, str] = {}
+    for agency in catalog.agencies.values():
+        if agency.http is not None:
+            env[agency.http.base_url_env] = f"{url}/agencies/{agency.id}"
+        if agency.auth_secret:
+            secret = secrets.token_urlsafe(24)
+            env[agency.auth_secret] = secret
+            agency_secrets[agency.id] = secret
+    app = create_app(registry=catalog.registry, database_url=database_url, secrets=agency_secrets)
+    server, task = await serve(app, port)
+    async with httpx.AsyncClient(base_url=url, timeout=10) as admin:
+        yield Agencies(url=url, database_url=database_url, env=env, admin=admin)
+    server.should_exit = True
+    await task
+
+
+@dataclass
+class Engine:
+    client: Client
+    task_queue: str
+    submissions: Submissions
+    read_model: ReadModel
+    pool: asyncpg.Pool
+    agencies: Agencies
+    worker: Worker
+    started: list[str] = field(default_factory=list)
+
+    async def submit(self, service: str, data: Any, key: str | None = None,
+                     language: str = "en") -> str:
+        submitted = await self.submissions.submit(
+            service, data, idempotency_key=key or str(uuid.uuid4()), language=language
+        )
+        self.started.append(submitted.reference)
+        return submitted.reference
+
+    async def result(self, reference: str, wait_s: float = 60) -> RequestResult:
+        handle = self.submissions.handle(reference)
+        return await asyncio.wait_for(handle.result(), wait_s)
+
+
+def engine_client(env: WorkflowEnvironment, key: bytes) -> Client:
+    config = env.client.config()
+    config["data_converter"] = data_converter(key)
+    return Client(**config)
+
+
+@pytest.fixture(scope="session")
+def encryption_key() -> bytes:
+    return base64.b64decode(base64.b64encode(os.urandom(32)))
+
+
+@pytest_asyncio.fixture
+async def engine(
+    temporal_env: WorkflowEnvironment,
+    postgres_server: str,
+    agencies: Agencies,
+    catalog: Catalog,
+    encryption_key: bytes,
+    task_queue: str,
+) -> AsyncIterator[Engine]:
+    client = engine_client(temporal_env, encryption_key)
+    database_url = await new_database(postgres_server, "engine")
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=5)
+    await apply_migrations(pool)
+    read_model = ReadModel(pool)
+    async with httpx.AsyncClient(limits=HTTP_LIMITS) as http:
+        worker = build_worker(
+            client, task_queue=task_queue, http=http, read_model=read_model,
+            directory=AgencyDirectory(agencies.env),
+        )
+        async with worker:
+            engine = Engine(
+                client=client, task_queue=task_queue,
+                submissions=Submissions(client, catalog, task_queue=task_queue),
+                read_model=read_model, pool=pool, agencies=agencies, worker=worker,
+            )
+            yield engine
+            # Leave nothing running on the shared server for the next test to trip over.
+            for reference in engine.started:
+                handle = client.get_workflow_handle(reference)
+                if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+                    await handle.terminate("test finished")
+    await pool.close()

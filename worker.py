@@ -1,0 +1,123 @@
+"""Composition root of the engine's worker: client, data converter, activities, workflow.
+
+Run it with ``python worker.py`` or ``nwd worker``; configuration comes from the environment
+(see :mod:`nwd.settings`) and is read here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import httpx
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.agency_calls import AgencyCalls
+from activities.agency_directory import AgencyDirectory
+from activities.migrations import apply_migrations
+from activities.read_model import ReadModel
+from activities.recording import RequestRecording
+from nwd.client import connect
+from nwd.logging import configure_logging
+from nwd.settings import Settings
+from workflows.request_workflow import CitizenRequestWorkflow
+
+log = structlog.get_logger(__name__)
+
+PASSTHROUGH_MODULES = ("definitions", "celpy", "lark", "pendulum", "jmespath", "yaml", "re2")
+"""Deterministic libraries shared with the sandbox instead of re-imported per workflow run."""
+
+HTTP_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=100)
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
+    )
+
+
+def build_worker(
+    client: Client,
+    *,
+    task_queue: str,
+    http: httpx.AsyncClient,
+    read_model: ReadModel,
+    directory: AgencyDirectory,
+    max_concurrent_activities: int = 500,
+) -> Worker:
+    """A worker for the engine's workflow and activities.
+
+    Args:
+        client: connected client; owned by the caller.
+        task_queue: the queue to poll.
+        http: shared, pooled HTTP client for agency calls; owned by the caller.
+        read_model: where progress and outcomes are recorded (PostgreSQL).
+        directory: resolves agency URLs and signing secrets.
+    """
+    agency_calls = AgencyCalls(http, directory, read_model)
+    activities: list[Callable[..., Any]] = [
+        agency_calls.call_agency,
+        RequestRecording(read_model).record_request,
+    ]
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[CitizenRequestWorkflow],
+        activities=activities,
+        workflow_runner=workflow_runner(),
+        max_concurrent_activities=max_concurrent_activities,
+    )
+
+
+@asynccontextmanager
+async def engine_resources(
+    settings: Settings,
+) -> AsyncIterator[tuple[httpx.AsyncClient, ReadModel]]:
+    """The HTTP client and database pool a worker needs, closed on exit."""
+    if settings.database_url is None:
+        raise SystemExit("DATABASE_URL is not set: start the stack with `nwd up`, or set it")
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=10)
+    try:
+        await apply_migrations(pool)
+        async with httpx.AsyncClient(limits=HTTP_LIMITS, timeout=httpx.Timeout(30.0)) as http:
+            yield http, ReadModel(pool)
+    finally:
+        await pool.close()
+
+
+async def run_worker(settings: Settings) -> None:
+    client = await connect(settings)
+    async with engine_resources(settings) as (http, read_model):
+        worker = build_worker(
+            client,
+            task_queue=settings.task_queue,
+            http=http,
+            read_model=read_model,
+            directory=AgencyDirectory(settings.agency_env),
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("worker_started", task_queue=settings.task_queue,
+                 temporal=settings.temporal_address)
+        async with worker:
+            await stop.wait()
+        log.info("worker_stopped")
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    configure_logging(settings.log_format)
+    asyncio.run(run_worker(settings))
+
+
+if __name__ == "__main__":
+    main()
