@@ -144,16 +144,64 @@ def _load_service(
     document = _read(path, problems)
     if document is None:
         return None
-    service = _validate(ServiceDefinition, document, problems)
+    errors: list[ErrorDetails] = []
+    service = _validate(ServiceDefinition, document, problems, errors)
     if service is None:
+        _check_valid_steps(document, errors, agencies, broken, problems)
         return None
     issues = validate_service(service, agencies, unchecked_agencies=broken)
     problems.extend(document.locate(issue) for issue in issues)
     return service, document
 
 
+def _check_valid_steps(
+    document: YamlDocument,
+    errors: list[ErrorDetails],
+    agencies: Mapping[str, Agency],
+    broken: frozenset[str],
+    problems: list[DefinitionProblem],
+) -> None:
+    """Run the cross-file rules on the steps that are valid, when only some steps are not.
+
+    So a file with a misspelt key in one step still gets its expressions and agencies checked
+    in one run, instead of one problem per run.
+    """
+    data = document.data
+    if not errors or not isinstance(data, dict) or not isinstance(data.get("steps"), list):
+        return
+    bad_steps: set[int] = set()
+    for error in errors:
+        loc = error["loc"]
+        if len(loc) < 2 or loc[0] != "steps" or not isinstance(loc[1], int):
+            return  # the service itself is broken: its steps cannot be judged
+        bad_steps.add(loc[1])
+    kept = [i for i in range(len(data["steps"])) if i not in bad_steps]
+    if not kept:
+        return
+    skipped = frozenset(
+        str(step["id"]) for i, step in enumerate(data["steps"])
+        if i in bad_steps and isinstance(step, dict) and "id" in step
+    )
+    try:
+        partial = ServiceDefinition.model_validate(
+            {**data, "steps": [data["steps"][i] for i in kept]}
+        )
+    except ValidationError:
+        return
+    for issue in validate_service(
+        partial, agencies, unchecked_agencies=broken, unchecked_steps=skipped
+    ):
+        loc = issue.loc
+        if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
+            loc = ("steps", kept[loc[1]], *loc[2:])
+        problems.append(document.locate(Issue(loc, issue.code, issue.message, issue.at_key)))
+
+
 def _validate(
-    model: type[M], document: YamlDocument, problems: list[DefinitionProblem]
+    model: type[M],
+    document: YamlDocument,
+    problems: list[DefinitionProblem],
+    errors_out: list[ErrorDetails] | None = None,
 ) -> M | None:
     if not isinstance(document.data, dict):
         problems.append(document.locate(Issue(
@@ -166,6 +214,8 @@ def _validate(
         return model.model_validate(document.data)
     except ValidationError as exc:
         errors = exc.errors()
+        if errors_out is not None:
+            errors_out.extend(e for e in errors if not _echo(e, errors))
         problems.extend(
             document.locate(_issue_from_pydantic(model, error))
             for error in errors

@@ -99,13 +99,16 @@ def validate_service(
     agencies: Mapping[str, Agency],
     *,
     unchecked_agencies: frozenset[str] = frozenset(),
+    unchecked_steps: frozenset[str] = frozenset(),
 ) -> list[Issue]:
     """Every cross-document rule for one service; ``agencies`` is the registry by id.
 
     Steps calling an agency in ``unchecked_agencies`` (one whose own definition is broken and
-    already reported) are not checked against it, so one typo gives one problem.
+    already reported) are not checked against it, so one typo gives one problem. Likewise
+    ``unchecked_steps`` are steps left out because they are themselves invalid: naming them
+    in ``needs`` or expressions is not a further problem.
     """
-    checker = _ServiceChecker(service, agencies, unchecked_agencies)
+    checker = _ServiceChecker(service, agencies, unchecked_agencies, unchecked_steps)
     return checker.run()
 
 
@@ -115,10 +118,12 @@ class _ServiceChecker:
         service: ServiceDefinition,
         agencies: Mapping[str, Agency],
         unchecked_agencies: frozenset[str],
+        unchecked_steps: frozenset[str] = frozenset(),
     ) -> None:
         self.service = service
         self.agencies = agencies
         self.unchecked_agencies = unchecked_agencies
+        self.unchecked_steps = unchecked_steps
         self.issues: list[Issue] = []
         self.steps: dict[str, AnyStep] = {}
         self.submission = sample_data(service.input)
@@ -139,7 +144,7 @@ class _ServiceChecker:
                 "steps": {s: {"output": outputs[s]} for s in ups if outputs.get(s) is not None},
             }
             scope = _Scope(
-                base, ups, frozenset(self.steps),
+                base, ups | self.unchecked_steps, frozenset(self.steps) | self.unchecked_steps,
                 hints={
                     "item": "`item` exists only inside a step with `for_each`",
                     "output": "`output` exists only in a compensation's input",
@@ -168,7 +173,7 @@ class _ServiceChecker:
     def _check_needs(self) -> None:
         for index, step in enumerate(self.service.steps):
             for need_index, need in enumerate(step.needs):
-                if need not in self.steps:
+                if need not in self.steps and need not in self.unchecked_steps:
                     self.issues.append(Issue(
                         ("steps", index, "needs", need_index), "unknown-step",
                         f"step {step.id!r} needs {need!r}, which is not a step of this service; "
