@@ -1,0 +1,278 @@
+"""Each reference agency's own PostgreSQL schema ``agency_<id>``: its records and idempotency.
+
+Tables (created on start-up, idempotently, under an advisory lock):
+
+``records`` — one row per effect the agency carried out or has in hand:
+    id bigserial, agency_reference text unique (``DMV-000042``), operation, reference (the
+    engine's request reference), step, item, input jsonb, output jsonb, answers jsonb,
+    status (``accepted`` | ``needs_information`` | ``completed`` | ``rejected`` |
+    ``cancelled``), is_undo, outcome jsonb (a planned rejection for callback mode),
+    requested_fields jsonb (what needs_information asked), callback_url, callback_state
+    (``pending`` | ``sent`` | ``refused`` | ``failed``), language, reverted_at, reverted_by
+    (the undo record's agency reference), created_at, updated_at.
+
+``idempotency`` — :class:`agency_kit.idempotency.IdempotencyStore`'s table.
+
+The sequence ``agency_reference_seq`` numbers agency references.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped,unused-ignore]
+
+from agency_kit.idempotency import IdempotencyStore, quote_ident
+from agency_kit.reference.outputs import agency_reference
+
+
+def schema_name(agency_id: str) -> str:
+    """``driver-licensing`` -> ``agency_driver_licensing``."""
+    return "agency_" + re.sub(r"[^a-z0-9]+", "_", agency_id.lower()).strip("_")
+
+
+_JSON_COLUMNS = ("input", "output", "answers", "outcome", "requested_fields")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One row of ``records``."""
+
+    id: int
+    agency_reference: str
+    operation: str
+    reference: str
+    step: str
+    item: str | None
+    input: dict[str, Any]
+    output: dict[str, Any] | None
+    answers: dict[str, Any] | None
+    status: str
+    is_undo: bool
+    outcome: dict[str, Any] | None
+    requested_fields: dict[str, Any] | None
+    callback_url: str | None
+    callback_state: str | None
+    language: str
+    number: int
+    created_at: datetime
+    updated_at: datetime
+    reverted_at: datetime | None
+    reverted_by: str | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Record:
+        data = dict(row)
+        for column in _JSON_COLUMNS:
+            if data[column] is not None:
+                data[column] = json.loads(data[column])
+        return cls(**data)
+
+    def as_json(self) -> dict[str, Any]:
+        data = self.__dict__.copy()
+        for key in ("created_at", "updated_at", "reverted_at"):
+            if data[key] is not None:
+                data[key] = data[key].isoformat()
+        return data
+
+
+class AgencyStore:
+    """SQL for one agency's schema. Every method takes the caller's connection."""
+
+    def __init__(self, agency_id: str) -> None:
+        self.agency_id = agency_id
+        self.schema = schema_name(agency_id)
+        s = quote_ident(self.schema)
+        self.records = f"{s}.records"
+        self.sequence = f"{s}.agency_reference_seq"
+        self.idempotency = IdempotencyStore(schema=self.schema)
+        self._select = (
+            "SELECT id, agency_reference, operation, reference, step, item, input::text AS input,"
+            " output::text AS output, answers::text AS answers, status, is_undo,"
+            " outcome::text AS outcome, requested_fields::text AS requested_fields,"
+            " callback_url, callback_state, language, number, created_at, updated_at,"
+            f" reverted_at, reverted_by FROM {self.records}"
+        )
+
+    async def create(self, conn: asyncpg.Connection) -> None:
+        """Create the schema, tables and sequence if missing (safe on every start-up)."""
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.schema)
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.schema)}")
+            await conn.execute(f"CREATE SEQUENCE IF NOT EXISTS {self.sequence}")
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.records} ("
+                " id bigserial PRIMARY KEY,"
+                " agency_reference text NOT NULL UNIQUE,"
+                " number bigint NOT NULL,"
+                " operation text NOT NULL,"
+                " reference text NOT NULL,"
+                " step text NOT NULL,"
+                " item text,"
+                " input jsonb NOT NULL,"
+                " output jsonb,"
+                " answers jsonb,"
+                " status text NOT NULL,"
+                " is_undo boolean NOT NULL DEFAULT false,"
+                " outcome jsonb,"
+                " requested_fields jsonb,"
+                " callback_url text,"
+                " callback_state text,"
+                " language text NOT NULL DEFAULT 'en',"
+                " created_at timestamptz NOT NULL DEFAULT now(),"
+                " updated_at timestamptz NOT NULL DEFAULT now(),"
+                " reverted_at timestamptz,"
+                " reverted_by text)"
+            )
+            await conn.execute(
+                f"CREATE INDEX IF NOT EXISTS records_reference_step"
+                f" ON {self.records} (reference, step, item)"
+            )
+            await self.idempotency.create(conn)
+
+    async def reset(self, conn: asyncpg.Connection) -> None:
+        """Delete every row and restart the numbering."""
+        await conn.execute(
+            f"TRUNCATE {self.records}, {self.idempotency.table} RESTART IDENTITY"
+        )
+        await conn.execute(f"ALTER SEQUENCE {self.sequence} RESTART")
+
+    async def insert(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        operation: str,
+        reference: str,
+        step: str,
+        item: str | None,
+        input: dict[str, Any],
+        status: str,
+        is_undo: bool,
+        language: str,
+        callback_url: str | None = None,
+        callback_state: str | None = None,
+        outcome: dict[str, Any] | None = None,
+        requested_fields: dict[str, Any] | None = None,
+    ) -> Record:
+        number = int(await conn.fetchval(f"SELECT nextval('{self.sequence}')"))
+        row = await conn.fetchrow(
+            f"WITH inserted AS (INSERT INTO {self.records} (agency_reference, number, operation,"
+            " reference, step, item, input, status, is_undo, language, callback_url, outcome,"
+            " requested_fields, callback_state) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8,"
+            " $9, $10, $11, $12::jsonb, $13::jsonb, $14) RETURNING *) "
+            + self._select.replace(f"FROM {self.records}", "FROM inserted"),
+            agency_reference(self.agency_id, number),
+            number,
+            operation,
+            reference,
+            step,
+            item,
+            json.dumps(input),
+            status,
+            is_undo,
+            language,
+            callback_url,
+            None if outcome is None else json.dumps(outcome),
+            None if requested_fields is None else json.dumps(requested_fields),
+            callback_state,
+        )
+        return Record.from_row(row)
+
+    async def get(
+        self, conn: asyncpg.Connection, agency_ref: str, *, for_update: bool = False
+    ) -> Record | None:
+        row = await conn.fetchrow(
+            self._select + " WHERE agency_reference = $1" + (" FOR UPDATE" if for_update else ""),
+            agency_ref,
+        )
+        return None if row is None else Record.from_row(row)
+
+    async def update(self, conn: asyncpg.Connection, record_id: int, **values: Any) -> None:
+        """Set columns (JSON columns given as Python values) and ``updated_at``."""
+        sets = []
+        args: list[Any] = []
+        for index, (column, value) in enumerate(values.items(), start=2):
+            if column in _JSON_COLUMNS:
+                sets.append(f"{quote_ident(column)} = ${index}::jsonb")
+                args.append(None if value is None else json.dumps(value))
+            else:
+                sets.append(f"{quote_ident(column)} = ${index}")
+                args.append(value)
+        await conn.execute(
+            f"UPDATE {self.records} SET {', '.join(sets)}, updated_at = now() WHERE id = $1",
+            record_id,
+            *args,
+        )
+
+    async def undo_target(
+        self, conn: asyncpg.Connection, undo: Record
+    ) -> Record | None:
+        """The record an undo call reverts (see docs/agency-contract.md, "Undo operations").
+
+        1. the record whose agency reference is the undo input's ``agency_reference`` or
+           ``reference``; else 2. the latest record whose output has a field with the same
+           name and value as one of the undo input's text fields; else 3. the latest record
+           of the same engine reference, step and item. Only completed, not yet reverted,
+           non-undo records count.
+        """
+        eligible = "status = 'completed' AND NOT is_undo AND reverted_at IS NULL AND id <> $1"
+        explicit = [
+            v for k, v in undo.input.items() if k in ("agency_reference", "reference")
+            and isinstance(v, str)
+        ]
+        if explicit:
+            row = await conn.fetchrow(
+                f"{self._select} WHERE {eligible} AND agency_reference = ANY($2::text[])"
+                " ORDER BY id DESC LIMIT 1 FOR UPDATE",
+                undo.id,
+                explicit,
+            )
+            if row is not None:
+                return Record.from_row(row)
+        pairs = [json.dumps({k: v}) for k, v in undo.input.items() if isinstance(v, str)]
+        if pairs:
+            row = await conn.fetchrow(
+                f"{self._select} WHERE {eligible} AND output IS NOT NULL AND EXISTS"
+                " (SELECT 1 FROM unnest($2::text[]) AS p(pair) WHERE output @> p.pair::jsonb)"
+                " ORDER BY id DESC LIMIT 1 FOR UPDATE",
+                undo.id,
+                pairs,
+            )
+            if row is not None:
+                return Record.from_row(row)
+        row = await conn.fetchrow(
+            f"{self._select} WHERE {eligible} AND reference = $2 AND step = $3"
+            " AND item IS NOT DISTINCT FROM $4 ORDER BY id DESC LIMIT 1 FOR UPDATE",
+            undo.id,
+            undo.reference,
+            undo.step,
+            undo.item,
+        )
+        return None if row is None else Record.from_row(row)
+
+    async def list_records(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        reference: str | None = None,
+        operation: str | None = None,
+    ) -> list[Record]:
+        rows = await conn.fetch(
+            f"{self._select} WHERE ($1::text IS NULL OR reference = $1)"
+            " AND ($2::text IS NULL OR operation = $2) ORDER BY id",
+            reference,
+            operation,
+        )
+        return [Record.from_row(row) for row in rows]
+
+    async def pending_callbacks(self, conn: asyncpg.Connection) -> list[Record]:
+        """Records whose callback is still owed (for resuming after a restart)."""
+        rows = await conn.fetch(
+            f"{self._select} WHERE callback_url IS NOT NULL AND callback_state = 'pending'"
+            " ORDER BY id"
+        )
+        return [Record.from_row(row) for row in rows]

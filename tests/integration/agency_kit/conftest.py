@@ -1,0 +1,223 @@
+"""Real reference agencies on a real uvicorn server and real PostgreSQL, plus a signing client.
+
+``agencies`` starts the app (one per test, on its own fresh database) and returns a
+:class:`Agencies` handle; ``receiver`` starts a small callback receiver standing in for the
+engine's callback endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest_asyncio
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from agency_kit.reference import create_app
+from agency_kit.signing import signed_headers
+from definitions.loader import load_registry_file
+from definitions.models import AgencyRegistry
+
+SECRET = "dmv-test-secret"
+REGISTRY_PATH = Path(__file__).with_name("registry.yaml")
+
+ADDRESS = {"line1": "1 High Street", "city": "Springfield", "postcode": "AB1 2CD", "country": "GB"}
+DMV_INPUT = {"licence_number": "ABC12345", "full_name": "Ada Lovelace", "new_address": ADDRESS}
+
+
+def registry() -> AgencyRegistry:
+    return load_registry_file(REGISTRY_PATH)
+
+
+class Server:
+    """An ASGI app served by uvicorn in this event loop, on a free port."""
+
+    def __init__(self, app: Any) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False)
+        )
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self.server.serve(sockets=[self.sock]))
+        for _ in range(500):
+            if self.server.started:
+                return
+            if self.task.done():
+                self.task.result()
+            await asyncio.sleep(0.01)
+        raise RuntimeError("uvicorn did not start")
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self.task is not None:
+            await self.task
+        self.sock.close()
+
+
+@dataclass
+class Agencies:
+    """A running reference-agencies app and a client that speaks the contract to it."""
+
+    url: str
+    database_url: str
+    http: httpx.AsyncClient
+
+    def base(self, agency: str) -> str:
+        return f"{self.url}/agencies/{agency}"
+
+    async def post(
+        self,
+        agency: str,
+        path: str,
+        body: dict[str, Any] | bytes,
+        *,
+        key: str | None = None,
+        secret: str | None = SECRET,
+        timestamp: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """POST a signed contract call; ``key=None`` derives the key from the body."""
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        sent = {
+            "Content-Type": "application/json",
+            **signed_headers(secret, raw, timestamp=timestamp),
+        }
+        if key is None and isinstance(body, dict):
+            key = f"{body.get('reference')}:{body.get('step')}:{body.get('item') or '-'}"
+        if key:
+            sent["Idempotency-Key"] = key
+        if isinstance(body, dict) and "reference" in body:
+            sent["X-NWD-Reference"] = str(body["reference"])
+        sent.update(headers or {})
+        return await self.http.post(f"{self.base(agency)}{path}", content=raw, headers=sent)
+
+    async def call(
+        self, agency: str, operation: str, body: dict[str, Any], **kwargs: Any
+    ) -> httpx.Response:
+        return await self.post(agency, f"/operations/{operation}", body, **kwargs)
+
+    async def behave(self, agency: str, behaviour: dict[str, Any]) -> None:
+        response = await self.http.put(
+            f"{self.url}/_admin/agencies/{agency}/behaviour", json=behaviour
+        )
+        assert response.status_code == 200, response.text
+
+    async def records(self, agency: str, **params: str) -> list[dict[str, Any]]:
+        response = await self.http.get(
+            f"{self.url}/_admin/agencies/{agency}/records", params=params
+        )
+        assert response.status_code == 200, response.text
+        rows: list[dict[str, Any]] = response.json()
+        return rows
+
+    async def count(self, agency: str, table: str) -> int:
+        """Rows in the agency's own table, read straight from PostgreSQL."""
+        schema = "agency_" + agency.replace("-", "_")
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            return int(await conn.fetchval(f'SELECT count(*) FROM "{schema}".{table}'))
+        finally:
+            await conn.close()
+
+
+def request_body(reference: str | None = None, **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "reference": reference or f"REQ-{uuid.uuid4().hex[:8]}",
+        "step": "dmv",
+        "item": None,
+        "input": dict(DMV_INPUT),
+        "callback_url": None,
+        "language": "en",
+    }
+    body.update(overrides)
+    return body
+
+
+StartAgencies = Callable[..., Awaitable[Agencies]]
+
+
+@pytest_asyncio.fixture
+async def start_agencies(database_url: str) -> AsyncIterator[StartAgencies]:
+    """Start the reference agencies (call it with behaviour/secrets overrides)."""
+    servers: list[Server] = []
+    clients: list[httpx.AsyncClient] = []
+
+    async def start(
+        behaviour: dict[str, Any] | None = None,
+        secrets: dict[str, str] | None = None,
+        **options: Any,
+    ) -> Agencies:
+        app = create_app(
+            registry(),
+            database_url,
+            {"dmv": SECRET} if secrets is None else secrets,
+            behaviour,
+            **options,
+        )
+        server = Server(app)
+        await server.start()
+        servers.append(server)
+        client = httpx.AsyncClient(timeout=10.0)
+        clients.append(client)
+        return Agencies(url=server.url, database_url=database_url, http=client)
+
+    yield start
+    for client in clients:
+        await client.aclose()
+    for server in servers:
+        await server.stop()
+
+
+@pytest_asyncio.fixture
+async def agencies(start_agencies: StartAgencies) -> Agencies:
+    return await start_agencies()
+
+
+@dataclass
+class Receiver:
+    """A stand-in for the engine's callback endpoint: records what arrives."""
+
+    url: str
+    received: asyncio.Queue[tuple[dict[str, str], bytes]] = field(default_factory=asyncio.Queue)
+    fail_first: int = 0
+    status_after: int = 200
+    attempts: int = 0
+
+
+@pytest_asyncio.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    app = FastAPI()
+    state: dict[str, Receiver] = {}
+
+    @app.post("/callbacks/{token}")
+    async def callback(token: str, request: Request) -> JSONResponse:
+        rec = state["r"]
+        rec.attempts += 1
+        body = await request.body()
+        if rec.attempts <= rec.fail_first:
+            return JSONResponse({"error": "try later"}, status_code=503)
+        await rec.received.put(({k.lower(): v for k, v in request.headers.items()}, body))
+        return JSONResponse({"ok": True}, status_code=rec.status_after)
+
+    server = Server(app)
+    await server.start()
+    state["r"] = Receiver(url=f"{server.url}/callbacks/{uuid.uuid4().hex}")
+    try:
+        yield state["r"]
+    finally:
+        await server.stop()

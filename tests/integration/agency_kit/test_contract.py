@@ -1,0 +1,255 @@
+"""The reference agencies speak the contract: signatures, idempotency, validation, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+
+import httpx
+import structlog
+
+from tests.integration.agency_kit.conftest import (
+    DMV_INPUT,
+    SECRET,
+    Agencies,
+    StartAgencies,
+    request_body,
+)
+
+
+class TestSignature:
+    async def test_good_signature_completes(self, agencies: Agencies) -> None:
+        """A signed call completes with the agency reference and the generated output."""
+        response = await agencies.call("dmv", "update-address", request_body())
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["status"] == "completed"
+        assert body["agency_reference"] == "DMV-000001"
+        output = body["output"]
+        assert output["reference"] == "DMV-000001"
+        assert output["licence_number"] == "ABC12345"  # echoed from the input
+        assert output["case_number"] == "DMV-CN-000001"
+        assert output["new_licence_posted"] is True
+        assert output["channel"] == "post"
+        assert output["copies"] == 1
+        assert len(output["posted_on"]) == 10
+
+    async def test_bad_missing_or_stale_signatures_are_refused(self, agencies: Agencies) -> None:
+        """Wrong secret, no signature, and a stale timestamp: 401 and nothing written."""
+        wrong = await agencies.call("dmv", "update-address", request_body(), secret="nope")
+        missing = await agencies.call("dmv", "update-address", request_body(), secret=None)
+        stale = await agencies.call(
+            "dmv", "update-address", request_body(), timestamp=int(time.time()) - 301
+        )
+        for response, fragment in (
+            (wrong, "does not match"),
+            (missing, "X-NWD-Signature header is missing"),
+            (stale, "away from the receiver's clock"),
+        ):
+            assert response.status_code == 401
+            body = response.json()
+            assert body["status"] == "rejected"
+            assert body["code"] == "bad_signature"
+            assert fragment in body["reason"]
+        assert await agencies.count("dmv", "records") == 0
+        assert await agencies.count("dmv", "idempotency") == 0
+
+    async def test_tampered_body_is_refused(self, agencies: Agencies) -> None:
+        """A signature over one body does not cover another."""
+        body = json.dumps(request_body()).encode()
+        from agency_kit.signing import signed_headers
+
+        headers = {
+            **signed_headers(SECRET, body),
+            "Idempotency-Key": "R:dmv:-",
+            "Content-Type": "application/json",
+        }
+        tampered = body.replace(b"Ada", b"Eve")
+        response = await agencies.http.post(
+            f"{agencies.base('dmv')}/operations/update-address", content=tampered, headers=headers
+        )
+        assert response.status_code == 401
+
+    async def test_agency_without_configured_secret_refuses_everything(
+        self, agencies: Agencies
+    ) -> None:
+        """An agency whose auth_secret is not configured answers 401 to any call."""
+        body = request_body(input={})
+        response = await agencies.call("locked", "anything", body, secret="whatever")
+        assert response.status_code == 401
+        assert "not configured" in response.json()["reason"]
+
+    async def test_agency_without_auth_secret_takes_unsigned_calls(
+        self, agencies: Agencies
+    ) -> None:
+        """An agency that declares no auth_secret does not check signatures."""
+        body = request_body(step="company", input={"business_name": "Acme"})
+        response = await agencies.call("companies", "register-company", body, secret=None)
+        assert response.status_code == 200, response.text
+        assert response.json()["output"]["registration_number"] == "COMPANIES-RN-000001"
+
+
+class TestIdempotency:
+    async def test_repeat_returns_first_response_and_writes_once(self, agencies: Agencies) -> None:
+        """The same key again gives the same status and body, and no second row."""
+        body = request_body()
+        first = await agencies.call("dmv", "update-address", body)
+        second = await agencies.call("dmv", "update-address", body)
+        assert first.status_code == second.status_code == 200
+        assert first.json() == second.json()
+        assert second.headers["X-NWD-Idempotent-Replay"] == "true"
+        assert await agencies.count("dmv", "records") == 1
+        assert await agencies.count("dmv", "idempotency") == 1
+
+    async def test_key_order_and_spacing_do_not_matter(self, agencies: Agencies) -> None:
+        """The body is compared as JSON, not as bytes."""
+        body = request_body()
+        first = await agencies.call("dmv", "update-address", body)
+        reordered = json.dumps(dict(reversed(list(body.items()))), indent=2).encode()
+        key = f"{body['reference']}:dmv:-"
+        second = await agencies.call("dmv", "update-address", reordered, key=key)
+        assert second.json() == first.json()
+
+    async def test_concurrent_duplicates_write_once(self, agencies: Agencies) -> None:
+        """Ten identical calls at once: one record, ten identical answers."""
+        body = request_body()
+        responses = await asyncio.gather(
+            *(agencies.call("dmv", "update-address", body) for _ in range(10))
+        )
+        assert {r.status_code for r in responses} == {200}
+        assert len({r.text for r in responses}) == 1
+        assert await agencies.count("dmv", "records") == 1
+
+    async def test_same_key_other_body_is_refused(self, agencies: Agencies) -> None:
+        """A key reused with a different body is a 422, and nothing new is written."""
+        body = request_body()
+        await agencies.call("dmv", "update-address", body)
+        other = {**body, "input": {**DMV_INPUT, "full_name": "Grace Hopper"}}
+        response = await agencies.call("dmv", "update-address", other)
+        assert response.status_code == 422
+        assert response.json()["code"] == "idempotency_key_reused"
+        assert await agencies.count("dmv", "records") == 1
+
+    async def test_different_items_are_different_effects(self, agencies: Agencies) -> None:
+        """Keys differing by item make separate records."""
+        ref = "REQ-items"
+        for item in ("a", "b"):
+            response = await agencies.call("dmv", "update-address", request_body(ref, item=item))
+            assert response.status_code == 200
+        assert await agencies.count("dmv", "records") == 2
+
+    async def test_missing_key_is_a_400(self, agencies: Agencies) -> None:
+        """An operation call without Idempotency-Key is refused."""
+        response = await agencies.call("dmv", "update-address", request_body(), key="")
+        assert response.status_code == 400
+        assert response.json()["code"] == "missing_idempotency_key"
+
+
+class TestBadRequests:
+    async def test_invalid_input_names_the_fields_and_writes_nothing(
+        self, agencies: Agencies
+    ) -> None:
+        """Wrong types, a missing field and an unknown field: 422 with paths."""
+        bad = {
+            "licence_number": "abc",
+            "new_address": {"line1": "1 High Street", "city": "X", "country": "GB"},
+            "services": ["licence", "boats"],
+            "shoe_size": 42,
+        }
+        response = await agencies.call("dmv", "update-address", request_body(input=bad))
+        assert response.status_code == 422
+        body = response.json()
+        assert body["status"] == "rejected"
+        assert body["code"] == "invalid_input"
+        paths = {error["path"] for error in body["errors"]}
+        assert paths == {
+            "input.licence_number",
+            "input.full_name",
+            "input.new_address.postcode",
+            "input.services[1]",
+            "input.shoe_size",
+        }
+        assert await agencies.count("dmv", "records") == 0
+        assert await agencies.count("dmv", "idempotency") == 0
+
+    async def test_envelope_errors_are_422(self, agencies: Agencies) -> None:
+        """A body without reference or step does not follow the contract."""
+        response = await agencies.call("dmv", "update-address", {"input": DMV_INPUT}, key="k")
+        assert response.status_code == 422
+        assert response.json()["code"] == "invalid_request"
+        assert {e["path"] for e in response.json()["errors"]} == {"reference", "step"}
+
+    async def test_malformed_json_is_400(self, agencies: Agencies) -> None:
+        """Bytes that are not JSON (but correctly signed) are a 400."""
+        response = await agencies.call("dmv", "update-address", b"{not json", key="k")
+        assert response.status_code == 400
+        assert response.json()["code"] == "malformed_json"
+
+    async def test_oversized_body_is_413(self, agencies: Agencies) -> None:
+        """A body above 1 MiB is refused before anything else."""
+        body = request_body(input={**DMV_INPUT, "full_name": "x" * (1024 * 1024)})
+        response = await agencies.call("dmv", "update-address", body)
+        assert response.status_code == 413
+        assert response.json()["code"] == "too_large"
+        assert await agencies.count("dmv", "records") == 0
+
+    async def test_unknown_agency_and_operation_are_404(self, agencies: Agencies) -> None:
+        """Unknown names are 404 with the known ones listed."""
+        agency = await agencies.call("nobody", "update-address", request_body())
+        operation = await agencies.call("dmv", "fly", request_body())
+        assert agency.status_code == operation.status_code == 404
+        assert agency.json()["code"] == "unknown_agency"
+        assert operation.json()["code"] == "unknown_operation"
+        assert "update-address" in operation.json()["reason"]
+
+    async def test_health(self, agencies: Agencies) -> None:
+        """Every hosted agency answers its health check; unknown ones are 404."""
+        ok = await agencies.http.get(f"{agencies.base('dmv')}/health")
+        unknown = await agencies.http.get(f"{agencies.base('nobody')}/health")
+        assert ok.status_code == 200
+        assert unknown.status_code == 404
+        assert (await agencies.http.get(f"{agencies.url}/health")).status_code == 200
+
+
+class TestLogging:
+    async def test_logs_name_fields_never_values(self, agencies: Agencies) -> None:
+        """Logs carry reference, agency, operation and field names, not personal values."""
+        body = request_body(input={**DMV_INPUT, "full_name": "Zebedee Quux"})
+        with structlog.testing.capture_logs(
+            processors=[structlog.contextvars.merge_contextvars]
+        ) as logs:
+            await agencies.call("dmv", "update-address", body)
+            await agencies.call("dmv", "update-address", request_body(input={"full_name": "Q"}))
+        calls = [e for e in logs if e["event"] == "agency.call"]
+        assert calls[0]["agency"] == "dmv"
+        assert calls[0]["operation"] == "update-address"
+        assert calls[0]["reference"] == body["reference"]
+        assert calls[0]["input_fields"] == ["full_name", "licence_number", "new_address"]
+        dumped = repr(logs)
+        assert "Zebedee" not in dumped
+        assert "ABC12345" not in dumped
+        assert "High Street" not in dumped
+
+
+class TestStartup:
+    async def test_schemas_are_created_idempotently(self, start_agencies: StartAgencies) -> None:
+        """Two apps on one database both start (the DDL is idempotent) and share the rows."""
+        first = await start_agencies()
+        second = await start_agencies()
+        await first.call("dmv", "update-address", request_body())
+        assert len(await second.records("dmv")) == 1
+
+    async def test_client_timeout_is_not_a_problem_for_idempotency(
+        self, start_agencies: StartAgencies
+    ) -> None:
+        """A caller that gave up (timeout) and retries gets the one effect."""
+        agencies = await start_agencies({"dmv": {"latency_ms": 300}})
+        body = request_body()
+        with contextlib.suppress(TimeoutError, httpx.TimeoutException):
+            await asyncio.wait_for(agencies.call("dmv", "update-address", body), 0.05)
+        response = await agencies.call("dmv", "update-address", body)
+        assert response.status_code == 200
+        await asyncio.sleep(0.1)
+        assert await agencies.count("dmv", "records") == 1
