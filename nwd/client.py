@@ -8,7 +8,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 
-from nwd.codec import EncryptionCodec, load_or_create_key
+from nwd.codec import EncryptionCodec, load_key
 from nwd.settings import Settings
 
 
@@ -22,7 +22,7 @@ def data_converter(key: bytes) -> DataConverter:
 
 
 def converter_for(settings: Settings) -> DataConverter:
-    return data_converter(load_or_create_key(settings.state_dir, settings.encryption_key))
+    return data_converter(load_key(settings.state_dir, settings.encryption_key))
 
 
 async def connect(settings: Settings) -> Client:

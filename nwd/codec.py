@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,18 +27,21 @@ class PayloadDecryptionError(Exception):
     """A payload was sealed with another key, or was tampered with."""
 
 
-def load_or_create_key(state_dir: Path, configured: str | None) -> bytes:
-    """The configured base64 key, or the embedded stack's key file (created on first use)."""
-    if configured:
-        key = base64.b64decode(configured)
-    else:
-        path = state_dir / "encryption.key"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(base64.b64encode(AESGCM.generate_key(bit_length=256)).decode())
-        key = base64.b64decode(path.read_text().strip())
+class MissingKeyError(Exception):
+    """No payload key is configured: the request data could not be sealed or read."""
+
+
+def load_key(state_dir: Path, configured: str | None) -> bytes:
+    """The configured base64 key (NWD_ENCRYPTION_KEY), or the embedded stack's generated one."""
+    if not configured:
+        secrets_file = state_dir / "secrets.json"
+        if not secrets_file.exists():
+            raise MissingKeyError(
+                "no payload encryption key: set NWD_ENCRYPTION_KEY, or start the embedded stack "
+                "(`nwd up`), which generates one"
+            )
+        configured = str(json.loads(secrets_file.read_text())["encryption_key"])
+    key = base64.b64decode(configured)
     if len(key) != 32:
         raise ValueError("the payload encryption key must be 32 bytes (base64 of 256 bits)")
     return key

@@ -69,7 +69,7 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stack.down()  # SIGINT (fast shutdown), then SIGKILL; its backends go with it
 
 
-def _with_database(dsn: str, database: str) -> str:
+def with_database(dsn: str, database: str) -> str:
     return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
 
 
@@ -82,7 +82,7 @@ async def database_url(postgres_server: str) -> AsyncIterator[str]:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    yield _with_database(postgres_server, name)
+    yield with_database(postgres_server, name)
 
 
 @pytest.fixture

@@ -60,11 +60,21 @@ def read_submission(path: Path) -> Any:
                         f"{str(exc).splitlines()[0]}") from exc
 
 
+def client_settings() -> Settings:
+    """Settings of the stack this command talks to: the embedded one unless the env says else."""
+    from nwd.stack import Stack
+
+    return Stack.from_env().client_settings()
+
+
 async def connect_or_explain(settings: Settings) -> Client:
     from nwd.client import connect
+    from nwd.codec import MissingKeyError
 
     try:
         return await connect(settings)
+    except MissingKeyError as exc:
+        raise UserError(str(exc)) from exc
     except RuntimeError as exc:
         raise UserError(
             f"cannot reach Temporal at {settings.temporal_address} ({exc}); "
@@ -75,7 +85,7 @@ async def connect_or_explain(settings: Settings) -> Client:
 async def _submit(args: argparse.Namespace) -> int:
     from intake.submissions import Submissions
 
-    settings = Settings.from_env()
+    settings = client_settings()
     data = read_submission(args.file)
     try:
         catalog = load_catalog(settings.catalog_dir)
@@ -121,7 +131,7 @@ async def _progress(client: Client, reference: str) -> RequestProgress | None:
 
 
 async def _status(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
+    settings = client_settings()
     client = await connect_or_explain(settings)
     progress = await _progress(client, args.reference)
     if progress is None:

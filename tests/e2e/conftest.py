@@ -35,6 +35,7 @@ from definitions.requests import RequestResult
 from intake.submissions import Submissions
 from nwd.client import data_converter
 from nwd.settings import DEFAULT_CATALOG_DIR
+from tests.conftest import with_database
 from worker import HTTP_LIMITS, build_worker
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -53,7 +54,7 @@ async def new_database(postgres_server: str, prefix: str) -> str:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    return postgres_server.replace("/postgres?", f"/{name}?")
+    return with_database(postgres_server, name)
 
 
 @dataclass
