@@ -52,7 +52,10 @@ class Catalog:
     @property
     def agencies(self) -> dict[str, Agency]:
         """Agencies by id."""
-        return {agency.id: agency for agency in reversed(self.registry.agencies)}
+        agencies: dict[str, Agency] = {}
+        for agency in self.registry.agencies:
+            agencies.setdefault(agency.id, agency)  # a duplicate id is a reported problem
+        return agencies
 
     def service(self, service_id: str) -> ServiceDefinition:
         """The service with this id, or :class:`UnknownService` listing the known ones."""
