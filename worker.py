@@ -7,6 +7,7 @@ Run it with ``python worker.py`` or ``nwd worker``; configuration comes from the
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -21,12 +22,18 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.agency_calls import AgencyCalls
 from activities.agency_directory import AgencyDirectory
+from activities.metrics import METRIC_ACTIVITIES
 from activities.migrations import apply_migrations
 from activities.read_model import ReadModel
 from activities.recording import RequestRecording
-from nwd.client import connect
 from nwd.logging import configure_logging
 from nwd.settings import Settings
+from nwd.telemetry import (
+    DEFAULT_WORKER_METRICS_ADDRESS,
+    TelemetrySettings,
+    connect_observed,
+    prometheus_runtime,
+)
 from workflows.request_workflow import CitizenRequestWorkflow
 
 log = structlog.get_logger(__name__)
@@ -65,6 +72,7 @@ def build_worker(
     activities: list[Callable[..., Any]] = [
         agency_calls.call_agency,
         RequestRecording(read_model).record_request,
+        *METRIC_ACTIVITIES,  # operations: record_escalation, record_agency_wait
     ]
     return Worker(
         client,
@@ -92,8 +100,12 @@ async def engine_resources(
         await pool.close()
 
 
-async def run_worker(settings: Settings) -> None:
-    client = await connect(settings)
+async def run_worker(settings: Settings, telemetry: TelemetrySettings | None = None) -> None:
+    # operations: one Prometheus /metrics endpoint per process (SDK + engine metrics), tracing
+    telemetry = telemetry or TelemetrySettings()
+    runtime = (prometheus_runtime(telemetry.metrics_address)
+               if telemetry.metrics_address else None)
+    client = await connect_observed(settings, runtime, otel=telemetry.otel)
     async with engine_resources(settings) as (http, read_model):
         worker = build_worker(
             client,
@@ -107,7 +119,9 @@ async def run_worker(settings: Settings) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         log.info("worker_started", task_queue=settings.task_queue,
-                 temporal=settings.temporal_address)
+                 temporal=settings.temporal_address,
+                 metrics=f"http://{telemetry.metrics_address}/metrics"
+                 if telemetry.metrics_address else None)
         async with worker:
             await stop.wait()
         log.info("worker_stopped")
@@ -116,7 +130,9 @@ async def run_worker(settings: Settings) -> None:
 def main() -> None:
     settings = Settings.from_env()
     configure_logging(settings.log_format)
-    asyncio.run(run_worker(settings))
+    telemetry = TelemetrySettings.from_env(os.environ,
+                                           default_address=DEFAULT_WORKER_METRICS_ADDRESS)
+    asyncio.run(run_worker(settings, telemetry))
 
 
 if __name__ == "__main__":

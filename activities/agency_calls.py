@@ -21,6 +21,7 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import metrics
 from activities.agency_directory import AgencyDirectory, AgencyMisconfigured
 from activities.read_model import ReadModel
 from activities.signing import signature
@@ -77,6 +78,13 @@ class AgencyCalls:
                           error=exc.message)
             await self._record(call, "failed" if final else "retrying", None, attempt,
                                exc.message if final else None)
+            # metrics (operations): outcome, latency, retry, wait on the agency
+            metrics.agency_call(
+                agency=call.endpoint.agency_id, operation=call.operation, action=call.action,
+                outcome=exc.type or "error", attempt=attempt,
+                latency_s=duration_ms / 1000, final=final,
+                first_scheduled=activity.info().scheduled_time,
+            )
             details = exc.details[0] if exc.details and isinstance(exc.details[0], dict) else {}
             raise ApplicationError(
                 exc.message, {**details, "attempt": attempt}, type=exc.type,
@@ -88,6 +96,12 @@ class AgencyCalls:
         status = {"completed": "completed", "accepted": "waiting",
                   "needs_information": "waiting", "cancelled": "cancelled"}[result.status]
         await self._record(call, status, result.agency_reference, attempt, None)
+        # metrics (operations): outcome, latency, retry, wait on the agency
+        metrics.agency_call(
+            agency=call.endpoint.agency_id, operation=call.operation, action=call.action,
+            outcome=result.status, attempt=attempt, latency_s=duration_ms / 1000, final=True,
+            first_scheduled=activity.info().scheduled_time,
+        )
         return result
 
     async def _call(self, call: AgencyCallInput, attempt: int) -> AgencyCallResult:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import structlog
 from temporalio import activity
 
+from activities import metrics
 from activities.read_model import ReadModel
 from definitions.requests import RecordRequestInput
 
@@ -22,6 +23,11 @@ class RequestRecording:
     @activity.defn(name="record_request")
     async def record_request(self, record: RecordRequestInput) -> None:
         await self._read_model.record_request(record)
+        # metrics (operations): requests started / finished by service, end-to-end duration
+        if record.finished:
+            metrics.request_finished(record.service, record.status, record.submitted_at)
+        else:
+            metrics.request_started(record.service)
         log.info(
             "request_recorded",
             reference=record.reference,

@@ -1,0 +1,145 @@
+"""Telemetry of the engine's processes: one Prometheus ``/metrics`` endpoint each, optional tracing.
+
+Metrics go through the Temporal SDK's own runtime: the SDK's metrics (workflow and activity
+task latencies, polls, schedule-to-start, ...) and the engine's metrics (below, recorded by the
+activities through ``activity.metric_meter()``) come out of the same Prometheus endpoint. No
+extra dependency: the SDK's core exports Prometheus text itself.
+
+The engine's metrics carry only service ids, agency ids, operation names, statuses and outcomes
+as labels — never a reference, a name or anything else a citizen typed.
+
+Tracing (OpenTelemetry) is off by default; ``NWD_OTEL=1`` turns it on for a process when the
+``opentelemetry-sdk`` package is installed (see :func:`tracing_interceptors`).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import structlog
+from temporalio.client import Client, Interceptor
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+
+from nwd.client import converter_for
+from nwd.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_WORKER_METRICS_ADDRESS = "127.0.0.1:9464"
+"""Where the worker serves ``/metrics`` unless ``NWD_METRICS_ADDRESS`` says otherwise."""
+
+# ------------------------------------------------------------------ the engine's metric names
+REQUESTS_STARTED = "nwd_requests_started"
+"""Counter {service}: requests whose workflow began (recorded once, at the start record)."""
+REQUESTS_COMPLETED = "nwd_requests_completed"
+"""Counter {service}: requests that finished with status ``completed``."""
+REQUESTS_FAILED = "nwd_requests_failed"
+"""Counter {service}: requests that finished with status ``failed``."""
+REQUESTS_FINISHED = "nwd_requests_finished"
+"""Counter {service, status}: every finished request, by final status (incl. partial/cancelled)."""
+REQUEST_DURATION = "nwd_request_duration_seconds"
+"""Histogram {service, status}: submission to final record, seconds."""
+AGENCY_CALLS = "nwd_agency_calls"
+"""Counter {agency, operation, action, outcome}: every agency call attempt and its outcome."""
+AGENCY_CALL_LATENCY = "nwd_agency_call_latency_seconds"
+"""Histogram {agency, operation, outcome}: one HTTP call attempt, seconds."""
+AGENCY_CALL_RETRIES = "nwd_agency_call_retries"
+"""Counter {agency, operation}: attempts after the first (attempt > 1)."""
+AGENCY_WAIT = "nwd_agency_wait_seconds"
+"""Histogram {agency, operation, outcome}: first schedule of a call to its final answer
+(attempts, back-off and ``Retry-After`` included), seconds; asynchronous completions add
+their callback wait through the ``record_agency_wait`` activity."""
+ESCALATIONS = "nwd_escalations"
+"""Counter {service, agency, step}: steps escalated to a caseworker (``record_escalation``)."""
+SUBMISSIONS = "nwd_intake_submissions"
+"""Counter {service, outcome}: submissions the intake accepted, found again or refused."""
+
+ENGINE_METRICS: tuple[str, ...] = (
+    REQUESTS_STARTED, REQUESTS_COMPLETED, REQUESTS_FAILED, REQUESTS_FINISHED, REQUEST_DURATION,
+    AGENCY_CALLS, AGENCY_CALL_LATENCY, AGENCY_CALL_RETRIES, AGENCY_WAIT, ESCALATIONS, SUBMISSIONS,
+)
+
+SECONDS_BUCKETS: Mapping[str, Sequence[float]] = {
+    AGENCY_CALL_LATENCY: (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    AGENCY_WAIT: (0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60, 300, 3600, 86400, 7 * 86400),
+    REQUEST_DURATION: (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400,
+                       5 * 86400, 30 * 86400),
+}
+"""Histogram buckets in seconds: a call lasts milliseconds, a request can last weeks."""
+
+
+@dataclass(frozen=True)
+class TelemetrySettings:
+    """Telemetry switches of one process, read from the environment at its composition root."""
+
+    metrics_address: str | None = DEFAULT_WORKER_METRICS_ADDRESS
+    """``host:port`` of the Prometheus endpoint; None or empty: no endpoint."""
+    otel: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, default_address: str | None) -> TelemetrySettings:
+        """``NWD_METRICS_ADDRESS`` (``off`` disables it) and ``NWD_OTEL`` (``1``/``true``)."""
+        address = env.get("NWD_METRICS_ADDRESS", default_address or "")
+        if address.lower() in ("", "off", "none", "0"):
+            address = ""
+        return cls(
+            metrics_address=address or None,
+            otel=env.get("NWD_OTEL", "").lower() in ("1", "true", "yes", "on"),
+        )
+
+
+def prometheus_runtime(bind_address: str) -> Runtime:
+    """A Temporal runtime exporting every metric (SDK and engine) at ``http://{bind}/metrics``."""
+    return Runtime(
+        telemetry=TelemetryConfig(
+            metrics=PrometheusConfig(
+                bind_address=bind_address,
+                histogram_bucket_overrides=dict(SECONDS_BUCKETS),
+            )
+        )
+    )
+
+
+def free_local_address() -> str:
+    """``127.0.0.1:<port>`` of a port nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+def tracing_interceptors(enabled: bool) -> list[Interceptor]:
+    """The OpenTelemetry tracing interceptor when ``enabled`` and installed, else nothing.
+
+    Spans go to whatever global tracer provider the process configured (the standard
+    ``OTEL_*`` environment variables of ``opentelemetry-sdk``/exporters). A missing package is
+    said once, loudly, at start-up — the engine runs on without tracing.
+    """
+    if not enabled:
+        return []
+    try:
+        from temporalio.contrib.opentelemetry import TracingInterceptor
+    except ImportError as exc:
+        log.error(
+            "tracing_unavailable",
+            reason="NWD_OTEL=1 but OpenTelemetry is not installed "
+                   f"({exc.name or exc}); install opentelemetry-sdk to trace. "
+                   "Running without tracing.",
+        )
+        return []
+    log.info("tracing_enabled", interceptor="temporalio.contrib.opentelemetry.TracingInterceptor")
+    return [TracingInterceptor()]
+
+
+async def connect_observed(
+    settings: Settings, runtime: Runtime | None, *, otel: bool = False
+) -> Client:
+    """Like :func:`nwd.client.connect`, on ``runtime`` (its metrics) and with tracing if asked."""
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=converter_for(settings),
+        runtime=runtime,
+        interceptors=tracing_interceptors(otel),
+    )

@@ -1,0 +1,220 @@
+"""The worker's Prometheus endpoint exposes the engine's named series with the right counts.
+
+A real worker (on a Temporal runtime exporting Prometheus on a free port, exactly as
+``worker.py`` builds it) runs three known change-of-address requests against the reference
+agencies: one through a short outage of the electoral roll (one retry), one plain, one whose
+required tax step is rejected (the request fails). The scrape must then show exactly those
+counts, labelled by service/agency/operation/status only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest_asyncio
+from temporalio import workflow
+from temporalio.client import Client
+from temporalio.runtime import Runtime
+from temporalio.worker import Worker
+
+from activities.agency_directory import AgencyDirectory
+from activities.metrics import EscalationInput, record_escalation
+from activities.migrations import apply_migrations
+from activities.read_model import ReadModel
+from definitions.catalog import Catalog
+from intake.submissions import Submissions
+from nwd import telemetry
+from nwd.client import data_converter
+from tests.e2e.conftest import EXAMPLES, Agencies, new_database
+from worker import HTTP_LIMITS, build_worker
+
+SERVICE = "change-of-address"
+LINE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+def parse(text: str) -> list[Sample]:
+    samples = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = LINE.match(line)
+        assert match, f"not Prometheus text: {line!r}"
+        labels = dict(LABEL.findall(match["labels"] or ""))
+        samples.append(Sample(match["name"], labels, float(match["value"])))
+    return samples
+
+
+def total(samples: list[Sample], name: str, **labels: str) -> float:
+    return sum(s.value for s in samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+@dataclass
+class ObservedEngine:
+    client: Client
+    submissions: Submissions
+    agencies: Agencies
+    metrics_url: str
+    task_queue: str
+
+    async def run(self, data: dict[str, Any]) -> Any:
+        submitted = await self.submissions.submit(SERVICE, data,
+                                                  idempotency_key=str(uuid.uuid4()))
+        handle = self.submissions.handle(submitted.reference)
+        return await asyncio.wait_for(handle.result(), 60)
+
+    async def scrape(self) -> list[Sample]:
+        async with httpx.AsyncClient() as http:
+            response = await http.get(self.metrics_url)
+        response.raise_for_status()
+        # every engine series of this test carries its own task queue: ignore other tests'
+        return [s for s in parse(response.text)
+                if s.labels.get("task_queue") in (None, self.task_queue)]
+
+
+@pytest_asyncio.fixture
+async def observed(
+    temporal_address: str, postgres_server: str, agencies: Agencies, catalog: Catalog,
+    encryption_key: bytes, task_queue: str,
+) -> AsyncIterator[ObservedEngine]:
+    address = telemetry.free_local_address()
+    runtime: Runtime = telemetry.prometheus_runtime(address)
+    client = await Client.connect(temporal_address, runtime=runtime,
+                                  data_converter=data_converter(encryption_key))
+    database_url = await new_database(postgres_server, "metrics")
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=5)
+    await apply_migrations(pool)
+    async with httpx.AsyncClient(limits=HTTP_LIMITS) as http:
+        worker = build_worker(client, task_queue=task_queue, http=http,
+                              read_model=ReadModel(pool),
+                              directory=AgencyDirectory(agencies.env))
+        async with worker:
+            yield ObservedEngine(
+                client=client,
+                submissions=Submissions(client, catalog, task_queue=task_queue),
+                agencies=agencies, metrics_url=f"http://{address}/metrics",
+                task_queue=task_queue,
+            )
+    await pool.close()
+
+
+def example() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((EXAMPLES / f"{SERVICE}.json").read_text())
+    return data
+
+
+@workflow.defn(sandboxed=False)
+class EscalateTwice:
+    """Stands in for the workflow's escalation path: records two escalations."""
+
+    @workflow.run
+    async def run(self) -> None:
+        for step in ("update_tax_address", "update_tax_address"):
+            await workflow.execute_local_activity(
+                "record_escalation",
+                EscalationInput(service=SERVICE, step_id=step, agency="tax-authority"),
+                start_to_close_timeout=timedelta(seconds=5),
+            )
+
+
+async def test_metrics_endpoint_counts_known_requests(observed: ObservedEngine) -> None:
+    # 1. the electoral roll is down for ~1 s: one 503 (Retry-After), then a retry completes
+    await observed.agencies.set_behaviour("electoral-registration",
+                                          {"outage": {"duration_s": 1.0}})
+    first = await observed.run(example())
+    assert first.status == "completed"
+    await observed.agencies.set_behaviour("electoral-registration", {})
+    # 2. a plain request
+    second = await observed.run(example())
+    assert second.status == "completed"
+    # 3. the tax authority refuses the required step: the request fails
+    await observed.agencies.set_behaviour(
+        "tax-authority", {"reject": {"code": "unknown_taxpayer", "reason": "No such taxpayer",
+                                     "status": 409}})
+    third = await observed.run(example())
+    assert third.status == "failed"
+
+    samples = await observed.scrape()
+    names = {s.name for s in samples}
+
+    # requests by service, end-to-end durations
+    assert total(samples, telemetry.REQUESTS_STARTED, service=SERVICE) == 3
+    assert total(samples, telemetry.REQUESTS_COMPLETED, service=SERVICE) == 2
+    assert total(samples, telemetry.REQUESTS_FAILED, service=SERVICE) == 1
+    assert total(samples, telemetry.REQUESTS_FINISHED, service=SERVICE, status="completed") == 2
+    assert total(samples, telemetry.REQUESTS_FINISHED, service=SERVICE, status="failed") == 1
+    duration = telemetry.REQUEST_DURATION
+    assert total(samples, f"{duration}_count", service=SERVICE, status="completed") == 2
+    assert total(samples, f"{duration}_count", service=SERVICE, status="failed") == 1
+    assert total(samples, f"{duration}_sum", service=SERVICE, status="completed") >= 1.0
+    assert total(samples, f"{duration}_bucket", service=SERVICE, status="completed",
+                 le="+Inf") == 2
+
+    # agency calls: outcome counter and latency histogram by agency and operation
+    tax = {"agency": "tax-authority", "operation": "update-address"}
+    assert total(samples, telemetry.AGENCY_CALLS, **tax, outcome="completed") == 2
+    assert total(samples, telemetry.AGENCY_CALLS, **tax, outcome="rejected") == 1
+    latency = telemetry.AGENCY_CALL_LATENCY
+    assert total(samples, f"{latency}_count", **tax, outcome="completed") == 2
+    assert total(samples, f"{latency}_count", **tax, outcome="rejected") == 1
+
+    # retries: exactly the one after the outage
+    roll = {"agency": "electoral-registration", "operation": "update-registration"}
+    assert total(samples, telemetry.AGENCY_CALLS, **roll, outcome="unavailable") == 1
+    assert total(samples, telemetry.AGENCY_CALL_RETRIES, **roll) == 1
+    assert total(samples, telemetry.AGENCY_CALL_RETRIES) == 1
+
+    # time waiting on each agency: one observation per final answer; the outage is in it
+    wait = telemetry.AGENCY_WAIT
+    assert total(samples, f"{wait}_count", **tax) == 3
+    assert total(samples, f"{wait}_sum", **roll) >= 0.9
+    assert total(samples, f"{wait}_count", **roll, outcome="unavailable") == 0
+
+    # labels hold ids only: no reference, no submitted value
+    secrets = {first.reference, second.reference, third.reference, "Alex Example",
+               "TX12345678"}
+    engine_samples = [s for s in samples if s.name.startswith("nwd_")]
+    assert engine_samples
+    for sample in engine_samples:
+        assert set(sample.labels) <= {"service", "status", "agency", "operation", "action",
+                                      "outcome", "step", "le", "namespace", "task_queue",
+                                      "activity_type", "service_name"}, sample
+        assert not secrets & set(sample.labels.values()), sample
+
+    # the SDK's own runtime metrics come out of the same endpoint
+    assert any(n.startswith("temporal_") for n in names), sorted(names)[:20]
+    assert total(samples, "temporal_activity_execution_latency_count",
+                 activity_type="call_agency") > 0
+
+
+async def test_escalations_are_counted_by_the_record_escalation_activity(
+    observed: ObservedEngine,
+) -> None:
+    queue = f"{observed.task_queue}-escalations"
+    async with Worker(observed.client, task_queue=queue, workflows=[EscalateTwice],
+                      activities=[record_escalation]):
+        await observed.client.execute_workflow(EscalateTwice.run, id=f"esc-{uuid.uuid4()}",
+                                               task_queue=queue)
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(observed.metrics_url)).text
+    samples = [s for s in parse(text) if s.labels.get("task_queue") == queue]
+    assert total(samples, telemetry.ESCALATIONS, service=SERVICE, agency="tax-authority",
+                 step="update_tax_address") == 2
+
