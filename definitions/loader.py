@@ -204,10 +204,11 @@ def _validate(
     errors_out: list[ErrorDetails] | None = None,
 ) -> M | None:
     if not isinstance(document.data, dict):
+        found = "an empty file" if document.data is None else type(document.data).__name__
         problems.append(document.locate(Issue(
             (), "invalid-value",
             f"the file must hold a mapping of keys ({', '.join(model.model_fields)}), "
-            f"not {type(document.data).__name__}",
+            f"not {found}",
         )))
         return None
     try:

@@ -256,7 +256,15 @@ class _ServiceChecker:
 
     def _check_call(self, step: CallStep, loc: Loc, scope: _Scope) -> None:
         if step.when is not None:
-            self._expression(step.when, (*loc, "when"), scope, want="boolean")
+            when_scope = scope
+            if step.for_each is not None:
+                when_scope = _Scope(scope.activation, scope.upstream, scope.step_ids, {
+                    **scope.hints,
+                    "item": "`when` decides once whether the step runs, before `for_each`; "
+                            "filter items in `for_each` instead, e.g. "
+                            "`submission.benefits.filter(b, b.programme != 'x')`",
+                })
+            self._expression(step.when, (*loc, "when"), when_scope, want="boolean")
         item_scope = scope
         if step.for_each is not None:
             items = self._expression(step.for_each, (*loc, "for_each"), scope, want="list")
@@ -373,10 +381,9 @@ class _ServiceChecker:
         except MissingValue:
             return None
         except ExpressionError as exc:
-            self.issues.append(Issue(
-                loc, "ill-typed-expression",
-                f"{expression!r} does not type-check: {friendly_reason(exc.reason)}",
-            ))
+            issue = _evaluation_issue(expression, exc.reason, loc)
+            if issue is not None:
+                self.issues.append(issue)
             return None
         if want == "boolean" and not isinstance(value, bool):
             self.issues.append(Issue(
@@ -428,6 +435,24 @@ class _ServiceChecker:
                     f"step {step_id!r} runs for_each, so its output is a list (one per item); "
                     f"use e.g. `steps.{step_id}.output.map(o, o.{path[3]})`")
         return _walk_sample(path, output, 3)
+
+
+def _evaluation_issue(expression: str, reason: str, loc: Loc) -> Issue | None:
+    """The issue a failed sample evaluation shows, or None when it depends on sample values.
+
+    Overload and member errors hold for every value of the types involved: they are type
+    errors. Division by zero, a bad index or an overflow depend on the sample values the
+    checker made up, so they say nothing about the definition and are not reported.
+    """
+    undeclared = re.match(r"undeclared reference to '([^']+)'", reason)
+    if undeclared:
+        return Issue(loc, "unknown-reference",
+                     f"{expression!r} calls or names {undeclared.group(1)!r}, which CEL does "
+                     "not define; see the functions listed at https://cel.dev")
+    if "overload" in reason or "is not an object" in reason:
+        return Issue(loc, "ill-typed-expression",
+                     f"{expression!r} does not type-check: {friendly_reason(reason)}")
+    return None
 
 
 _OPERATORS = {
