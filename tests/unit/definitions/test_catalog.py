@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from definitions.catalog import Catalog
+from definitions.catalog import Catalog, content_hash_of
 from definitions.errors import DefinitionErrors, UnknownService
 from definitions.loader import load_catalog, load_service_file
-from definitions.models import CallStep
+from definitions.models import CallStep, ServiceSnapshot
 from nwd.cli import main
 from nwd.settings import DEFAULT_CATALOG_DIR
 
@@ -75,6 +75,14 @@ class TestShippedCatalog:
         assert [a.id for a in snapshot.agencies] == ["business-registry", "tax-authority"]
         assert snapshot.content_hash == catalog.content_hash("register-a-business")
         assert len(snapshot.content_hash) == 64
+
+    @pytest.mark.parametrize("service_id", ["change-of-address", "report-a-death"])
+    def test_snapshot_survives_json(self, catalog: Catalog, service_id: str) -> None:
+        """A snapshot read back from JSON (as a workflow input is) keeps its meaning and hash."""
+        snapshot = catalog.snapshot(service_id)
+        again = ServiceSnapshot.model_validate_json(snapshot.model_dump_json())
+        assert again == snapshot
+        assert content_hash_of(again.service, again.agencies) == snapshot.content_hash
 
     def test_load_service_file_alone(self, catalog: Catalog) -> None:
         """One service file can be loaded against a registry."""
