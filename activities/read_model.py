@@ -155,6 +155,13 @@ class ReadModel:
             reference, step_id, kind, json.dumps(detail),
         )
 
+    async def mark_escalated(self, reference: str, step_id: str) -> None:
+        await self._pool.execute(
+            "UPDATE request_steps SET escalated = true, updated_at = now()"
+            " WHERE reference = $1 AND step_id = $2",
+            reference, step_id,
+        )
+
     async def get_request(self, reference: str) -> RequestRow | None:
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow("SELECT * FROM requests WHERE reference = $1", reference)

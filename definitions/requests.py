@@ -50,6 +50,14 @@ def idempotency_key(reference: str, step_id: str, item_key: str | None, suffix: 
 # --------------------------------------------------------------------------- workflow I/O
 
 
+class RequestOptions(Wire):
+    """Operational knobs carried by a request (they are not part of the definition)."""
+
+    continue_as_new_after_events: int | None = None
+    """Continue as new once the history passes this many events (default: when the server
+    suggests it). Small values are for tests and for operators compacting long waits."""
+
+
 class RequestInput(Wire):
     """Everything a request needs, pinned at start: it never reads the catalog again."""
 
@@ -59,6 +67,7 @@ class RequestInput(Wire):
     language: str = "en"
     submitted_at: datetime
     callback_base_url: str | None = None
+    options: RequestOptions = Field(default_factory=RequestOptions)
     carried: CarriedState | None = None
     """Set only when the workflow continues as new."""
 
@@ -73,7 +82,11 @@ class ItemOutcome(Wire):
     reason: str | None = None
     output: dict[str, Any] | None = None
     waiting_for: WaitingFor | None = None
-    information_fields: list[str] | None = None
+    information_fields: dict[str, Any] | None = None
+    """The fields the agency asked the citizen for (FieldSpec-like dicts by name)."""
+    information_message: dict[str, str] | None = None
+    information_rounds: int = 0
+    escalated: bool = False
 
 
 class StepOutcome(Wire):
@@ -87,6 +100,8 @@ class StepOutcome(Wire):
     items: list[ItemOutcome] = Field(default_factory=list)
     escalated: bool = False
     decided_by: str | None = None
+    deadline_at: datetime | None = None
+    started_at: datetime | None = None
 
 
 class CompensationOutcome(Wire):
@@ -127,7 +142,9 @@ class CarriedState(Wire):
     planner: dict[str, str]
     completed_order: list[str]
     outputs: dict[str, Any]
-    events_seen: int = 0
+    failed_required: list[str] = Field(default_factory=list)
+    halting: str | None = None
+    """Why the request stopped launching steps (a required failure, or the citizen cancelled)."""
 
 
 # --------------------------------------------------------------------------- activity I/O
@@ -168,6 +185,52 @@ class AgencyCallResult(Wire):
     attempts: int = 1
 
 
+class AgencyCallback(Wire):
+    """An agency's asynchronous answer, delivered by the intake's callback endpoint."""
+
+    step_id: str
+    item_key: str | None = None
+    status: Literal["completed", "rejected", "needs_information"]
+    agency_reference: str | None = None
+    output: dict[str, Any] = Field(default_factory=dict)
+    reason: str | None = None
+    code: str | None = None
+    fields: dict[str, Any] | None = None
+    message: dict[str, str] | None = None
+
+
+class InformationAnswer(Wire):
+    """The citizen's answer to an agency's request for information."""
+
+    step_id: str
+    item_key: str | None = None
+    answers: dict[str, Any]
+
+
+class CaseworkerDecision(Wire):
+    step_id: str
+    approve: bool
+    reason: str | None = None
+    decided_by: str
+    role: str
+
+
+class CancelRequest(Wire):
+    reason: str = "cancelled by the citizen"
+    requested_by: str = "citizen"
+
+
+class OperatorNotice(Wire):
+    """An escalation: recorded in the audit log and sent to an operator role."""
+
+    reference: str
+    service: str
+    step_id: str
+    role: str | None
+    kind: Literal["deadline_missed", "information_overdue", "decision_overdue"]
+    detail: str
+
+
 class RecordRequestInput(Wire):
     reference: str
     service: str
@@ -193,3 +256,6 @@ AGENCY_UNAVAILABLE = "AgencyUnavailable"
 AGENCY_PROTOCOL_ERROR = "AgencyProtocolError"
 AGENCY_MISCONFIGURED = "AgencyMisconfigured"
 NON_RETRYABLE_ERRORS = (AGENCY_REJECTED, AGENCY_PROTOCOL_ERROR, AGENCY_MISCONFIGURED)
+INVALID_ANSWER = "InvalidAnswer"
+NOT_EXPECTED = "NotExpected"
+"""Update validators raise these: a late, duplicate or unexpected message changes nothing."""

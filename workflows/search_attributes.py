@@ -29,7 +29,7 @@ ALL = (
 
 
 def dev_server_flags() -> list[str]:
-    """``--search-attribute NAME=Type`` flags registering :data:`ALL` on ``temporal server start-dev``."""
+    """``--search-attribute NAME=Type`` flags registering :data:`ALL` on the dev server."""
     type_names = {
         "KEYWORD": "Keyword", "KEYWORD_LIST": "KeywordList", "BOOL": "Bool",
         "DATETIME": "Datetime", "INT": "Int", "FLOAT": "Double", "TEXT": "Text",
