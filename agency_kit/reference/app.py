@@ -193,8 +193,8 @@ class ReferenceAgencies:
         self._pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=10)
         self._http = httpx.AsyncClient(timeout=10.0)
         async with self.pool.acquire() as conn:
-            for store in self.stores.values():
-                await store.create(conn)
+            async with conn.transaction():  # one round trip for every agency's tables
+                await conn.execute(";\n".join(store.ddl() for store in self.stores.values()))
             pending = [
                 (agency_id, record)
                 for agency_id, store in self.stores.items()

@@ -1,7 +1,8 @@
 """Real reference agencies on a real uvicorn server and real PostgreSQL, plus a signing client.
 
-``agencies`` starts the app (one per test, on its own fresh database) and returns a
-:class:`Agencies` handle; ``receiver`` starts a small callback receiver standing in for the
+``agencies`` is one app per test module on its own database, reset before each test;
+``start_agencies`` starts a fresh app (with start-up behaviour or options) on the test's own
+fresh ``database_url``; ``receiver`` starts a small callback receiver standing in for the
 engine's callback endpoint.
 """
 
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -183,9 +185,29 @@ async def start_agencies(database_url: str) -> AsyncIterator[StartAgencies]:
         await server.stop()
 
 
+@pytest_asyncio.fixture(scope="module")
+async def shared_agencies(postgres_server: str) -> AsyncIterator[Agencies]:
+    """One app on its own database for a whole module (starting one per test is slow)."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres_server)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    database_url = urlunsplit(urlsplit(postgres_server)._replace(path=f"/{name}"))
+    server = Server(create_app(registry(), database_url, {"dmv": SECRET}))
+    await server.start()
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        yield Agencies(url=server.url, database_url=database_url, http=client)
+    await server.stop()
+
+
 @pytest_asyncio.fixture
-async def agencies(start_agencies: StartAgencies) -> Agencies:
-    return await start_agencies()
+async def agencies(shared_agencies: Agencies) -> Agencies:
+    """The module's reference agencies, reset: empty tables, start-up behaviour, no callbacks."""
+    response = await shared_agencies.http.post(f"{shared_agencies.url}/_admin/reset")
+    assert response.status_code == 200, response.text
+    return shared_agencies
 
 
 @dataclass

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 
-import httpx
 import structlog
 
 from tests.integration.agency_kit.conftest import (
@@ -240,16 +238,3 @@ class TestStartup:
         second = await start_agencies()
         await first.call("dmv", "update-address", request_body())
         assert len(await second.records("dmv")) == 1
-
-    async def test_client_timeout_is_not_a_problem_for_idempotency(
-        self, start_agencies: StartAgencies
-    ) -> None:
-        """A caller that gave up (timeout) and retries gets the one effect."""
-        agencies = await start_agencies({"dmv": {"latency_ms": 300}})
-        body = request_body()
-        with contextlib.suppress(TimeoutError, httpx.TimeoutException):
-            await asyncio.wait_for(agencies.call("dmv", "update-address", body), 0.05)
-        response = await agencies.call("dmv", "update-address", body)
-        assert response.status_code == 200
-        await asyncio.sleep(0.1)
-        assert await agencies.count("dmv", "records") == 1
