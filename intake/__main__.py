@@ -3,24 +3,47 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from urllib.parse import urlsplit
 
 import asyncpg
+import httpx
 import uvicorn
 
+from activities.callback_tokens import callback_key
 from activities.migrations import apply_migrations
 from activities.read_model import ReadModel
 from definitions.loader import load_catalog
+from intake import interactions
 from intake.app import create_app
 from intake.submissions import Submissions
-from nwd.client import connect
+from nwd.client import converter_for
+from nwd.codec import load_key
 from nwd.logging import configure_logging
 from nwd.settings import Settings
+from nwd.telemetry import (
+    TelemetrySettings,
+    connect_observed,
+    free_local_address,
+    prometheus_runtime,
+)
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, telemetry: TelemetrySettings | None = None) -> None:
     catalog = load_catalog(settings.catalog_dir)
-    client = await connect(settings)
+    # operations: the SDK's Prometheus exporter listens on a private loopback port; the
+    # intake's own GET /metrics serves its text (one endpoint for this process)
+    telemetry = telemetry or TelemetrySettings(metrics_address=None)
+    metrics_address = telemetry.metrics_address or free_local_address()
+    runtime = prometheus_runtime(metrics_address)
+    client = await connect_observed(settings, runtime, otel=telemetry.otel)
+
+    async def metrics_text() -> str:
+        async with httpx.AsyncClient(timeout=5) as http:
+            response = await http.get(f"http://{metrics_address}/metrics")
+        response.raise_for_status()
+        return response.text
+
     pool = None
     if settings.database_url:
         pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=5)
@@ -33,7 +56,15 @@ async def serve(settings: Settings) -> None:
             read_model=ReadModel(pool) if pool is not None else None,
             ui_url=settings.temporal_ui_url,
             namespace=settings.temporal_namespace,
+            codec=converter_for(settings).payload_codec,
+            codec_token=settings.codec_token,
+            metrics=metrics_text,
+            meter=runtime.metric_meter,
         )
+        key = load_key(settings.state_dir, settings.encryption_key)
+        app.include_router(interactions.router(
+            client, interactions.CallbackVerifier(callback_key(key), catalog, settings.agency_env)
+        ))
         address = urlsplit(settings.intake_url)
         config = uvicorn.Config(app, host=address.hostname or "127.0.0.1",
                                 port=address.port or 8000, log_level="warning")
@@ -46,7 +77,12 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     settings = Settings.from_env()
     configure_logging(settings.log_format)
-    asyncio.run(serve(settings))
+    # NWD_INTAKE_METRICS_ADDRESS pins the SDK exporter's private port (default: any free one)
+    telemetry = TelemetrySettings.from_env(
+        {**os.environ, "NWD_METRICS_ADDRESS": os.environ.get("NWD_INTAKE_METRICS_ADDRESS", "")},
+        default_address=None,
+    )
+    asyncio.run(serve(settings, telemetry))
 
 
 if __name__ == "__main__":

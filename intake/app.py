@@ -6,20 +6,29 @@ Routes:
 - ``POST /requests`` (header ``Idempotency-Key``): 202 with the reference; 422 with field paths
   for invalid input; 404 for an unknown service; 413 for an oversized body
 - ``GET  /requests/{reference}``: status from the read model, live steps from the workflow
+- ``GET  /metrics``: this process's Prometheus metrics (Temporal SDK + intake)
+- ``POST /codec/encode``, ``POST /codec/decode``: the codec server the Temporal UI and CLI call
+  to read encrypted payloads (``Authorization: Bearer <NWD_CODEC_TOKEN>``; CORS for the UI)
 Bad input changes nothing: it is refused before any workflow starts or any row is written.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from google.protobuf import json_format
+from temporalio.api.common.v1 import Payloads
 from temporalio.client import Client
+from temporalio.common import MetricMeter
+from temporalio.converter import PayloadCodec
 from temporalio.service import RPCError
 
 from activities.read_model import ReadModel
@@ -34,6 +43,10 @@ log = structlog.get_logger(__name__)
 MAX_BODY_BYTES = 256 * 1024
 """A submission is a form, not a file upload; anything bigger is refused before parsing."""
 
+CODEC_ORIGINS = frozenset({"http://127.0.0.1:8233", "http://localhost:8233"})
+"""Browser origins (the Temporal UI) allowed to call the codec server."""
+MAX_CODEC_BYTES = 8 * 1024 * 1024
+
 
 def create_app(
     *,
@@ -42,9 +55,82 @@ def create_app(
     read_model: ReadModel | None,
     ui_url: str,
     namespace: str = "default",
+    codec: PayloadCodec | None = None,
+    codec_token: str | None = None,
+    codec_origins: frozenset[str] = CODEC_ORIGINS,
+    metrics: Callable[[], Awaitable[str]] | None = None,
+    meter: MetricMeter | None = None,
 ) -> FastAPI:
-    """The front door's ASGI app. Collaborators are owned by the caller (see intake.__main__)."""
+    """The front door's ASGI app. Collaborators are owned by the caller (see intake.__main__).
+
+    ``codec`` and ``codec_token`` enable the codec server (both needed); ``metrics`` returns this
+    process's Prometheus text; ``meter`` counts submissions (see :mod:`nwd.telemetry`).
+    """
     app = FastAPI(title="No Wrong Door — intake", version="1")
+    # ---------------------------------------------------------- operations: metrics, codec
+    submissions_counter = (
+        meter.create_counter("nwd_intake_submissions", "Submissions, by outcome", "1")
+        if meter is not None else None
+    )
+
+    def count(service_id: str, outcome: str) -> None:
+        if submissions_counter is not None:
+            submissions_counter.add(1, {"service": service_id, "outcome": outcome})
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        if metrics is None:
+            return _error(404, "metrics_disabled", "this process exports no metrics")
+        return PlainTextResponse(await metrics(), media_type="text/plain; version=0.0.4")
+
+    @app.options("/codec/{operation}")
+    async def codec_preflight(operation: str, request: Request) -> Response:
+        origin = request.headers.get("origin", "")
+        if origin not in codec_origins:
+            return Response(status_code=403)
+        return Response(status_code=204, headers={
+            **_cors(origin),
+            "Access-Control-Allow-Methods": "POST, OPTIONS",
+            "Access-Control-Allow-Headers": "Authorization, Content-Type, X-Namespace",
+            "Access-Control-Max-Age": "600",
+        })
+
+    @app.post("/codec/{operation}")
+    async def codec_endpoint(operation: str, request: Request) -> Response:
+        origin = request.headers.get("origin", "")
+        cors = _cors(origin) if origin in codec_origins else {}
+        if codec is None or not codec_token:
+            return _error(404, "codec_disabled", "the codec server is not configured",
+                          headers=cors)
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {codec_token}".encode()):
+            return _error(401, "unauthorized", "a valid codec bearer token is required",
+                          headers={**cors, "WWW-Authenticate": "Bearer"})
+        if operation not in ("encode", "decode"):
+            return _error(404, "unknown_operation", "use /codec/encode or /codec/decode",
+                          headers=cors)
+        body = await request.body()
+        if len(body) > MAX_CODEC_BYTES:
+            return _error(413, "body_too_large", f"the body is over {MAX_CODEC_BYTES} bytes",
+                          headers=cors)
+        try:
+            payloads = json_format.Parse(body or b"{}", Payloads())
+        except json_format.ParseError:
+            return _error(400, "malformed_payloads", 'expected {"payloads": [...]}',
+                          headers=cors)
+        try:
+            if operation == "encode":
+                result = await codec.encode(list(payloads.payloads))
+            else:
+                result = await codec.decode(list(payloads.payloads))
+        except Exception:
+            log.warning("codec_failed", operation=operation,
+                        namespace=request.headers.get("x-namespace"))
+            return _error(400, "codec_failed", f"the payloads could not be {operation}d",
+                          headers=cors)
+        return JSONResponse(json_format.MessageToDict(Payloads(payloads=result)),
+                            headers=cors)
+    # ---------------------------------------------------------- end operations
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -99,12 +185,14 @@ def create_app(
         except UnknownService as exc:
             return _error(404, "unknown_service", str(exc))
         except SubmissionInvalid as exc:
+            count(service_id, "invalid")  # operations
             return _error(
                 422, "invalid_submission", "the submission does not match the service's form",
                 errors=[{"loc": ["submission", *e.loc], "msg": e.message} for e in exc.errors],
             )
         log.info("request_submitted", reference=submitted.reference, service=service_id,
                  created=submitted.created)
+        count(service_id, "created" if submitted.created else "existing")  # operations
         return JSONResponse(
             status_code=202 if submitted.created else 200,
             content={
@@ -153,5 +241,11 @@ async def _read_limited(request: Request) -> bytes | None:
     return body
 
 
-def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"code": code, "message": message, **extra})
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None,
+           **extra: Any) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"code": code, "message": message, **extra},
+                        headers=headers)
+
+
+def _cors(origin: str) -> dict[str, str]:
+    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}

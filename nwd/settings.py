@@ -37,6 +37,8 @@ class Settings:
     encryption_key: str | None = None
     """Base64 AES-256 key for the payload codec; None means: the key file under ``state_dir``."""
     log_format: str = "auto"
+    codec_token: str | None = None
+    """Bearer token the intake's codec server (``/codec``) accepts; None disables it."""
     agency_env: Mapping[str, str] = field(default_factory=dict)
     """The environment as given, for agency base URLs and signing secrets named in the registry."""
 
@@ -56,5 +58,6 @@ class Settings:
             agencies_url=env.get("NWD_AGENCIES_URL", cls.agencies_url).rstrip("/"),
             encryption_key=env.get("NWD_ENCRYPTION_KEY") or None,
             log_format=env.get("NWD_LOG_FORMAT", cls.log_format),
+            codec_token=env.get("NWD_CODEC_TOKEN") or None,
             agency_env=env,
         )
