@@ -1,0 +1,457 @@
+"""The benchmark harness: the engine against the hand-written baseline, same run, same server.
+
+For each scenario and repetition it starts a fresh worker *process* (engine or baseline, see
+:mod:`benchmarks.worker_proc`) so both are measured the same way — CPU seconds from
+``psutil`` and peak RSS from ``VmHWM`` — submits ``R`` requests, waits for every result, and
+records per-request end-to-end latency (submit → result), throughput, the CPU seconds of the
+Temporal server, the worker and the reference agencies, and the history length of a sample
+request. Modes alternate within a scenario (baseline, engine, then engine, baseline, ...), so
+noise hits both alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import asyncpg
+import httpx
+import psutil  # type: ignore[import-untyped,unused-ignore]
+from temporalio.client import Client
+
+from benchmarks import stats
+from benchmarks.baseline_workflow import BaselineFanOut, baseline_input
+from definitions.catalog import Catalog
+from definitions.loader import load_catalog
+from intake.submissions import Submissions
+from nwd.client import data_converter
+from nwd.settings import PROJECT_ROOT
+
+DEFINITIONS = Path(__file__).resolve().parent / "definitions"
+AGENCY_COUNT = 5
+Mode = Literal["baseline", "engine"]
+MODES: tuple[Mode, Mode] = ("baseline", "engine")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    shape: Literal["fanout", "foreach", "chain"]
+    requests: int
+    calls: int
+    """Agency calls per request (N)."""
+    latency_ms: float
+    sequential_requests: bool = False
+    """Submit one request at a time (the chain scenario: pure per-request overhead)."""
+
+    @property
+    def depth(self) -> int:
+        """Agency calls on the critical path of one request."""
+        return self.calls if self.shape == "chain" else 1
+
+    @property
+    def critical_path_s(self) -> float:
+        return self.depth * self.latency_ms / 1000
+
+
+def scenarios(profile: str, latency_ms: float) -> list[Scenario]:
+    """The issue's scenarios; ``quick`` shrinks R (and N=500 keeps N) for a run of minutes."""
+    if profile == "full":
+        return [
+            Scenario("200x5", "fanout", 200, 5, latency_ms),
+            Scenario("50x50", "foreach", 50, 50, latency_ms),
+            Scenario("10x500", "foreach", 10, 500, latency_ms),
+            Scenario("1x20-seq", "chain", 10, 20, latency_ms, sequential_requests=True),
+            Scenario("200x5-0ms", "fanout", 200, 5, 0.0),
+        ]
+    if profile == "smoke":
+        return [Scenario("3x2", "foreach", 3, 2, latency_ms)]
+    return [
+        Scenario("200x5", "fanout", 60, 5, latency_ms),
+        Scenario("50x50", "foreach", 10, 50, latency_ms),
+        Scenario("10x500", "foreach", 2, 500, latency_ms),
+        Scenario("1x20-seq", "chain", 3, 20, latency_ms, sequential_requests=True),
+        Scenario("200x5-0ms", "fanout", 60, 5, 0.0),
+    ]
+
+
+@dataclass(frozen=True)
+class BenchEnv:
+    """Where the benchmark runs: a Temporal server, PostgreSQL, the reference agencies."""
+
+    temporal_address: str
+    namespace: str
+    postgres_dsn: str
+    """DSN of the maintenance database; the harness creates one engine database per run."""
+    agencies_url: str
+    key: bytes
+    server_pid: int | None = None
+    agencies_pid: int | None = None
+
+
+@dataclass
+class RunResult:
+    scenario: str
+    mode: Mode
+    repetition: int
+    requests: int
+    calls_per_request: int
+    latency_ms: float
+    wall_s: float
+    e2e_s: list[float]
+    history_events: int | None
+    server_cpu_s: float | None
+    worker_cpu_s: float | None
+    agencies_cpu_s: float | None
+    worker_peak_rss_mb: float | None
+    failures: int = 0
+
+    def figures(self, critical_path_s: float) -> dict[str, float | None]:
+        lat = stats.latency_summary(self.e2e_s)
+        overhead = [e - critical_path_s for e in self.e2e_s]
+        calls = self.requests * self.calls_per_request
+        return {
+            "requests_per_s": self.requests / self.wall_s,
+            "calls_per_s": calls / self.wall_s,
+            "e2e_p50_ms": lat["p50"] * 1000,
+            "e2e_p95_ms": lat["p95"] * 1000,
+            "e2e_p99_ms": lat["p99"] * 1000,
+            "overhead_p50_ms": stats.median(overhead) * 1000,
+            "history_events": None if self.history_events is None else float(self.history_events),
+            "server_cpu_s": self.server_cpu_s,
+            "worker_cpu_s": self.worker_cpu_s,
+            "agencies_cpu_s": self.agencies_cpu_s,
+            "worker_cpu_ms_per_call": (
+                None if self.worker_cpu_s is None else self.worker_cpu_s / calls * 1000
+            ),
+            "worker_peak_rss_mb": self.worker_peak_rss_mb,
+        }
+
+
+def _cpu_s(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return float(times.user + times.system)
+
+
+def _peak_rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    try:
+        return float(psutil.Process(pid).memory_info().rss) / 2**20
+    except psutil.Error:
+        return None
+
+
+class WorkerProcess:
+    """A benchmark worker in its own process (``benchmarks.worker_proc``)."""
+
+    def __init__(self, env: BenchEnv, mode: Mode, task_queue: str, database_url: str | None,
+                 log_path: Path, cprofile: Path | None = None) -> None:
+        self.mode = mode
+        child_env = dict(os.environ)
+        for name in ("DATABASE_URL", "TEMPORAL_ADDRESS"):
+            child_env.pop(name, None)
+        child_env.update(
+            TEMPORAL_ADDRESS=env.temporal_address,
+            TEMPORAL_NAMESPACE=env.namespace,
+            NWD_ENCRYPTION_KEY=__import__("base64").b64encode(env.key).decode(),
+            NWD_LOG_FORMAT="json",
+            PYTHONUNBUFFERED="1",
+            **agency_env(env.agencies_url),
+        )
+        if database_url is not None:
+            child_env["DATABASE_URL"] = database_url
+        argv = [sys.executable, "-m", "benchmarks.worker_proc", "--mode", mode,
+                "--task-queue", task_queue]
+        if cprofile is not None:
+            argv += ["--cprofile", str(cprofile)]
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            argv, env=child_env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=self._log,
+            stdin=subprocess.DEVNULL,
+        )
+
+    async def ready(self, limit_s: float = 60.0) -> None:
+        assert self.proc.stdout is not None
+        stdout = self.proc.stdout
+        line = await asyncio.wait_for(asyncio.to_thread(stdout.readline), limit_s)
+        if b"READY" not in line:
+            raise RuntimeError(f"{self.mode} worker did not start (see {self._log.name})")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    async def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                await asyncio.to_thread(self.proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                await asyncio.to_thread(self.proc.wait)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._log.close()
+
+
+def agency_env(agencies_url: str) -> dict[str, str]:
+    """Base URLs of the benchmark agencies, as the registry names them."""
+    return {
+        f"NWD_BENCH_AGENCY_{i}_URL": f"{agencies_url}/agencies/bench-{i}"
+        for i in range(1, AGENCY_COUNT + 1)
+    }
+
+
+async def new_database(postgres_dsn: str, prefix: str) -> str:
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(postgres_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    base, _, query = postgres_dsn.partition("?")
+    url = base.rsplit("/", 1)[0] + f"/{name}"
+    return f"{url}?{query}" if query else url
+
+
+async def drop_database(postgres_dsn: str, url: str) -> None:
+    name = url.partition("?")[0].rsplit("/", 1)[1]
+    admin = await asyncpg.connect(postgres_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def _submission(scenario: Scenario, index: int) -> dict[str, Any]:
+    data: dict[str, Any] = {"label": f"bench-{index}"}
+    if scenario.shape == "foreach":
+        data["items"] = [{"n": n} for n in range(scenario.calls)]
+    return data
+
+
+def _baseline_calls(
+    scenario: Scenario, agencies_url: str, data: dict[str, Any]
+) -> list[tuple[str, str, str | None, dict[str, Any]]]:
+    def url(agency: int) -> str:
+        return f"{agencies_url}/agencies/bench-{agency}/operations/record"
+
+    label = data["label"]
+    if scenario.shape == "fanout":
+        return [(url(i), f"call_{i}", None, {"label": label}) for i in range(1, scenario.calls + 1)]
+    if scenario.shape == "foreach":
+        return [(url(1), "each", str(n), {"label": label, "n": n}) for n in range(scenario.calls)]
+    return [(url((k - 1) % AGENCY_COUNT + 1), f"step_{k:02d}", None, {"label": label})
+            for k in range(1, scenario.calls + 1)]
+
+
+class AgenciesProcess:
+    """The reference agencies serving the benchmark registry, in their own process."""
+
+    def __init__(self, database_url: str, port: int, log_path: Path) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        env = dict(os.environ)
+        env.update(DATABASE_URL=database_url, NWD_AGENCIES_URL=self.url,
+                   NWD_CATALOG_DIR=str(DEFINITIONS), NWD_LOG_FORMAT="json")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agency_kit"], env=env, cwd=PROJECT_ROOT,
+            stdout=self._log, stderr=self._log, stdin=subprocess.DEVNULL,
+        )
+
+    async def ready(self, limit_s: float = 60.0) -> None:
+        deadline = time.monotonic() + limit_s
+        async with httpx.AsyncClient(timeout=2) as http:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"the reference agencies exited (see {self._log.name})")
+                try:
+                    if (await http.get(f"{self.url}/agencies/bench-1/health")).is_success:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise RuntimeError(f"the reference agencies did not start (see {self._log.name})")
+
+    async def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                await asyncio.to_thread(self.proc.wait, 15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                await asyncio.to_thread(self.proc.wait)
+        self._log.close()
+
+
+SERVICE = {"fanout": "bench-fanout", "foreach": "bench-foreach", "chain": "bench-chain"}
+
+
+class Harness:
+    def __init__(self, env: BenchEnv, out_dir: Path, *, echo: Callable[[str], None] = print,
+                 catalog: Catalog | None = None) -> None:
+        self.env = env
+        self.out_dir = out_dir
+        self.echo = echo
+        self.catalog = catalog or load_catalog(DEFINITIONS)
+        self.client: Client | None = None
+
+    async def connect(self) -> Client:
+        if self.client is None:
+            self.client = await Client.connect(
+                self.env.temporal_address, namespace=self.env.namespace,
+                data_converter=data_converter(self.env.key),
+            )
+        return self.client
+
+    async def set_latency(self, latency_ms: float) -> None:
+        async with httpx.AsyncClient(base_url=self.env.agencies_url, timeout=30) as admin:
+            (await admin.post("/_admin/reset")).raise_for_status()
+            response = await admin.put("/_admin/agencies/*/behaviour",
+                                       json={"latency_ms": latency_ms})
+            response.raise_for_status()
+
+    async def run_once(self, scenario: Scenario, mode: Mode, repetition: int,
+                       cprofile: Path | None = None) -> RunResult:
+        client = await self.connect()
+        task_queue = f"bench-{mode}-{uuid.uuid4().hex[:8]}"
+        database_url = (
+            await new_database(self.env.postgres_dsn, "bench_engine") if mode == "engine" else None
+        )
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        worker = WorkerProcess(self.env, mode, task_queue, database_url,
+                               self.out_dir / f"worker-{mode}.log", cprofile)
+        try:
+            await worker.ready()
+            submissions = Submissions(client, self.catalog, task_queue=task_queue)
+            service = SERVICE[scenario.shape]
+            run_id = uuid.uuid4().hex[:8]
+
+            async def one(index: int) -> tuple[float, str, bool]:
+                data = _submission(scenario, index)
+                key = f"{run_id}-{index}"
+                started = time.perf_counter()
+                if mode == "engine":
+                    submitted = await submissions.submit(service, data, idempotency_key=key)
+                    reference = submitted.reference
+                    result = await submissions.handle(reference).result()
+                    ok = result.status == "completed"
+                else:
+                    reference = f"{service}-{key}"
+                    request = baseline_input(
+                        reference, _baseline_calls(scenario, self.env.agencies_url, data),
+                        sequential=scenario.shape == "chain",
+                    )
+                    handle = await client.start_workflow(
+                        BaselineFanOut.run, request, id=reference, task_queue=task_queue,
+                    )
+                    base_result = await handle.result()
+                    ok = base_result.completed == len(request.calls)
+                return time.perf_counter() - started, reference, ok
+
+            cpu_before = (_cpu_s(self.env.server_pid), _cpu_s(worker.pid),
+                          _cpu_s(self.env.agencies_pid))
+            started = time.perf_counter()
+            outcomes: list[tuple[float, str, bool]] = []
+            if scenario.sequential_requests:
+                for index in range(scenario.requests):
+                    outcomes.append(await one(index))
+            else:
+                outcomes = list(await asyncio.gather(*(one(i) for i in range(scenario.requests))))
+            wall = time.perf_counter() - started
+            cpu_after = (_cpu_s(self.env.server_pid), _cpu_s(worker.pid),
+                         _cpu_s(self.env.agencies_pid))
+            peak = _peak_rss_mb(worker.pid)
+            events = await self._history_events(client, outcomes[0][1])
+        finally:
+            await worker.stop()
+            if database_url is not None:
+                await drop_database(self.env.postgres_dsn, database_url)
+
+        def delta(i: int) -> float | None:
+            a, b = cpu_before[i], cpu_after[i]
+            return None if a is None or b is None else b - a
+
+        return RunResult(
+            scenario=scenario.name, mode=mode, repetition=repetition,
+            requests=scenario.requests, calls_per_request=scenario.calls,
+            latency_ms=scenario.latency_ms, wall_s=wall, e2e_s=[o[0] for o in outcomes],
+            history_events=events, server_cpu_s=delta(0), worker_cpu_s=delta(1),
+            agencies_cpu_s=delta(2), worker_peak_rss_mb=peak,
+            failures=sum(1 for o in outcomes if not o[2]),
+        )
+
+    @staticmethod
+    async def _history_events(client: Client, workflow_id: str) -> int | None:
+        try:
+            history = await client.get_workflow_handle(workflow_id).fetch_history()
+        except Exception:  # a figure we can live without
+            return None
+        return len(history.events)
+
+    async def run(self, selected: Sequence[Scenario], repetitions: int) -> BenchReport:
+        report = BenchReport()
+        for scenario in selected:
+            await self.set_latency(scenario.latency_ms)
+            for rep in range(repetitions):
+                order = MODES if rep % 2 == 0 else MODES[::-1]
+                for mode in order:
+                    self.echo(f"  {scenario.name:<10} {mode:<8} rep {rep + 1}/{repetitions} ...")
+                    result = await self.run_once(scenario, mode, rep)
+                    fig = result.figures(scenario.critical_path_s)
+                    self.echo(
+                        f"    {fig['requests_per_s']:.1f} req/s, {fig['calls_per_s']:.0f} calls/s, "
+                        f"p50 {fig['e2e_p50_ms']:.0f} ms, p99 {fig['e2e_p99_ms']:.0f} ms"
+                        + (f", {result.failures} failed" if result.failures else "")
+                    )
+                    report.runs.append(result)
+            report.scenarios.append(scenario)
+        return report
+
+
+@dataclass
+class BenchReport:
+    runs: list[RunResult] = field(default_factory=list)
+    scenarios: list[Scenario] = field(default_factory=list)
+
+    def summary(self) -> dict[str, dict[str, dict[str, float | None]]]:
+        """Per scenario: medians over repetitions for each mode, and engine ÷ baseline."""
+        out: dict[str, dict[str, dict[str, float | None]]] = {}
+        for scenario in self.scenarios:
+            medians: dict[str, dict[str, float | None]] = {}
+            for mode in MODES:
+                runs = [r.figures(scenario.critical_path_s) for r in self.runs
+                        if r.scenario == scenario.name and r.mode == mode]
+                medians[mode] = stats.median_of_runs(runs) if runs else {}
+            out[scenario.name] = {
+                **medians, "ratio": stats.ratios(medians["engine"], medians["baseline"]),
+            }
+        return out
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "scenarios": [asdict(s) for s in self.scenarios],
+            "summary": self.summary(),
+            "runs": [asdict(r) for r in self.runs],
+        }
+
+

@@ -1,0 +1,96 @@
+"""One benchmark worker process: the engine's worker or the baseline's, measured alike.
+
+``python -m benchmarks.worker_proc --mode engine|baseline --task-queue Q`` with the environment
+``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, ``NWD_ENCRYPTION_KEY`` (base64), ``DATABASE_URL``
+(engine only) and the agencies' ``NWD_BENCH_AGENCY_<N>_URL``. Both modes share the engine's
+HTTP client limits (``worker.HTTP_LIMITS``), timeout and data converter. Prints ``READY`` on
+stdout once polling; stops on SIGTERM/SIGINT. ``--cprofile FILE`` profiles the whole process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import cProfile
+import os
+import signal
+import sys
+
+import asyncpg
+import httpx
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from benchmarks.baseline_workflow import BaselineActivities, BaselineFanOut
+from nwd.client import data_converter
+from nwd.logging import configure_logging
+
+HTTP_TIMEOUT = httpx.Timeout(30.0)
+
+
+async def run(mode: str, task_queue: str) -> None:
+    from activities.agency_directory import AgencyDirectory
+    from activities.migrations import apply_migrations
+    from activities.read_model import ReadModel
+    from worker import HTTP_LIMITS, build_worker
+
+    env = os.environ
+    client = await Client.connect(
+        env["TEMPORAL_ADDRESS"],
+        namespace=env.get("TEMPORAL_NAMESPACE", "default"),
+        data_converter=data_converter(base64.b64decode(env["NWD_ENCRYPTION_KEY"])),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    pool = None
+    async with httpx.AsyncClient(limits=HTTP_LIMITS, timeout=HTTP_TIMEOUT) as http:
+        if mode == "engine":
+            pool = await asyncpg.create_pool(env["DATABASE_URL"], min_size=1, max_size=10)
+            await apply_migrations(pool)
+            worker = build_worker(
+                client, task_queue=task_queue, http=http, read_model=ReadModel(pool),
+                directory=AgencyDirectory(dict(env)),
+            )
+        else:
+            worker = Worker(
+                client, task_queue=task_queue, workflows=[BaselineFanOut],
+                activities=[BaselineActivities(http).baseline_call],
+                max_concurrent_activities=500,
+                workflow_runner=SandboxedWorkflowRunner(
+                    restrictions=SandboxRestrictions.default.with_passthrough_modules(
+                        "benchmarks", "httpx"
+                    )
+                ),
+            )
+        async with worker:
+            print("READY", flush=True)
+            await stop.wait()
+    if pool is not None:
+        await pool.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="benchmarks.worker_proc")
+    parser.add_argument("--mode", choices=("engine", "baseline"), required=True)
+    parser.add_argument("--task-queue", required=True)
+    parser.add_argument("--cprofile", default=None)
+    args = parser.parse_args()
+    configure_logging(os.environ.get("NWD_LOG_FORMAT", "json"))
+    profiler = cProfile.Profile() if args.cprofile else None
+    if profiler is not None:
+        profiler.enable()
+    asyncio.run(run(args.mode, args.task_queue))
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(args.cprofile)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # sdk-python #300: avoid crashes at interpreter exit
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""`nwd bench`: the engine against a hand-written Temporal workflow, same run, same server.
+
+Starts its own stack (file-backed Temporal dev server with the latency dynamic config,
+embedded PostgreSQL, the reference agencies serving ``benchmarks/definitions``) in a fresh
+state folder on free ports — or uses the servers named by ``TEMPORAL_ADDRESS`` /
+``DATABASE_URL`` — runs the scenarios (see :mod:`benchmarks.harness`), prints a table, and
+writes ``bench.json`` and ``bench.png`` to ``--out`` (default ``bench-results/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from nwd.cli import UserError
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bench = subparsers.add_parser(
+        "bench", help="benchmark the engine against a hand-written Temporal workflow"
+    )
+    profile = bench.add_mutually_exclusive_group()
+    profile.add_argument("--quick", dest="profile", action="store_const", const="quick",
+                         help="smaller R, 1 repetition: a few minutes (default)")
+    profile.add_argument("--full", dest="profile", action="store_const", const="full",
+                         help="the issue's R and N, 3 repetitions")
+    bench.set_defaults(profile="quick")
+    bench.add_argument("--scenario", action="append", default=None,
+                       help="run only this scenario (repeatable): 200x5, 50x50, 10x500, "
+                            "1x20-seq, 200x5-0ms")
+    bench.add_argument("--latency-ms", type=float, default=50.0,
+                       help="agency latency (default 50; the -0ms scenario always uses 0)")
+    bench.add_argument("--repetitions", type=int, default=None,
+                       help="repetitions per mode (default: quick 1, full 3)")
+    bench.add_argument("--out", type=Path, default=Path("bench-results"),
+                       help="where bench.json, bench.png and logs go")
+    bench.add_argument("--cprofile", action="store_true",
+                       help="also run the first scenario once more with the engine worker "
+                            "under cProfile; prints its top costs")
+    bench.set_defaults(handler=_bench)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _checkout_on_path() -> None:
+    """The harness lives in the checkout's ``benchmarks/`` folder, which is not installed."""
+    from nwd.settings import PROJECT_ROOT
+
+    if not (PROJECT_ROOT / "benchmarks" / "harness.py").is_file():
+        raise UserError("nwd bench runs from a source checkout (benchmarks/ is not installed)")
+    if str(PROJECT_ROOT) not in sys.path:
+        sys.path.insert(0, str(PROJECT_ROOT))
+
+
+def _bench(args: argparse.Namespace) -> int:
+    _checkout_on_path()
+    from benchmarks.harness import scenarios
+
+    selected = scenarios(args.profile, args.latency_ms)
+    if args.scenario:
+        known = {s.name for s in selected}
+        unknown = [n for n in args.scenario if n not in known]
+        if unknown:
+            raise UserError(f"unknown scenario {', '.join(unknown)}; known: {', '.join(known)}")
+        selected = [s for s in selected if s.name in args.scenario]
+    repetitions = args.repetitions or (3 if args.profile == "full" else 1)
+    if repetitions < 1:
+        raise UserError("--repetitions must be at least 1")
+    return _with_stack(args, selected, repetitions)
+
+
+def _with_stack(args: argparse.Namespace, selected: list[Any], repetitions: int) -> int:
+    from benchmarks.harness import DEFINITIONS, BenchEnv
+    from nwd.settings import Settings
+    from nwd.stack import Stack, StackPorts
+
+    out: Path = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    state_dir = Path(tempfile.mkdtemp(prefix="nwd-bench-"))
+    env = dict(os.environ)
+    external_temporal = bool(env.get("TEMPORAL_ADDRESS"))
+    settings = Settings.from_env(env)
+    settings = Settings(
+        temporal_address=settings.temporal_address,
+        temporal_namespace=settings.temporal_namespace,
+        database_url=settings.database_url,
+        state_dir=state_dir,
+        catalog_dir=DEFINITIONS,
+        agencies_url=f"http://127.0.0.1:{_free_port()}",
+        intake_url=f"http://127.0.0.1:{_free_port()}",
+    )
+    ports = StackPorts(temporal=_free_port(), temporal_ui=_free_port(),
+                       temporal_metrics=_free_port(), postgres=_free_port())
+    stack = Stack(settings, ports=ports, external_temporal=external_temporal, env=env,
+                  echo=lambda line: print(f"  stack: {line}", flush=True))
+    print(f"nwd bench: {args.profile} profile, {repetitions} repetition(s), agencies "
+          f"{args.latency_ms:g} ms; state in {state_dir}", flush=True)
+    try:
+        stack.up(["postgres", "temporal", "agencies"])
+        bench_env = BenchEnv(
+            temporal_address=stack.temporal_address,
+            namespace=settings.temporal_namespace,
+            postgres_dsn=stack.postgres_dsn,
+            agencies_url=settings.agencies_url,
+            key=base64.b64decode(stack.secrets().encryption_key),
+            server_pid=stack.running_pid("temporal"),
+            agencies_pid=stack.running_pid("agencies"),
+        )
+        return asyncio.run(_run(args, bench_env, selected, repetitions, out))
+    finally:
+        stack.down()
+
+
+async def _run(args: argparse.Namespace, env: Any, selected: list[Any], repetitions: int,
+               out: Path) -> int:
+    from benchmarks.harness import Harness
+    from benchmarks.report import chart, table, write_json
+
+    harness = Harness(env, out, echo=lambda line: print(line, flush=True))
+    started = time.time()
+    report = await harness.run(selected, repetitions)
+    print()
+    print(table(report))
+    config = {
+        "profile": args.profile, "latency_ms": args.latency_ms, "repetitions": repetitions,
+        "scenarios": [s.name for s in selected], "started": started,
+        "duration_s": round(time.time() - started, 1),
+        "temporal": env.temporal_address, "server_cpu_measured": env.server_pid is not None,
+    }
+    write_json(report, out / "bench.json", config)
+    print(f"\nJSON: {out / 'bench.json'}")
+    if chart(report, out / "bench.png"):
+        print(f"chart: {out / 'bench.png'}")
+    else:
+        print("chart: skipped (matplotlib is not installed)")
+    if args.cprofile:
+        await _profile(harness, selected[0], out)
+    return 0
+
+
+async def _profile(harness: Any, scenario: Any, out: Path) -> None:
+    import pstats
+
+    await harness.set_latency(scenario.latency_ms)
+    path = out / "engine.prof"
+    await harness.run_once(scenario, "engine", 0, cprofile=path)
+    for _ in range(50):
+        if path.exists():
+            break
+        await asyncio.sleep(0.1)
+    listing = out / "engine-profile.txt"
+    with listing.open("w") as stream:
+        profile = pstats.Stats(str(path), stream=stream)
+        profile.sort_stats("tottime").print_stats(30)
+        profile.sort_stats("cumulative").print_stats(30)
+    print(f"\nprofile of one engine run ({scenario.name}): {listing}")
+    print(json.dumps({"profile": str(path)}))
