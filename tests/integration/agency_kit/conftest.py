@@ -31,7 +31,7 @@ from definitions.loader import load_registry_file
 from definitions.models import AgencyRegistry
 
 SECRET = "dmv-test-secret"
-REGISTRY_PATH = Path(__file__).with_name("registry.yaml")
+REGISTRY_PATH = Path(__file__).with_name("agencies.yaml")
 
 ADDRESS = {"line1": "1 High Street", "city": "Springfield", "postcode": "AB1 2CD", "country": "GB"}
 DMV_INPUT = {"licence_number": "ABC12345", "full_name": "Ada Lovelace", "new_address": ADDRESS}
