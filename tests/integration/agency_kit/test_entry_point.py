@@ -1,0 +1,87 @@
+"""``python -m agency_kit`` serves the repository's registry, configured from the environment."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from agency_kit.signing import signed_headers
+from definitions.loader import load_registry_file
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class TestEntryPoint:
+    async def test_serves_repository_registry(self, database_url: str, tmp_path: Path) -> None:
+        """The module starts, hosts every registry agency and verifies with env secrets."""
+        registry = load_registry_file(ROOT / "definitions" / "agencies.yaml")
+        agency = next(a for a in registry.agencies if a.auth_secret and a.operations)
+        assert agency.auth_secret is not None
+        port = _free_port()
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "NWD_AGENCIES_URL": f"http://127.0.0.1:{port}",
+            agency.auth_secret: "entry-secret",
+            "NWD_AGENCY_BEHAVIOUR": json.dumps({"*": {"latency_ms": 1}}),
+            "NWD_LOG_FORMAT": "json",
+        }
+        env.pop("NWD_CATALOG_DIR", None)
+        log_path = tmp_path / "agencies.log"
+        with log_path.open("wb") as log:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "agency_kit",
+                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log,
+            )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            async with httpx.AsyncClient(timeout=5.0) as client:
+                for _ in range(200):
+                    try:
+                        if (await client.get(f"{base}/health")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    assert process.returncode is None, log_path.read_text()
+                    await asyncio.sleep(0.05)
+                health = (await client.get(f"{base}/health")).json()
+                assert set(health["agencies"]) == {a.id for a in registry.agencies}
+                operation = agency.operations[0]
+                body = json.dumps(
+                    {"reference": "R-1", "step": "s", "item": None, "input": {}}
+                ).encode()
+                response = await client.post(
+                    f"{base}/agencies/{agency.id}/operations/{operation.id}",
+                    content=body,
+                    headers={"Idempotency-Key": "R-1:s:-", **signed_headers("entry-secret", body)},
+                )
+                # Signed correctly, so the empty input reaches validation: 422 with paths.
+                assert response.status_code == 422, response.text
+                assert response.json()["code"] == "invalid_input"
+        finally:
+            process.terminate()
+            await asyncio.wait_for(process.wait(), 10)
+        conn = await asyncpg.connect(database_url)
+        try:
+            schemas = {
+                row["nspname"]
+                for row in await conn.fetch("SELECT nspname FROM pg_namespace")
+            }
+        finally:
+            await conn.close()
+        expected = {"agency_" + a.id.replace("-", "_") for a in registry.agencies}
+        assert expected <= schemas
