@@ -42,6 +42,29 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.set_defaults(handler=lambda a: asyncio.run(_status(a)))
 
+    answer = subparsers.add_parser(
+        "answer", help="answer an agency's request for information (as the citizen)"
+    )
+    answer.add_argument("reference")
+    answer.add_argument("step", help="the step waiting for information")
+    answer.add_argument("file", type=Path, help="the answers (JSON or YAML object)")
+    answer.add_argument("--item", help="the for_each item key, when the step has several")
+    answer.set_defaults(handler=lambda a: asyncio.run(_answer(a)))
+
+    decide = subparsers.add_parser("decide", help="record a caseworker's decision on a step")
+    decide.add_argument("reference")
+    decide.add_argument("step")
+    decide.add_argument("decision", choices=["approve", "reject"])
+    decide.add_argument("--by", required=True, help="who decides (recorded in the history)")
+    decide.add_argument("--role", required=True, help="the role they decide as")
+    decide.add_argument("--reason", help="why (required to reject)")
+    decide.set_defaults(handler=lambda a: asyncio.run(_decide(a)))
+
+    cancel = subparsers.add_parser("cancel", help="withdraw a request; completed steps are undone")
+    cancel.add_argument("reference")
+    cancel.add_argument("--reason", default="cancelled by the citizen")
+    cancel.set_defaults(handler=lambda a: asyncio.run(_cancel(a)))
+
     worker = subparsers.add_parser("worker", help="run an engine worker (same as python worker.py)")
     worker.set_defaults(handler=_worker)
 
@@ -177,6 +200,45 @@ def render_progress(progress: RequestProgress) -> str:
     for step in progress.steps:
         lines += render_step(step)
     return "\n".join(lines)
+
+
+async def _deliver(reference: str, update: str, message: Any) -> int:
+    from intake.interactions import send
+
+    client = await connect_or_explain(client_settings())
+    outcome = await send(client, reference, update, message)
+    if not outcome.ok:
+        details = "".join(
+            f"\n  {key_path(tuple(e.get('loc', ())))}: {e.get('msg')}" for e in outcome.errors
+        )
+        raise UserError(f"{outcome.message}{details}")
+    print(outcome.message)
+    return 0
+
+
+async def _answer(args: argparse.Namespace) -> int:
+    from definitions.requests import InformationAnswer
+
+    answers = read_submission(args.file)
+    if not isinstance(answers, dict):
+        raise UserError(f"{args.file} must hold an object of answers by field name")
+    return await _deliver(args.reference, "answer_information",
+                          InformationAnswer(step_id=args.step, item_key=args.item,
+                                            answers=answers))
+
+
+async def _decide(args: argparse.Namespace) -> int:
+    from definitions.requests import CaseworkerDecision
+
+    return await _deliver(args.reference, "decide", CaseworkerDecision(
+        step_id=args.step, approve=args.decision == "approve", reason=args.reason,
+        decided_by=args.by, role=args.role))
+
+
+async def _cancel(args: argparse.Namespace) -> int:
+    from definitions.requests import CancelRequest
+
+    return await _deliver(args.reference, "cancel", CancelRequest(reason=args.reason))
 
 
 def _worker(args: argparse.Namespace) -> int:

@@ -27,11 +27,14 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.agency_directory import AgencyDirectory
+from activities.callback_tokens import callback_key
 from activities.migrations import apply_migrations
 from activities.read_model import ReadModel
 from definitions.catalog import Catalog
 from definitions.loader import load_catalog
 from definitions.requests import RequestResult
+from intake import interactions
+from intake.app import create_app
 from intake.submissions import Submissions
 from nwd.client import data_converter
 from nwd.settings import DEFAULT_CATALOG_DIR
@@ -126,6 +129,9 @@ class Engine:
     pool: asyncpg.Pool
     agencies: Agencies
     worker: Worker
+    intake_url: str
+    intake: httpx.AsyncClient
+    callback_key: bytes
     started: list[str] = field(default_factory=list)
 
     async def submit(self, service: str, data: Any, key: str | None = None,
@@ -166,16 +172,27 @@ async def engine(
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=5)
     await apply_migrations(pool)
     read_model = ReadModel(pool)
-    async with httpx.AsyncClient(limits=HTTP_LIMITS) as http:
+    key = callback_key(encryption_key)
+    intake_port = free_port()
+    intake_url = f"http://127.0.0.1:{intake_port}"
+    submissions = Submissions(client, catalog, task_queue=task_queue,
+                              callback_base_url=intake_url)
+    app = create_app(client=client, submissions=submissions, read_model=read_model,
+                     ui_url="http://127.0.0.1:8233")
+    app.include_router(interactions.router(
+        client, interactions.CallbackVerifier(key, catalog, agencies.env)))
+    intake_server, intake_task = await serve(app, intake_port)
+    async with httpx.AsyncClient(limits=HTTP_LIMITS) as http, \
+            httpx.AsyncClient(base_url=intake_url, timeout=30) as intake:
         worker = build_worker(
             client, task_queue=task_queue, http=http, read_model=read_model,
-            directory=AgencyDirectory(agencies.env),
+            directory=AgencyDirectory(agencies.env), callback_key=key,
         )
         async with worker:
             engine = Engine(
-                client=client, task_queue=task_queue,
-                submissions=Submissions(client, catalog, task_queue=task_queue),
+                client=client, task_queue=task_queue, submissions=submissions,
                 read_model=read_model, pool=pool, agencies=agencies, worker=worker,
+                intake_url=intake_url, intake=intake, callback_key=key,
             )
             yield engine
             # Leave nothing running on the shared server for the next test to trip over.
@@ -183,4 +200,6 @@ async def engine(
                 handle = client.get_workflow_handle(reference)
                 if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
                     await handle.terminate("test finished")
+    intake_server.should_exit = True
+    await intake_task
     await pool.close()
