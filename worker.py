@@ -22,10 +22,13 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.agency_calls import AgencyCalls
 from activities.agency_directory import AgencyDirectory
+from activities.callback_tokens import callback_key
 from activities.metrics import METRIC_ACTIVITIES
 from activities.migrations import apply_migrations
+from activities.notifications import OperatorNotifications
 from activities.read_model import ReadModel
 from activities.recording import RequestRecording
+from nwd.codec import load_key
 from nwd.logging import configure_logging
 from nwd.settings import Settings
 from nwd.telemetry import (
@@ -57,6 +60,7 @@ def build_worker(
     http: httpx.AsyncClient,
     read_model: ReadModel,
     directory: AgencyDirectory,
+    callback_key: bytes | None = None,
     max_concurrent_activities: int = 500,
 ) -> Worker:
     """A worker for the engine's workflow and activities.
@@ -67,11 +71,13 @@ def build_worker(
         http: shared, pooled HTTP client for agency calls; owned by the caller.
         read_model: where progress and outcomes are recorded (PostgreSQL).
         directory: resolves agency URLs and signing secrets.
+        callback_key: signs agencies' callback URLs (see activities.callback_tokens).
     """
-    agency_calls = AgencyCalls(http, directory, read_model)
+    agency_calls = AgencyCalls(http, directory, read_model, callback_key)
     activities: list[Callable[..., Any]] = [
         agency_calls.call_agency,
         RequestRecording(read_model).record_request,
+        OperatorNotifications(read_model).notify_operator,
         *METRIC_ACTIVITIES,  # operations: record_escalation, record_agency_wait
     ]
     return Worker(
@@ -113,6 +119,7 @@ async def run_worker(settings: Settings, telemetry: TelemetrySettings | None = N
             http=http,
             read_model=read_model,
             directory=AgencyDirectory(settings.agency_env),
+            callback_key=callback_key(load_key(settings.state_dir, settings.encryption_key)),
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -21,6 +21,7 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import callback_tokens as tokens
 from activities import metrics
 from activities.agency_directory import AgencyDirectory, AgencyMisconfigured
 from activities.read_model import ReadModel
@@ -55,10 +56,12 @@ class AgencyCalls:
         http: httpx.AsyncClient,
         directory: AgencyDirectory,
         read_model: ReadModel | None = None,
+        callback_key: bytes | None = None,
     ) -> None:
         self._http = http
         self._directory = directory
         self._read_model = read_model
+        self._callback_key = callback_key
 
     @activity.defn(name="call_agency")
     async def call_agency(self, call: AgencyCallInput) -> AgencyCallResult:
@@ -138,15 +141,22 @@ class AgencyCalls:
             ) from exc
         return self._interpret(call, url, response, attempt)
 
-    @staticmethod
-    def _body(call: AgencyCallInput) -> dict[str, Any]:
+    def _callback_url(self, call: AgencyCallInput) -> str | None:
+        """The single-use callback URL for this call (stable across retries of the call)."""
+        if call.callback_url is None or self._callback_key is None:
+            return None
+        token = tokens.issue(self._callback_key, tokens.CallbackTarget(
+            call.reference, call.step_id, call.item_key, call.endpoint.agency_id))
+        return f"{call.callback_url.rstrip('/')}/callbacks/{token}"
+
+    def _body(self, call: AgencyCallInput) -> dict[str, Any]:
         body: dict[str, Any] = {
             "reference": call.reference, "step": call.step_id, "item": call.item_key,
             "language": call.language,
         }
         if call.action == "operation":
             body["input"] = call.payload
-            body["callback_url"] = call.callback_url
+            body["callback_url"] = self._callback_url(call)
         else:
             body.update(call.payload)
         return body
