@@ -1,0 +1,109 @@
+"""Representative runs whose histories feed the replay tests (tests/replay/).
+
+Every run here is replayed against the current workflow code at once; with
+``NWD_RECORD_HISTORIES=1`` the histories are also written to tests/replay/histories/, sealed
+with the replay suite's fixed test key, to be committed after an intended workflow change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.worker import Replayer
+
+from definitions.requests import RequestProgress
+from nwd.client import data_converter
+from tests.e2e.conftest import EXAMPLES, Engine
+from tests.replay.test_replay import REPLAY_KEY
+from worker import workflow_runner
+from workflows.request_workflow import CitizenRequestWorkflow
+
+HISTORY_DIR = Path(__file__).resolve().parents[1] / "replay" / "histories"
+
+
+@pytest.fixture(scope="module")
+def encryption_key() -> bytes:
+    return REPLAY_KEY
+
+
+def example(service: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((EXAMPLES / f"{service}.json").read_text())
+    return data
+
+
+async def until(engine: Engine, reference: str, check: Callable[[RequestProgress], bool]) -> None:
+    handle = engine.submissions.handle(reference)
+    for _ in range(300):
+        if check(await handle.query("progress", result_type=RequestProgress)):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the run never reached the expected state")
+
+
+def waiting(step: str) -> Callable[[RequestProgress], bool]:
+    return lambda p: any(s.step_id == step and s.status == "waiting" for s in p.steps)
+
+
+async def completed_with_retries(engine: Engine) -> str:
+    await engine.agencies.set_behaviour("tax-authority", {"error_every": 2})
+    return await engine.submit("change-of-address", example("change-of-address"))
+
+
+async def compensated(engine: Engine) -> str:
+    await engine.agencies.set_behaviour("tax-authority", {
+        "latency_ms": 800, "reject": {"code": "unknown_taxpayer", "reason": "unknown"}})
+    return await engine.submit("change-of-address", example("change-of-address"))
+
+
+async def callback_and_information(engine: Engine) -> str:
+    await engine.agencies.set_behaviour(
+        "electoral-registration", {"mode": "callback", "callback_delay_s": 0.5})
+    await engine.agencies.set_behaviour("tax-authority", {"needs_information": {
+        "fields": {"proof_of_address": {"type": "text"}}, "message": {"en": "Proof, please"}}})
+    reference = await engine.submit("change-of-address", example("change-of-address"))
+    await until(engine, reference, waiting("update_tax_address"))
+    response = await engine.intake.post(f"/requests/{reference}/information", json={
+        "step_id": "update_tax_address", "answers": {"proof_of_address": "bill"}})
+    assert response.status_code == 200, response.text
+    return reference
+
+
+async def cancelled(engine: Engine) -> str:
+    await engine.agencies.set_behaviour(
+        "benefits-agency", {"mode": "callback", "callback_delay_s": 30})
+    reference = await engine.submit("change-of-address", example("change-of-address"))
+    await until(engine, reference, waiting("update_benefits"))
+    response = await engine.intake.post(f"/requests/{reference}/cancel", json={})
+    assert response.status_code == 200, response.text
+    return reference
+
+
+SCENARIOS: dict[str, Callable[[Engine], Awaitable[str]]] = {
+    "completed_with_retries": completed_with_retries,
+    "compensated_after_required_failure": compensated,
+    "callback_and_information": callback_and_information,
+    "cancelled_mid_fan_out": cancelled,
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+async def test_run_replays_and_is_recorded(engine: Engine, scenario: str) -> None:
+    """The scenario finishes and its history replays deterministically with today's code."""
+    reference = await SCENARIOS[scenario](engine)
+    handle = engine.submissions.handle(reference)
+    await asyncio.wait_for(handle.result(), 60)
+    history = await handle.fetch_history()
+    replayer = Replayer(workflows=[CitizenRequestWorkflow],
+                        data_converter=data_converter(REPLAY_KEY),
+                        workflow_runner=workflow_runner())
+    replayed = await replayer.replay_workflow(history, raise_on_replay_failure=True)
+    assert replayed.replay_failure is None
+    if os.environ.get("NWD_RECORD_HISTORIES") == "1":
+        HISTORY_DIR.mkdir(parents=True, exist_ok=True)
+        (HISTORY_DIR / f"{scenario}.json").write_text(history.to_json())
