@@ -136,12 +136,12 @@ class Cancelled(Reply):
 class Callback(Reply):
     """Agency -> engine ``POST {callback_url}``: the outcome of an accepted call.
 
-    Every key is sent; those that do not apply to the status are null.
+    Every key is sent; ``output`` is ``{}`` and the others null when they do not apply.
     """
 
     status: Literal["completed", "rejected", "needs_information"]
     agency_reference: str
-    output: dict[str, Any] | None = None
+    output: dict[str, Any] = Field(default_factory=dict)
     reason: str | None = None
     code: str | None = None
     fields: dict[str, dict[str, Any]] | None = None

@@ -199,7 +199,7 @@ class TestCallbackMode:
         _, raw = await next_callback(receiver)
         callback = json.loads(raw)
         assert (callback["status"], callback["code"], callback["reason"]) == ("rejected", "x", "no")
-        assert callback["output"] is None
+        assert callback["output"] == {}
 
     async def test_without_callback_url_answers_synchronously(self, agencies: Agencies) -> None:
         """Callback mode needs a callback_url; without one the call completes at once."""
