@@ -1,0 +1,139 @@
+"""Every run is findable: a visibility query by each search attribute finds exactly the runs it
+should on the real dev server, and the ``temporal`` CLI queries from docs/operations.md return
+them too.
+
+Four known requests on this test's own task queue: one change-of-address completed, one
+register-a-business completed, one change-of-address whose required tax step is rejected
+(failed), and one change-of-address held by a slow tax authority (running, AgenciesAwaited =
+tax-authority). Visibility is eventually consistent (~1-2 s): queries are polled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from nwd.stack import temporal_binary
+from tests.e2e import conftest as e2e
+from tests.e2e.conftest import EXAMPLES, Engine
+
+# the e2e fixtures (a real worker, reference agencies, read model), shared with this module
+agencies, catalog, engine = e2e.agencies, e2e.catalog, e2e.engine
+encryption_key = e2e.encryption_key
+
+COA, BIZ = "change-of-address", "register-a-business"
+SLOW_TAX_MS = 12_000
+
+
+def example(service: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((EXAMPLES / f"{service}.json").read_text())
+    return data
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+async def ids(engine: Engine, query: str) -> set[str]:
+    scoped = f'TaskQueue = "{engine.task_queue}" AND ({query})'
+    return {wf.id async for wf in engine.client.list_workflows(scoped)}
+
+
+async def eventually(engine: Engine, query: str, expected: set[str],
+                     timeout_s: float = 15) -> None:
+    """Poll until the query returns exactly ``expected`` (visibility lags ~1-2 s)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    found: set[str] = set()
+    while asyncio.get_running_loop().time() < deadline:
+        found = await ids(engine, query)
+        if found == expected:
+            return
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"{query}: found {sorted(found)}, expected {sorted(expected)}")
+
+
+def cli_ids(address: str, query: str) -> set[str]:
+    done = subprocess.run(
+        [str(temporal_binary()), "workflow", "list", "--address", address,
+         "--namespace", "default", "--query", query, "-o", "json"],
+        capture_output=True, text=True, timeout=30, check=True,
+    )
+    text = done.stdout.strip()
+    if not text:
+        return set()
+    if text.startswith("["):
+        rows = json.loads(text)
+    else:  # one JSON object per line
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return {row["execution"]["workflowId"] for row in rows}
+
+
+async def test_each_search_attribute_finds_exactly_its_runs(
+    engine: Engine, temporal_address: str
+) -> None:
+    services = engine.submissions.catalog
+    before = datetime.now(UTC) - timedelta(seconds=1)
+
+    done = await engine.submit(COA, example(COA))
+    business = await engine.submit(BIZ, example(BIZ))
+    assert (await engine.result(done)).status == "completed"
+    assert (await engine.result(business)).status == "completed"
+
+    await engine.agencies.set_behaviour(
+        "tax-authority", {"reject": {"code": "unknown_taxpayer", "reason": "No such taxpayer",
+                                     "status": 409}})
+    failed = await engine.submit(COA, example(COA))
+    assert (await engine.result(failed)).status == "failed"
+
+    await engine.agencies.set_behaviour("tax-authority", {"latency_ms": SLOW_TAX_MS})
+    slow_submitted = datetime.now(UTC) - timedelta(milliseconds=1)
+    slow = await engine.submit(COA, example(COA))
+    everyone = {done, business, failed, slow}
+
+    # held by the tax authority: the workflow says so in its search attributes
+    await eventually(engine, 'AgenciesAwaited IN ("tax-authority")', {slow})
+    await eventually(engine, 'RequestStatus = "running"', {slow})
+    await eventually(engine, 'RequestStatus = "completed"', {done, business})
+    await eventually(engine, 'RequestStatus = "failed"', {failed})
+    await eventually(engine, f'CitizenService = "{COA}"', {done, failed, slow})
+    await eventually(engine, f'CitizenService = "{BIZ}"', {business})
+    coa_version = f"{COA}@{services.service(COA).version}#{services.content_hash(COA)[:12]}"
+    await eventually(engine, f'DefinitionVersion = "{coa_version}"', {done, failed, slow})
+    await eventually(engine, 'AgenciesInvolved IN ("business-registry")', {business})
+    await eventually(engine, 'AgenciesInvolved IN ("tax-authority")', everyone)
+    await eventually(engine, 'AgenciesInvolved IN ("electoral-registration")',
+                     {done, failed, slow})
+    await eventually(engine, "Escalated = false", everyone)
+    await eventually(engine, "Escalated = true", set())
+    await eventually(engine, f'SubmittedAt >= "{rfc3339(before)}"', everyone)
+    await eventually(engine, f'SubmittedAt >= "{rfc3339(slow_submitted)}"', {slow})
+    await eventually(engine, f'SubmittedAt < "{rfc3339(before)}"', set())
+    # no personal data anywhere in them
+    description = await engine.client.get_workflow_handle(slow).describe()
+    values = json.dumps({k.name: str(v) for k, v in
+                         ((p.key, p.value) for p in description.typed_search_attributes)})
+    for secret in ("Alex Example", "TX12345678", "alex@example.org"):
+        assert secret not in values
+
+    # the ready-made query of docs/operations.md ("waiting on the tax authority for more than
+    # N days"), with the cutoff at "now" instead of 5 days ago, through the temporal CLI
+    cutoff = rfc3339(datetime.now(UTC) + timedelta(seconds=1))
+    waiting = (f'CitizenService = "{COA}" AND AgenciesAwaited IN ("tax-authority") '
+               f'AND SubmittedAt < "{cutoff}"')
+    scope = f'TaskQueue = "{engine.task_queue}"'
+    assert await asyncio.to_thread(cli_ids, temporal_address, f"{scope} AND {waiting}") == {slow}
+    assert await asyncio.to_thread(
+        cli_ids, temporal_address, f'{scope} AND RequestStatus = "failed"') == {failed}
+    assert await asyncio.to_thread(
+        cli_ids, temporal_address,
+        f'{scope} AND CitizenService = "{COA}" AND RequestStatus != "running"',
+    ) == {done, failed}
+    # and the 5-days-ago form is valid syntax that (today) finds none of these runs
+    five_days_ago = rfc3339(datetime.now(UTC) - timedelta(days=5))
+    assert await asyncio.to_thread(
+        cli_ids, temporal_address,
+        f'{scope} AND CitizenService = "{COA}" AND AgenciesAwaited IN ("tax-authority") '
+        f'AND SubmittedAt < "{five_days_ago}"') == set()
