@@ -71,6 +71,8 @@ def scenarios(profile: str, latency_ms: float) -> list[Scenario]:
             Scenario("10x500", "foreach", 10, 500, latency_ms),
             Scenario("1x20-seq", "chain", 10, 20, latency_ms, sequential_requests=True),
             Scenario("200x5-0ms", "fanout", 200, 5, 0.0),
+            # memory with many requests in flight: agencies slow enough to hold them open
+            Scenario("1000-inflight", "foreach", 1000, 1, 20_000.0),
         ]
     if profile == "smoke":
         return [Scenario("3x2", "foreach", 3, 2, latency_ms)]
@@ -113,6 +115,8 @@ class RunResult:
     agencies_cpu_s: float | None
     worker_peak_rss_mb: float | None
     failures: int = 0
+    load_avg_1m: float | None = None
+    """The machine's 1-minute load average at the end of the run (others share the cores)."""
 
     def figures(self, critical_path_s: float) -> dict[str, float | None]:
         lat = stats.latency_summary(self.e2e_s)
@@ -398,6 +402,7 @@ class Harness:
             history_events=events, server_cpu_s=delta(0), worker_cpu_s=delta(1),
             agencies_cpu_s=delta(2), worker_peak_rss_mb=peak,
             failures=sum(1 for o in outcomes if not o[2]),
+            load_avg_1m=os.getloadavg()[0],
         )
 
     @staticmethod
@@ -408,8 +413,17 @@ class Harness:
             return None
         return len(history.events)
 
-    async def run(self, selected: Sequence[Scenario], repetitions: int) -> BenchReport:
+    async def run(self, selected: Sequence[Scenario], repetitions: int,
+                  measure_client: bool = True) -> BenchReport:
         report = BenchReport()
+        if measure_client and selected:
+            from benchmarks.http_client_cost import client_cpu_per_call
+
+            await self.set_latency(selected[0].latency_ms)
+            report.http_client_cpu_ms = await client_cpu_per_call(self.env.agencies_url)
+            for client, by_n in report.http_client_cpu_ms.items():
+                self.echo(f"  HTTP client CPU per call, {client}: " + ", ".join(
+                    f"{v:.2f} ms @ {n} in flight" for n, v in by_n.items()))
         for scenario in selected:
             await self.set_latency(scenario.latency_ms)
             for rep in range(repetitions):
@@ -419,9 +433,10 @@ class Harness:
                     result = await self.run_once(scenario, mode, rep)
                     fig = result.figures(scenario.critical_path_s)
                     self.echo(
-                        f"    {fig['requests_per_s']:.1f} req/s, {fig['calls_per_s']:.0f} calls/s, "
+                        f"    {fig['requests_per_s']:.2f} req/s, {fig['calls_per_s']:.0f} calls/s, "
                         f"p50 {fig['e2e_p50_ms']:.0f} ms, p99 {fig['e2e_p99_ms']:.0f} ms"
                         + (f", {result.failures} failed" if result.failures else "")
+                        + f", load {result.load_avg_1m:.1f}"
                     )
                     report.runs.append(result)
             report.scenarios.append(scenario)
@@ -432,6 +447,7 @@ class Harness:
 class BenchReport:
     runs: list[RunResult] = field(default_factory=list)
     scenarios: list[Scenario] = field(default_factory=list)
+    http_client_cpu_ms: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, dict[str, dict[str, float | None]]]:
         """Per scenario: medians over repetitions for each mode, and engine ÷ baseline."""
@@ -450,6 +466,7 @@ class BenchReport:
     def as_json(self) -> dict[str, Any]:
         return {
             "scenarios": [asdict(s) for s in self.scenarios],
+            "http_client_cpu_ms_per_call": self.http_client_cpu_ms,
             "summary": self.summary(),
             "runs": [asdict(r) for r in self.runs],
         }

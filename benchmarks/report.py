@@ -12,7 +12,7 @@ import psutil  # type: ignore[import-untyped,unused-ignore]
 from benchmarks.harness import MODES, BenchReport
 
 COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("requests_per_s", "req/s", "{:.1f}"),
+    ("requests_per_s", "req/s", "{:.2f}"),
     ("calls_per_s", "calls/s", "{:.0f}"),
     ("e2e_p50_ms", "p50 ms", "{:.0f}"),
     ("e2e_p95_ms", "p95 ms", "{:.0f}"),

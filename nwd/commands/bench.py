@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     bench.set_defaults(profile="quick")
     bench.add_argument("--scenario", action="append", default=None,
                        help="run only this scenario (repeatable): 200x5, 50x50, 10x500, "
-                            "1x20-seq, 200x5-0ms")
+                            "1x20-seq, 200x5-0ms, 1000-inflight (full only)")
     bench.add_argument("--latency-ms", type=float, default=50.0,
                        help="agency latency (default 50; the -0ms scenario always uses 0)")
     bench.add_argument("--repetitions", type=int, default=None,
@@ -139,6 +139,7 @@ async def _run(args: argparse.Namespace, env: Any, selected: list[Any], repetiti
         "scenarios": [s.name for s in selected], "started": started,
         "duration_s": round(time.time() - started, 1),
         "temporal": env.temporal_address, "server_cpu_measured": env.server_pid is not None,
+        "commit": _git("rev-parse", "HEAD"), "dirty_files": _git("status", "--short").count("\n"),
     }
     write_json(report, out / "bench.json", config)
     print(f"\nJSON: {out / 'bench.json'}")
@@ -149,6 +150,19 @@ async def _run(args: argparse.Namespace, env: Any, selected: list[Any], repetiti
     if args.cprofile:
         await _profile(harness, selected[0], out)
     return 0
+
+
+def _git(*args: str) -> str:
+    import subprocess
+
+    from nwd.settings import PROJECT_ROOT
+
+    try:
+        done = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                              check=False, timeout=10)
+    except OSError:
+        return ""
+    return done.stdout.strip() + ("\n" if args[0] == "status" and done.stdout.strip() else "")
 
 
 async def _profile(harness: Any, scenario: Any, out: Path) -> None:

@@ -42,7 +42,7 @@ async def test_harness_measures_baseline_and_engine(
             agencies_pid=agencies.proc.pid,
         )
         harness = Harness(env, tmp_path, echo=lambda _line: None)
-        report = await harness.run(scenarios("smoke", 0.0), repetitions=1)
+        report = await harness.run(scenarios("smoke", 0.0), repetitions=1, measure_client=False)
     finally:
         await agencies.stop()
 
