@@ -158,6 +158,12 @@ def encryption_key() -> bytes:
     return base64.b64decode(base64.b64encode(os.urandom(32)))
 
 
+@pytest.fixture
+def engine_client_for_key(temporal_env: WorkflowEnvironment, encryption_key: bytes) -> Client:
+    """A client of the session's dev server that seals payloads with the tests' key."""
+    return engine_client(temporal_env, encryption_key)
+
+
 @pytest_asyncio.fixture
 async def engine(
     temporal_env: WorkflowEnvironment,

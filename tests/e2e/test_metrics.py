@@ -73,6 +73,7 @@ class ObservedEngine:
     agencies: Agencies
     metrics_url: str
     task_queue: str
+    runtime: Runtime
 
     async def run(self, data: dict[str, Any]) -> Any:
         submitted = await self.submissions.submit(SERVICE, data,
@@ -110,7 +111,7 @@ async def observed(
                 client=client,
                 submissions=Submissions(client, catalog, task_queue=task_queue),
                 agencies=agencies, metrics_url=f"http://{address}/metrics",
-                task_queue=task_queue,
+                task_queue=task_queue, runtime=runtime,
             )
     await pool.close()
 
@@ -218,3 +219,95 @@ async def test_escalations_are_counted_by_the_record_escalation_activity(
     assert total(samples, telemetry.ESCALATIONS, service=SERVICE, agency="tax-authority",
                  step="update_tax_address") == 2
 
+
+
+# ------------------------------------------------------------------ the intake process
+TOKEN = "test-codec-token"
+
+
+def intake_app(observed: ObservedEngine, encryption_key: bytes) -> Any:
+    from intake.app import create_app
+
+    async def metrics_text() -> str:
+        async with httpx.AsyncClient() as http:
+            return (await http.get(observed.metrics_url)).text
+
+    return create_app(
+        client=observed.client, submissions=observed.submissions, read_model=None,
+        ui_url="http://127.0.0.1:8233", codec=data_converter(encryption_key).payload_codec,
+        codec_token=TOKEN, metrics=metrics_text, meter=observed.runtime.metric_meter,
+    )
+
+
+async def test_intake_metrics_and_codec_server(
+    observed: ObservedEngine, encryption_key: bytes
+) -> None:
+    from google.protobuf import json_format
+    from temporalio.api.common.v1 import Payloads
+
+    app = intake_app(observed, encryption_key)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://intake") as intake:
+        submitted = await intake.post("/requests", json={"service": SERVICE,
+                                                         "submission": example()})
+        assert submitted.status_code == 202, submitted.text
+        reference = submitted.json()["reference"]
+        refused = await intake.post("/requests", json={"service": SERVICE, "submission": {}})
+        assert refused.status_code == 422
+
+        # GET /metrics: the intake's own counter and the SDK's client metrics, one endpoint
+        scraped = await intake.get("/metrics")
+        assert scraped.status_code == 200
+        samples = parse(scraped.text)
+        assert total(samples, telemetry.SUBMISSIONS, service=SERVICE, outcome="created") == 1
+        assert total(samples, telemetry.SUBMISSIONS, service=SERVICE, outcome="invalid") == 1
+        assert any(s.name.startswith("temporal_request") for s in samples)
+
+        # the history holds only ciphertext ...
+        handle = observed.client.get_workflow_handle(reference)
+        await asyncio.wait_for(handle.result(), 60)
+        history = await handle.fetch_history()
+        started = history.events[0].workflow_execution_started_event_attributes
+        sealed = json_format.MessageToDict(started.input)
+        assert sealed["payloads"][0]["metadata"]["encoding"] == "YmluYXJ5L2VuY3J5cHRlZA=="
+        assert b"Alex Example" not in started.input.SerializeToString()
+
+        # ... which the codec server opens for a caller with the token (as the UI does)
+        ui = {"Origin": "http://localhost:8233", "X-Namespace": "default"}
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+            denied = await intake.post("/codec/decode", json=sealed, headers={**ui, **headers})
+            assert denied.status_code == 401
+        opened = await intake.post("/codec/decode", json=sealed,
+                                   headers={**ui, "Authorization": f"Bearer {TOKEN}"})
+        assert opened.status_code == 200
+        assert opened.headers["access-control-allow-origin"] == "http://localhost:8233"
+        plain = json_format.ParseDict(opened.json(), Payloads())
+        assert plain.payloads[0].metadata["encoding"] == b"json/plain"
+        assert b"Alex Example" in plain.payloads[0].data
+
+        # encode then decode gives the payload back
+        encoded = await intake.post("/codec/encode", json=opened.json(),
+                                    headers={"Authorization": f"Bearer {TOKEN}"})
+        assert encoded.status_code == 200
+        again = json_format.ParseDict(encoded.json(), Payloads())
+        assert again.payloads[0].metadata["encoding"] == b"binary/encrypted"
+        assert again.payloads[0].data != plain.payloads[0].data
+        decoded = await intake.post("/codec/decode", json=encoded.json(),
+                                    headers={"Authorization": f"Bearer {TOKEN}"})
+        assert decoded.json() == opened.json()
+
+        # CORS preflight: the UI's origins only
+        for origin in ("http://localhost:8233", "http://127.0.0.1:8233"):
+            preflight = await intake.options("/codec/decode", headers={
+                "Origin": origin, "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type,x-namespace"})
+            assert preflight.status_code == 204
+            assert preflight.headers["access-control-allow-origin"] == origin
+            assert "Authorization" in preflight.headers["access-control-allow-headers"]
+        stranger = await intake.options("/codec/decode", headers={
+            "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+        assert stranger.status_code == 403
+        assert "access-control-allow-origin" not in stranger.headers
+        garbage = await intake.post("/codec/decode", content=b"not json",
+                                    headers={"Authorization": f"Bearer {TOKEN}"})
+        assert garbage.status_code == 400

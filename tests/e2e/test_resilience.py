@@ -1,0 +1,149 @@
+"""Requests survive a killed worker and keep the definition they started with."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from temporalio.client import Client
+
+from definitions.loader import load_catalog
+from intake.submissions import Submissions
+from nwd.settings import DEFAULT_CATALOG_DIR, PROJECT_ROOT
+from tests.e2e.conftest import EXAMPLES, Agencies, Engine, new_database
+
+
+def example(service: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((EXAMPLES / f"{service}.json").read_text())
+    return data
+
+
+def start_worker_process(
+    *, temporal_address: str, task_queue: str, database_url: str, key: bytes,
+    agencies: Agencies, state_dir: Path, log_path: Path,
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        **agencies.env,
+        "TEMPORAL_ADDRESS": temporal_address,
+        "NWD_TASK_QUEUE": task_queue,
+        "DATABASE_URL": database_url,
+        "NWD_ENCRYPTION_KEY": base64.b64encode(key).decode(),
+        "NWD_STATE_DIR": str(state_dir),
+        "NWD_METRICS_ADDRESS": "off",
+        "NWD_LOG_FORMAT": "json",
+    }
+    log = log_path.open("ab")
+    return subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "worker.py")], env=env, stdout=log, stderr=log,
+        cwd=PROJECT_ROOT,
+    )
+
+
+async def records(agencies: Agencies, agency: str, reference: str) -> list[dict[str, Any]]:
+    return [r for r in await agencies.records(agency) if r.get("reference") == reference]
+
+
+class TestWorkerKilled:
+    async def test_sigkill_mid_fan_out_then_new_worker_completes_each_effect_once(
+        self,
+        temporal_address: str,
+        postgres_server: str,
+        agencies: Agencies,
+        encryption_key: bytes,
+        engine_client_for_key: Client,
+        task_queue: str,
+        tmp_path: Path,
+    ) -> None:
+        """A worker killed with SIGKILL mid fan-out loses nothing; effects still happen once."""
+        database_url = await new_database(postgres_server, "engine")
+        for agency in ("tax-authority", "benefits-agency", "driver-licensing"):
+            await agencies.set_behaviour(agency, {"latency_ms": 1500})
+        options = {"temporal_address": temporal_address, "task_queue": task_queue,
+                   "database_url": database_url, "key": encryption_key,
+                   "agencies": agencies, "state_dir": tmp_path,
+                   "log_path": tmp_path / "worker.log"}
+        first = start_worker_process(**options)
+        catalog = load_catalog(DEFAULT_CATALOG_DIR)
+        submissions = Submissions(engine_client_for_key, catalog, task_queue=task_queue)
+        submitted = await submissions.submit("change-of-address", example("change-of-address"),
+                                             idempotency_key=str(uuid.uuid4()))
+        reference = submitted.reference
+        try:
+            # Wait until the slow calls are in flight (the agencies have received them).
+            for _ in range(200):
+                if await records(agencies, "electoral-registration", reference):
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+            second = start_worker_process(**options)
+            try:
+                result = await asyncio.wait_for(submissions.handle(reference).result(), 90)
+            finally:
+                second.send_signal(signal.SIGTERM)
+                second.wait(20)
+        finally:
+            if first.poll() is None:
+                first.kill()
+        assert result.status == "completed", (tmp_path / "worker.log").read_text()[-3000:]
+        assert len(await records(agencies, "tax-authority", reference)) == 1
+        assert len(await records(agencies, "driver-licensing", reference)) == 1
+        assert len(await records(agencies, "benefits-agency", reference)) == 2
+        conn = await asyncpg.connect(database_url)
+        try:
+            status = await conn.fetchval(
+                "SELECT status FROM requests WHERE reference = $1", reference)
+        finally:
+            await conn.close()
+        assert status == "completed"
+
+
+class TestPinnedDefinition:
+    async def test_editing_yaml_never_changes_a_request_in_flight(
+        self, engine: Engine, tmp_path: Path
+    ) -> None:
+        """A request keeps its snapshot while the YAML changes; new requests get the new one."""
+        catalog_dir = tmp_path / "definitions"
+        shutil.copytree(DEFAULT_CATALOG_DIR, catalog_dir,
+                        ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+        before = load_catalog(catalog_dir)
+        submissions = Submissions(engine.client, before, task_queue=engine.task_queue,
+                                  callback_base_url=engine.intake_url)
+        await engine.agencies.set_behaviour("tax-authority", {"latency_ms": 2000})
+        old = await submissions.submit("register-a-business", example("register-a-business"),
+                                       idempotency_key=str(uuid.uuid4()))
+        engine.started.append(old.reference)
+
+        service_file = catalog_dir / "services" / "register-a-business.yaml"
+        text = service_file.read_text()
+        edited = text.replace("when: submission.will_employ_staff", 'when: "false"')
+        assert edited != text
+        service_file.write_text(edited)
+        after = load_catalog(catalog_dir)
+        assert after.content_hash("register-a-business") != before.content_hash(
+            "register-a-business")
+
+        result = await engine.result(old.reference)
+        assert result.content_hash == before.content_hash("register-a-business")
+        steps = {s.step_id: s.status for s in result.steps}
+        assert steps["register_employer"] == "completed"  # the old definition still ran it
+
+        fresh = Submissions(engine.client, after, task_queue=engine.task_queue)
+        new = await fresh.submit("register-a-business", example("register-a-business"),
+                                 idempotency_key=str(uuid.uuid4()))
+        engine.started.append(new.reference)
+        new_result = await engine.result(new.reference)
+        assert new_result.content_hash == after.content_hash("register-a-business")
+        assert {s.step_id: s.status for s in new_result.steps}["register_employer"] == "skipped"
