@@ -12,13 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
+import sys
+import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from google.protobuf.duration_pb2 import Duration
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+
+from nwd.commands.report import setup_search_attributes
 from nwd.stack import temporal_binary
 from tests.e2e import conftest as e2e
 from tests.e2e.conftest import EXAMPLES, Engine
+from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 # the e2e fixtures (a real worker, reference agencies, read model), shared with this module
 agencies, catalog, engine = e2e.agencies, e2e.catalog, e2e.engine
@@ -137,3 +150,44 @@ async def test_each_search_attribute_finds_exactly_its_runs(
         cli_ids, temporal_address,
         f'{scope} AND CitizenService = "{COA}" AND AgenciesAwaited IN ("tax-authority") '
         f'AND SubmittedAt < "{five_days_ago}"') == set()
+
+
+async def test_setup_search_attributes_is_idempotent_on_a_fresh_namespace(
+    temporal_env: WorkflowEnvironment,
+) -> None:
+    """`nwd setup-search-attributes` adds the engine's set once; the second run adds nothing."""
+    client = temporal_env.client
+    namespace = f"ops-{uuid.uuid4().hex[:8]}"
+    await client.workflow_service.register_namespace(RegisterNamespaceRequest(
+        namespace=namespace, workflow_execution_retention_period=Duration(seconds=86400)))
+    for _ in range(50):  # the new namespace reaches the frontend's cache within a second or so
+        try:
+            await client.operator_service.list_search_attributes(
+                ListSearchAttributesRequest(namespace=namespace))
+            break
+        except RPCError:
+            await asyncio.sleep(0.2)
+
+    added, present = await setup_search_attributes(client, namespace)
+    assert sorted(added) == sorted(key.name for key in SEARCH_ATTRIBUTES)
+    assert present == []
+    again_added, again_present = await setup_search_attributes(client, namespace)
+    assert again_added == []
+    assert sorted(again_present) == sorted(added)
+
+    listed = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace))
+    custom = dict(listed.custom_attributes)
+    assert custom["AgenciesAwaited"] == IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST
+    assert custom["SubmittedAt"] == IndexedValueType.INDEXED_VALUE_TYPE_DATETIME
+    assert custom["Escalated"] == IndexedValueType.INDEXED_VALUE_TYPE_BOOL
+    assert custom["CitizenService"] == IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+
+    # the command operators run does the same (here: everything is already there)
+    env = {**os.environ, "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+           "TEMPORAL_NAMESPACE": namespace}
+    done = await asyncio.to_thread(
+        subprocess.run, [str(Path(sys.executable).parent / "nwd"), "setup-search-attributes"],
+        env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert f"0 added, {len(SEARCH_ATTRIBUTES)} already there (namespace {namespace}" in done.stdout
