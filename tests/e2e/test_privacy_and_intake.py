@@ -1,0 +1,121 @@
+"""Citizen data stays private, and the front door refuses bad input without side effects."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from definitions.requests import request_reference
+from tests.e2e.conftest import EXAMPLES, Engine
+
+
+def example(service: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((EXAMPLES / f"{service}.json").read_text())
+    return data
+
+
+def personal_values(data: Any) -> set[str]:
+    """Every leaf string or date of the example that the service marks personal (all of them)."""
+    found: set[str] = set()
+    if isinstance(data, dict):
+        for value in data.values():
+            found |= personal_values(value)
+    elif isinstance(data, list):
+        for value in data:
+            found |= personal_values(value)
+    elif isinstance(data, str) and len(data) >= 6:
+        found.add(data)
+    return found
+
+
+PERSONAL = {
+    "Alex Example", "1984-03-12", "12 Orchard Lane", "SP1 4QX", "3 Mill Road",
+    "EXAMP840312AB", "TX12345678", "CB-20931", "HS-7781", "alex@example.org",
+}
+
+
+class TestPrivacy:
+    async def test_no_personal_data_in_logs_or_unencrypted_payloads(
+        self, engine: Engine, temporal_env: WorkflowEnvironment, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        """Logs of a full run and the raw history on the server hold no personal value."""
+        data = example("change-of-address")
+        assert personal_values(data) >= PERSONAL
+        reference = await engine.submit("change-of-address", data)
+        result = await engine.result(reference)
+        assert result.status == "completed"
+
+        out, err = capfd.readouterr()
+        logs = out + err
+        assert reference in logs  # the logs do speak about the request ...
+        leaked = {value for value in PERSONAL if value in logs}
+        assert not leaked  # ... but never about the citizen
+
+        raw_client = temporal_env.client  # no codec: what the server (and its operators) hold
+        history = await raw_client.get_workflow_handle(reference).fetch_history()
+        raw = b"".join(event.SerializeToString() for event in history.events)
+        assert b"change-of-address" in raw  # search attributes are readable ...
+        leaked_bytes = {value for value in PERSONAL if value.encode() in raw}
+        assert not leaked_bytes  # ... payloads are sealed
+        described = await raw_client.get_workflow_handle(reference).describe()
+        attributes = json.dumps({k.name: str(v) for k, v in
+                                 ((p.key, p.value) for p in described.typed_search_attributes)})
+        assert not {value for value in PERSONAL if value in attributes}
+
+
+class TestIntakeHttp:
+    async def test_valid_submission_is_accepted_with_reference(self, engine: Engine) -> None:
+        """POST /requests answers 202 with the reference; the same key again answers 200."""
+        key = str(uuid.uuid4())
+        body = {"service": "register-a-business", "submission": example("register-a-business")}
+        first = await engine.intake.post("/requests", json=body, headers={"Idempotency-Key": key})
+        assert first.status_code == 202, first.text
+        reference = first.json()["reference"]
+        engine.started.append(reference)
+        assert reference == request_reference("register-a-business", key)
+        again = await engine.intake.post("/requests", json=body, headers={"Idempotency-Key": key})
+        assert again.status_code == 200 and again.json()["reference"] == reference
+        await engine.result(reference)
+        status = await engine.intake.get(f"/requests/{reference}")
+        assert status.status_code == 200
+        assert status.json()["record"]["status"] == "completed"
+
+    async def test_invalid_submission_gets_422_with_field_paths_and_changes_nothing(
+        self, engine: Engine
+    ) -> None:
+        """Missing and mistyped fields come back with their paths; nothing starts or is stored."""
+        data = example("change-of-address")
+        del data["tax_id"]
+        data["new_address"]["postcode"] = 12
+        key = str(uuid.uuid4())
+        response = await engine.intake.post(
+            "/requests", json={"service": "change-of-address", "submission": data},
+            headers={"Idempotency-Key": key})
+        assert response.status_code == 422
+        locs = {tuple(e["loc"]) for e in response.json()["errors"]}
+        assert ("submission", "tax_id") in locs
+        assert ("submission", "new_address", "postcode") in locs
+        reference = request_reference("change-of-address", key)
+        missing = await engine.intake.get(f"/requests/{reference}")
+        assert missing.status_code == 404
+        assert await engine.pool.fetchval("SELECT count(*) FROM requests") == 0
+
+    async def test_unknown_service_malformed_and_oversized_bodies(self, engine: Engine) -> None:
+        """404 names known services; malformed JSON is 400; an oversized body is 413."""
+        unknown = await engine.intake.post("/requests", json={"service": "nope", "submission": {}})
+        assert unknown.status_code == 404
+        assert "change-of-address" in unknown.json()["message"]
+        malformed = await engine.intake.post("/requests", content=b"{not json",
+                                             headers={"Content-Type": "application/json"})
+        assert malformed.status_code == 400
+        huge = await engine.intake.post("/requests", content=b"{" + b" " * 300_000 + b"}",
+                                        headers={"Content-Type": "application/json"})
+        assert huge.status_code == 413
+        no_service = await engine.intake.post("/requests", json={"submission": {}})
+        assert no_service.status_code == 422
+        assert no_service.json()["errors"][0]["loc"] == ["service"]
+        assert await engine.pool.fetchval("SELECT count(*) FROM requests") == 0
