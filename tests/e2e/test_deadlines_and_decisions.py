@@ -1,0 +1,131 @@
+"""Deadlines escalate once as declared; caseworkers decide through validated updates.
+
+The service used here (tests/e2e/catalog/services/licensed-business.yaml) exists only for
+these tests: a developer's own definition, served by the engine like any catalog service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from definitions.catalog import Catalog
+from definitions.loader import load_catalog
+from definitions.requests import RequestProgress, RequestResult
+from intake.submissions import Submissions
+from nwd.settings import DEFAULT_CATALOG_DIR
+from tests.e2e.conftest import EXAMPLES, Engine
+from workflows import search_attributes as sa
+from workflows.request_workflow import CitizenRequestWorkflow
+
+SERVICE = "licensed-business"
+
+
+@pytest.fixture(scope="module")
+def licensed_catalog(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
+    folder = tmp_path_factory.mktemp("catalog")
+    shutil.copy(DEFAULT_CATALOG_DIR / "agencies.yaml", folder / "agencies.yaml")
+    shutil.copytree(Path(__file__).parent / "catalog" / "services", folder / "services")
+    return load_catalog(folder)
+
+
+def business() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((EXAMPLES / "register-a-business.json").read_text())
+    return data
+
+
+async def start(engine: Engine, catalog: Catalog) -> str:
+    submissions = Submissions(engine.client, catalog, task_queue=engine.task_queue,
+                              callback_base_url=engine.intake_url)
+    submitted = await submissions.submit(SERVICE, business(), idempotency_key=str(uuid.uuid4()))
+    engine.started.append(submitted.reference)
+    return submitted.reference
+
+
+async def until(engine: Engine, reference: str, check: Any, wait_s: float = 20) -> RequestProgress:
+    handle = engine.client.get_workflow_handle(reference)
+    deadline = time.monotonic() + wait_s
+    while True:
+        progress: RequestProgress = await handle.query("progress", result_type=RequestProgress)
+        if check(progress):
+            return progress
+        assert time.monotonic() < deadline, progress
+        await asyncio.sleep(0.1)
+
+
+def status(progress: RequestProgress, step_id: str) -> str:
+    return next(s.status for s in progress.steps if s.step_id == step_id)
+
+
+async def decide(engine: Engine, reference: str, **body: Any) -> Any:
+    return await engine.intake.post(f"/requests/{reference}/decisions",
+                                    json={"step_id": "approve_trading", **body})
+
+
+class TestDeadlinesAndDecisions:
+    async def test_missed_deadline_escalates_once_then_decision_approves(
+        self, engine: Engine, licensed_catalog: Catalog
+    ) -> None:
+        """The registry answers after its 1 s deadline: one escalation; then a caseworker
+        approves (wrong role refused), the decision is overdue once, and the request completes."""
+        await engine.agencies.set_behaviour(
+            "business-registry", {"mode": "callback", "callback_delay_s": 2.5})
+        reference = await start(engine, licensed_catalog)
+        await until(engine, reference, lambda p: status(p, "approve_trading") == "waiting")
+
+        wrong_role = await decide(engine, reference, approve=True, decided_by="sam",
+                                  role="tax-officer")
+        assert wrong_role.status_code == 422
+        await asyncio.sleep(2.5)  # let the decision's 2 s due date pass: it escalates, waits on
+        approved = await decide(engine, reference, approve=True, decided_by="sam",
+                                role="licensing-officer", reason="premises inspected")
+        assert approved.status_code == 200, approved.text
+        twice = await decide(engine, reference, approve=True, decided_by="kim",
+                             role="licensing-officer")
+        assert twice.status_code in (409, 410)
+
+        handle = engine.client.get_workflow_handle_for(CitizenRequestWorkflow.run, reference)
+        result: RequestResult = await asyncio.wait_for(handle.result(), 30)
+        assert result.status == "completed"
+        steps = {s.step_id: s for s in result.steps}
+        assert steps["register_company"].escalated
+        assert steps["approve_trading"].decided_by == "sam"
+        escalations = await engine.pool.fetch(
+            "SELECT step_id, detail FROM request_events WHERE reference = $1"
+            " AND kind = 'escalated' ORDER BY id", reference)
+        assert [e["step_id"] for e in escalations] == ["register_company", "approve_trading"]
+        assert json.loads(escalations[0]["detail"])["role"] == "registry-liaison"
+        described = await handle.describe()
+        assert described.typed_search_attributes.get(sa.ESCALATED) is True
+
+    async def test_rejection_fails_the_request_and_undoes_the_registration(
+        self, engine: Engine, licensed_catalog: Catalog
+    ) -> None:
+        """A caseworker's rejection (with a reason) fails the request; the saga undoes step 1."""
+        reference = await start(engine, licensed_catalog)
+        await until(engine, reference, lambda p: status(p, "approve_trading") == "waiting")
+        no_reason = await decide(engine, reference, approve=False, decided_by="sam",
+                                 role="licensing-officer")
+        assert no_reason.status_code == 422
+        rejected = await decide(engine, reference, approve=False, decided_by="sam",
+                                role="licensing-officer", reason="no premises licence")
+        assert rejected.status_code == 200
+        handle = engine.client.get_workflow_handle_for(CitizenRequestWorkflow.run, reference)
+        result: RequestResult = await asyncio.wait_for(handle.result(), 30)
+        assert result.status == "failed"
+        steps = {s.step_id: s for s in result.steps}
+        assert "no premises licence" in (steps["approve_trading"].reason or "")
+        assert steps["register_for_tax"].status == "skipped"
+        assert [(c.step_id, c.status) for c in result.compensations] == [
+            ("register_company", "undone")]
+        undo = [r for r in await engine.agencies.records("business-registry")
+                if r.get("reference") == reference and r.get("operation") ==
+                "withdraw-registration"]
+        assert len(undo) == 1
