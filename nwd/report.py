@@ -303,11 +303,12 @@ def render_chart(report: Report, path: Path) -> None:
     rate_ax.set_ylim(0, 105)
     positions = range(len(report.services))
     duration_ax.bar([p - 0.2 for p in positions],
-                    [(f.median_s or 0) / 60 for f in report.services], 0.4, label="median")
+                    [(f.median_s or 0) / 3600 for f in report.services], 0.4, label="median")
     duration_ax.bar([p + 0.2 for p in positions],
-                    [(f.p95_s or 0) / 60 for f in report.services], 0.4, label="p95")
+                    [(f.p95_s or 0) / 3600 for f in report.services], 0.4, label="p95")
     duration_ax.set_xticks(list(positions), names)
-    duration_ax.set_title("Duration (minutes)")
+    duration_ax.set_title("Duration (hours, log scale)")
+    duration_ax.set_yscale("log")
     duration_ax.legend(fontsize="small")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
