@@ -56,6 +56,9 @@ class RequestOptions(Wire):
     continue_as_new_after_events: int | None = None
     """Continue as new once the history passes this many events (default: when the server
     suggests it). Small values are for tests and for operators compacting long waits."""
+    search_attributes: bool = True
+    """Keep the engine's search attributes up to date. Off only on a namespace where they
+    cannot be registered (e.g. Temporal's time-skipping test server)."""
 
 
 class RequestInput(Wire):

@@ -23,7 +23,12 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from definitions.catalog import Catalog
 from definitions.models import ServiceSnapshot
-from definitions.requests import RequestInput, RequestResult, request_reference
+from definitions.requests import (
+    RequestInput,
+    RequestOptions,
+    RequestResult,
+    request_reference,
+)
 from definitions.submission import validate_submission
 from workflows import search_attributes as sa
 from workflows.request_workflow import CitizenRequestWorkflow
@@ -48,11 +53,13 @@ class Submissions:
         *,
         task_queue: str,
         callback_base_url: str | None = None,
+        search_attributes: bool = True,
     ) -> None:
         self._client = client
         self._catalog = catalog
         self._task_queue = task_queue
         self._callback_base_url = callback_base_url
+        self._search_attributes = search_attributes
 
     @property
     def catalog(self) -> Catalog:
@@ -81,6 +88,7 @@ class Submissions:
             language=language,
             submitted_at=now,
             callback_base_url=self._callback_base_url,
+            options=RequestOptions(search_attributes=self._search_attributes),
         )
         try:
             handle = await self._client.start_workflow(
@@ -91,7 +99,8 @@ class Submissions:
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 search_attributes=sa_pairs(service.service, service.version,
-                                           snapshot.content_hash, snapshot, now),
+                                           snapshot.content_hash, snapshot, now)
+                if self._search_attributes else None,
                 static_summary=f"{service.title['en']} — request {reference}",
                 static_details=(
                     f"Service {service.service} v{service.version} "

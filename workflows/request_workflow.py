@@ -25,7 +25,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -138,9 +138,7 @@ class CitizenRequestWorkflow:
         if self._halting is not None:
             await self._compensate()
         self._status = self._final_status()
-        workflow.upsert_search_attributes(
-            [sa.REQUEST_STATUS.value_set(self._status), sa.AGENCIES_AWAITED.value_set([])]
-        )
+        self._upsert(sa.REQUEST_STATUS.value_set(self._status), sa.AGENCIES_AWAITED.value_set([]))
         workflow.set_current_details(f"Finished: {self._status.replace('_', ' ')}.")
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self._record(finished=True)
@@ -614,7 +612,7 @@ class CitizenRequestWorkflow:
         self._set_step(step.id, escalated=True)
         if index is not None:
             self._set_item(step.id, index, escalated=True)
-        workflow.upsert_search_attributes([sa.ESCALATED.value_set(True)])
+        self._upsert(sa.ESCALATED.value_set(True))
         await workflow.execute_activity(
             "notify_operator",
             OperatorNotice(
@@ -695,6 +693,10 @@ class CitizenRequestWorkflow:
 
     # ------------------------------------------------------------------ state helpers
 
+    def _upsert(self, *updates: SearchAttributeUpdate[Any]) -> None:
+        if self._request.options.search_attributes:
+            workflow.upsert_search_attributes(list(updates))
+
     def _set_step(self, step_id: str, **update: Any) -> None:
         self._steps[step_id] = self._steps[step_id].model_copy(update=update)
 
@@ -753,7 +755,7 @@ class CitizenRequestWorkflow:
         }))
         if awaited != self._awaited:
             self._awaited = awaited
-            workflow.upsert_search_attributes([sa.AGENCIES_AWAITED.value_set(list(awaited))])
+            self._upsert(sa.AGENCIES_AWAITED.value_set(list(awaited)))
             workflow.set_current_details(
                 "Waiting on: " + ", ".join(awaited) + "." if awaited else "Deciding next steps."
             )

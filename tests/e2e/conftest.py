@@ -13,6 +13,7 @@ import secrets
 import socket
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,57 @@ def engine_client_for_key(temporal_env: WorkflowEnvironment, encryption_key: byt
     return engine_client(temporal_env, encryption_key)
 
 
+@asynccontextmanager
+async def running_engine(
+    client: Client,
+    *,
+    postgres_server: str,
+    agencies: Agencies,
+    catalog: Catalog,
+    encryption_key: bytes,
+    task_queue: str,
+    search_attributes: bool = True,
+) -> AsyncIterator[Engine]:
+    """A worker, an engine database and an intake (with the callback routes) on ``client``."""
+    database_url = await new_database(postgres_server, "engine")
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=5)
+    await apply_migrations(pool)
+    read_model = ReadModel(pool)
+    key = callback_key(encryption_key)
+    intake_port = free_port()
+    intake_url = f"http://127.0.0.1:{intake_port}"
+    submissions = Submissions(client, catalog, task_queue=task_queue,
+                              callback_base_url=intake_url, search_attributes=search_attributes)
+    app = create_app(client=client, submissions=submissions, read_model=read_model,
+                     ui_url="http://127.0.0.1:8233")
+    app.include_router(interactions.router(
+        client, interactions.CallbackVerifier(key, catalog, agencies.env)))
+    intake_server, intake_task = await serve(app, intake_port)
+    try:
+        async with httpx.AsyncClient(limits=HTTP_LIMITS) as http, \
+                httpx.AsyncClient(base_url=intake_url, timeout=30) as intake:
+            worker = build_worker(
+                client, task_queue=task_queue, http=http, read_model=read_model,
+                directory=AgencyDirectory(agencies.env), callback_key=key,
+            )
+            async with worker:
+                engine = Engine(
+                    client=client, task_queue=task_queue, submissions=submissions,
+                    read_model=read_model, pool=pool, agencies=agencies, worker=worker,
+                    intake_url=intake_url, intake=intake, callback_key=key,
+                )
+                yield engine
+                # Leave nothing running on the shared server for the next test to trip over.
+                for reference in engine.started:
+                    handle = client.get_workflow_handle(reference)
+                    if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+                        await handle.terminate("test finished")
+    finally:
+        intake_server.should_exit = True
+        await intake_task
+        await pool.close()
+
+
 @pytest_asyncio.fixture
 async def engine(
     temporal_env: WorkflowEnvironment,
@@ -173,39 +225,9 @@ async def engine(
     encryption_key: bytes,
     task_queue: str,
 ) -> AsyncIterator[Engine]:
-    client = engine_client(temporal_env, encryption_key)
-    database_url = await new_database(postgres_server, "engine")
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=5)
-    await apply_migrations(pool)
-    read_model = ReadModel(pool)
-    key = callback_key(encryption_key)
-    intake_port = free_port()
-    intake_url = f"http://127.0.0.1:{intake_port}"
-    submissions = Submissions(client, catalog, task_queue=task_queue,
-                              callback_base_url=intake_url)
-    app = create_app(client=client, submissions=submissions, read_model=read_model,
-                     ui_url="http://127.0.0.1:8233")
-    app.include_router(interactions.router(
-        client, interactions.CallbackVerifier(key, catalog, agencies.env)))
-    intake_server, intake_task = await serve(app, intake_port)
-    async with httpx.AsyncClient(limits=HTTP_LIMITS) as http, \
-            httpx.AsyncClient(base_url=intake_url, timeout=30) as intake:
-        worker = build_worker(
-            client, task_queue=task_queue, http=http, read_model=read_model,
-            directory=AgencyDirectory(agencies.env), callback_key=key,
-        )
-        async with worker:
-            engine = Engine(
-                client=client, task_queue=task_queue, submissions=submissions,
-                read_model=read_model, pool=pool, agencies=agencies, worker=worker,
-                intake_url=intake_url, intake=intake, callback_key=key,
-            )
-            yield engine
-            # Leave nothing running on the shared server for the next test to trip over.
-            for reference in engine.started:
-                handle = client.get_workflow_handle(reference)
-                if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
-                    await handle.terminate("test finished")
-    intake_server.should_exit = True
-    await intake_task
-    await pool.close()
+    async with running_engine(
+        engine_client(temporal_env, encryption_key), postgres_server=postgres_server,
+        agencies=agencies, catalog=catalog, encryption_key=encryption_key,
+        task_queue=task_queue,
+    ) as engine:
+        yield engine
