@@ -147,3 +147,61 @@ class TestPinnedDefinition:
         new_result = await engine.result(new.reference)
         assert new_result.content_hash == after.content_hash("register-a-business")
         assert {s.step_id: s.status for s in new_result.steps}["register_employer"] == "skipped"
+
+
+class TestCompensationSurvivesKill:
+    async def test_worker_killed_during_compensation_still_undoes_each_step_once(
+        self,
+        temporal_address: str,
+        postgres_server: str,
+        agencies: Agencies,
+        encryption_key: bytes,
+        engine_client_for_key: Client,
+        task_queue: str,
+        tmp_path: Path,
+    ) -> None:
+        """SIGKILL while an undo call is in flight: a new worker finishes the saga, once each."""
+        database_url = await new_database(postgres_server, "engine")
+        await agencies.set_behaviour("tax-authority", {
+            "latency_ms": 800, "reject": {"code": "unknown_taxpayer", "reason": "unknown"}})
+        await agencies.set_behaviour("driver-licensing", {
+            "latency_ms": 200, "operations": {"revert-address": {"latency_ms": 2500}}})
+        options = {"temporal_address": temporal_address, "task_queue": task_queue,
+                   "database_url": database_url, "key": encryption_key,
+                   "agencies": agencies, "state_dir": tmp_path,
+                   "log_path": tmp_path / "worker.log"}
+        first = start_worker_process(**options)
+        catalog = load_catalog(DEFAULT_CATALOG_DIR)
+        submissions = Submissions(engine_client_for_key, catalog, task_queue=task_queue)
+        submitted = await submissions.submit("change-of-address", example("change-of-address"),
+                                             idempotency_key=str(uuid.uuid4()))
+        handle = submissions.handle(submitted.reference)
+        try:
+            for _ in range(300):
+                progress = await handle.query("progress")
+                steps = {s["step_id"]: s["status"] for s in progress["steps"]}
+                if steps.get("update_tax_address") == "failed":
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.8)  # the slow revert-address call is now in flight
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+            second = start_worker_process(**options)
+            try:
+                result = await asyncio.wait_for(handle.result(), 90)
+            finally:
+                second.send_signal(signal.SIGTERM)
+                second.wait(20)
+        finally:
+            if first.poll() is None:
+                first.kill()
+        assert result.status == "failed"
+        assert [(c.step_id, c.status) for c in result.compensations] == [
+            ("update_licence", "undone"), ("update_voter_registration", "undone")]
+        reference = submitted.reference
+        reverts = [r for r in await records(agencies, "driver-licensing", reference)
+                   if r["operation"] == "revert-address"]
+        voter_reverts = [r for r in await records(agencies, "electoral-registration", reference)
+                         if r["operation"] == "revert-registration"]
+        assert len(reverts) == 1
+        assert len(voter_reverts) == 1
