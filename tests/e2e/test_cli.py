@@ -1,0 +1,80 @@
+"""`nwd submit`, `status`, `answer`, `cancel` as a user runs them: one clear line per mistake."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from nwd.cli import main
+from tests.e2e.conftest import EXAMPLES, Engine
+
+
+@pytest.fixture
+def cli_env(
+    engine: Engine, temporal_address: str, encryption_key: bytes,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> Engine:
+    monkeypatch.setenv("TEMPORAL_ADDRESS", temporal_address)
+    monkeypatch.setenv("NWD_TASK_QUEUE", engine.task_queue)
+    monkeypatch.setenv("NWD_ENCRYPTION_KEY", base64.b64encode(encryption_key).decode())
+    monkeypatch.setenv("DATABASE_URL", "postgresql://unused@127.0.0.1:1/unused")
+    monkeypatch.setenv("NWD_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("NWD_INTAKE_URL", engine.intake_url)
+    return engine
+
+
+async def nwd(*args: str) -> int:
+    return await asyncio.to_thread(main, list(args))
+
+
+class TestCommandLine:
+    async def test_submit_wait_and_status(
+        self, cli_env: Engine, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        """submit prints the reference; --wait shows each step; status shows it again."""
+        code = await nwd("submit", "register-a-business",
+                         str(EXAMPLES / "register-a-business.json"), "--wait",
+                         "--idempotency-key", "cli-test-1")
+        out, _ = capfd.readouterr()
+        assert code == 0
+        reference = out.splitlines()[0]
+        cli_env.started.append(reference)
+        assert reference.startswith("REGISTER-A-BUSINESS-")
+        assert "register_company" in out and "completed" in out
+        assert await nwd("status", reference) == 0
+        status_out, _ = capfd.readouterr()
+        assert reference in status_out and "register_for_tax" in status_out
+        assert await nwd("submit", "register-a-business",
+                         str(EXAMPLES / "register-a-business.json"),
+                         "--idempotency-key", "cli-test-1") == 0
+        again, err = capfd.readouterr()
+        assert again.splitlines()[0] == reference and "submitted before" in err
+
+    async def test_user_mistakes_are_one_line_errors(
+        self, cli_env: Engine, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        """Unknown service, unreadable file, invalid data, unknown reference: exit 2, no trace."""
+        broken = tmp_path / "broken.json"
+        broken.write_text("{not json")
+        invalid = tmp_path / "invalid.json"
+        data = json.loads((EXAMPLES / "change-of-address.json").read_text())
+        del data["tax_id"]
+        invalid.write_text(json.dumps(data))
+        cases = [
+            (("submit", "change-of-adress", str(invalid)), "change-of-address"),
+            (("submit", "change-of-address", str(tmp_path / "missing.json")), "cannot read"),
+            (("submit", "change-of-address", str(broken)), "not valid JSON"),
+            (("submit", "change-of-address", str(invalid)), "tax_id"),
+            (("status", "NO-SUCH-REQUEST"), "no request"),
+            (("cancel", "NO-SUCH-REQUEST"), "no request"),
+        ]
+        for args, expected in cases:
+            assert await nwd(*args) == 2, args
+            _, err = capfd.readouterr()
+            assert err.startswith("nwd: error: "), err
+            assert expected in err, (args, err)
+            assert "Traceback" not in err
