@@ -39,6 +39,8 @@ DEFINITIONS = Path(__file__).resolve().parent / "definitions"
 AGENCY_COUNT = 5
 Mode = Literal["baseline", "engine"]
 MODES: tuple[Mode, Mode] = ("baseline", "engine")
+CLIENT_PROBE_LATENCY_MS = 50.0
+"""Agency latency while the HTTP client's CPU per call is measured (calls stay in flight)."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,8 @@ class RunResult:
     agencies_cpu_s: float | None
     worker_peak_rss_mb: float | None
     failures: int = 0
+    event_types: dict[str, int] = field(default_factory=dict)
+    """Event types in the sample history, with counts."""
     load_avg_1m: float | None = None
     """The machine's 1-minute load average at the end of the run (others share the cores)."""
 
@@ -385,7 +389,7 @@ class Harness:
             cpu_after = (_cpu_s(self.env.server_pid), _cpu_s(worker.pid),
                          _cpu_s(self.env.agencies_pid))
             peak = _peak_rss_mb(worker.pid)
-            events = await self._history_events(client, outcomes[0][1])
+            events, event_types = await self._history_events(client, outcomes[0][1])
         finally:
             await worker.stop()
             if database_url is not None:
@@ -399,19 +403,28 @@ class Harness:
             scenario=scenario.name, mode=mode, repetition=repetition,
             requests=scenario.requests, calls_per_request=scenario.calls,
             latency_ms=scenario.latency_ms, wall_s=wall, e2e_s=[o[0] for o in outcomes],
-            history_events=events, server_cpu_s=delta(0), worker_cpu_s=delta(1),
+            history_events=events, event_types=event_types,
+            server_cpu_s=delta(0), worker_cpu_s=delta(1),
             agencies_cpu_s=delta(2), worker_peak_rss_mb=peak,
             failures=sum(1 for o in outcomes if not o[2]),
             load_avg_1m=os.getloadavg()[0],
         )
 
     @staticmethod
-    async def _history_events(client: Client, workflow_id: str) -> int | None:
+    async def _history_events(
+        client: Client, workflow_id: str
+    ) -> tuple[int | None, dict[str, int]]:
+        from temporalio.api.enums.v1 import EventType
+
         try:
             history = await client.get_workflow_handle(workflow_id).fetch_history()
         except Exception:  # a figure we can live without
-            return None
-        return len(history.events)
+            return None, {}
+        types: dict[str, int] = {}
+        for event in history.events:
+            name = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
+            types[name] = types.get(name, 0) + 1
+        return len(history.events), types
 
     async def run(self, selected: Sequence[Scenario], repetitions: int,
                   measure_client: bool = True) -> BenchReport:
@@ -419,7 +432,7 @@ class Harness:
         if measure_client and selected:
             from benchmarks.http_client_cost import client_cpu_per_call
 
-            await self.set_latency(selected[0].latency_ms)
+            await self.set_latency(CLIENT_PROBE_LATENCY_MS)
             report.http_client_cpu_ms = await client_cpu_per_call(self.env.agencies_url)
             for client, by_n in report.http_client_cpu_ms.items():
                 self.echo(f"  HTTP client CPU per call, {client}: " + ", ".join(
