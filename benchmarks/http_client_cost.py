@@ -45,7 +45,11 @@ async def client_cpu_per_call(agencies_url: str, waves: int = 4) -> dict[str, An
     out: dict[str, Any] = {}
     async with httpx.AsyncClient(limits=HTTP_LIMITS, timeout=httpx.Timeout(30.0)) as http:
         async def httpx_call(i: int) -> None:
-            (await http.post(url, content=_body(i), headers=_headers(i))).raise_for_status()
+            try:
+                response = await http.post(url, content=_body(i), headers=_headers(i))
+            except httpx.TransportError:  # a kept-alive connection the server just closed
+                response = await http.post(url, content=_body(i), headers=_headers(i))
+            response.raise_for_status()
 
         out["httpx"] = {str(n): await _measure(httpx_call, n, waves) for n in IN_FLIGHT}
     try:
@@ -55,9 +59,15 @@ async def client_cpu_per_call(agencies_url: str, waves: int = 4) -> dict[str, An
     connector = aiohttp.TCPConnector(limit=HTTP_LIMITS.max_connections or 200)
     async with aiohttp.ClientSession(connector=connector) as session:
         async def aiohttp_call(i: int) -> None:
-            async with session.post(url, data=_body(i), headers=_headers(i)) as response:
-                response.raise_for_status()
-                await response.read()
+            for attempt in (1, 2):
+                try:
+                    async with session.post(url, data=_body(i), headers=_headers(i)) as response:
+                        response.raise_for_status()
+                        await response.read()
+                        return
+                except aiohttp.ClientConnectionError:
+                    if attempt == 2:
+                        raise
 
         out["aiohttp"] = {str(n): await _measure(aiohttp_call, n, waves) for n in IN_FLIGHT}
     return out
