@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -140,6 +141,11 @@ def main() -> None:
     telemetry = TelemetrySettings.from_env(os.environ,
                                            default_address=DEFAULT_WORKER_METRICS_ADDRESS)
     asyncio.run(run_worker(settings, telemetry))
+    # The SDK's native runtime can crash during interpreter shutdown (sdk-python#300):
+    # everything is closed by now, so leave without running it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

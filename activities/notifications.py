@@ -9,6 +9,7 @@ from __future__ import annotations
 import structlog
 from temporalio import activity
 
+from activities import metrics
 from activities.read_model import ReadModel
 from definitions.requests import OperatorNotice
 
@@ -28,6 +29,7 @@ class OperatorNotifications:
             step_id=notice.step_id,
         )
         await self._read_model.mark_escalated(notice.reference, notice.step_id)
+        metrics.escalation(service=notice.service, agency=None, step=notice.step_id)
         log.warning(
             "operator_notified",
             reference=notice.reference,

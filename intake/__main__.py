@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -83,6 +84,10 @@ def main() -> None:
         default_address=None,
     )
     asyncio.run(serve(settings, telemetry))
+    # The SDK's native runtime can crash during interpreter shutdown (sdk-python#300).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

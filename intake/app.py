@@ -84,6 +84,7 @@ def create_app(
         return PlainTextResponse(await metrics(), media_type="text/plain; version=0.0.4")
 
     @app.options("/codec/{operation}")
+    @app.options("/codec/{path_token}/{operation}")
     async def codec_preflight(operation: str, request: Request) -> Response:
         origin = request.headers.get("origin", "")
         if origin not in codec_origins:
@@ -95,14 +96,26 @@ def create_app(
             "Access-Control-Max-Age": "600",
         })
 
+    @app.post("/codec/{path_token}/{operation}")
+    async def codec_endpoint_with_path_token(
+        path_token: str, operation: str, request: Request
+    ) -> Response:
+        # The Temporal UI cannot send a bearer token without single sign-on; the embedded
+        # stack gives it an endpoint whose unguessable path carries the token instead.
+        return await codec_endpoint(operation, request, path_token)
+
     @app.post("/codec/{operation}")
-    async def codec_endpoint(operation: str, request: Request) -> Response:
+    async def codec_endpoint(
+        operation: str, request: Request, path_token: str | None = None
+    ) -> Response:
         origin = request.headers.get("origin", "")
         cors = _cors(origin) if origin in codec_origins else {}
         if codec is None or not codec_token:
             return _error(404, "codec_disabled", "the codec server is not configured",
                           headers=cors)
         given = request.headers.get("authorization", "")
+        if path_token is not None:
+            given = f"Bearer {path_token}"
         if not hmac.compare_digest(given.encode(), f"Bearer {codec_token}".encode()):
             return _error(401, "unauthorized", "a valid codec bearer token is required",
                           headers={**cors, "WWW-Authenticate": "Bearer"})

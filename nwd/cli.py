@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -50,5 +51,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def run() -> None:
+    """Console-script entry point.
+
+    Exits with ``os._exit`` after flushing: the Temporal SDK's native runtime can crash the
+    interpreter during normal shutdown of a short-lived process that used a client
+    (temporalio/sdk-python#300), which would turn a clean exit into a fatal error.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

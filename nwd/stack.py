@@ -740,7 +740,9 @@ class Stack:
             "--db-filename", str(self.state_dir / "temporal.db"),
             "--namespace", self.settings.temporal_namespace,
             *dev_server_flags(),
-            "--ui-codec-endpoint", f"{self.settings.intake_url}/codec",
+            # The UI sends no bearer token: the (unguessable) token travels in the path.
+            "--ui-codec-endpoint",
+            f"{self.settings.intake_url}/codec/{self.child_env('intake')['NWD_CODEC_TOKEN']}",
             "--ui-disable-news-fetch",
             "--log-level", "warn",
         ]

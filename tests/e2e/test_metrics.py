@@ -285,6 +285,12 @@ async def test_intake_metrics_and_codec_server(
         assert plain.payloads[0].metadata["encoding"] == b"json/plain"
         assert b"Alex Example" in plain.payloads[0].data
 
+        # the embedded stack's UI endpoint carries the token in its path instead
+        in_path = await intake.post(f"/codec/{TOKEN}/decode", json=sealed, headers=ui)
+        assert in_path.status_code == 200 and in_path.json() == opened.json()
+        wrong_path = await intake.post("/codec/not-the-token/decode", json=sealed, headers=ui)
+        assert wrong_path.status_code == 401
+
         # encode then decode gives the payload back
         encoded = await intake.post("/codec/encode", json=opened.json(),
                                     headers={"Authorization": f"Bearer {TOKEN}"})

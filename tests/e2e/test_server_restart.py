@@ -1,0 +1,90 @@
+"""A request survives a restart of the Temporal server: its database file persists."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+
+from definitions.catalog import Catalog
+from definitions.requests import RequestProgress, RequestResult
+from nwd.client import data_converter
+from nwd.settings import Settings
+from nwd.stack import Stack, StackPorts
+from tests.e2e.conftest import EXAMPLES, Agencies, running_engine
+from workflows.request_workflow import CitizenRequestWorkflow
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@pytest.fixture
+def own_temporal(tmp_path: Path) -> Iterator[Stack]:
+    """A file-backed dev server of our own, so this test may stop and start it."""
+    temporal, ui, metrics, postgres = free_ports(4)
+    stack = Stack(
+        Settings(state_dir=tmp_path / "state"),
+        ports=StackPorts(temporal=temporal, temporal_ui=ui, temporal_metrics=metrics,
+                         postgres=postgres),
+        env={"PATH": os.environ.get("PATH", "")},
+        start_timeout=60,
+        echo=lambda _line: None,
+    )
+    try:
+        stack.up(["temporal"])
+        yield stack
+    finally:
+        stack.down()
+
+
+def example() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((EXAMPLES / "change-of-address.json").read_text())
+    return data
+
+
+class TestServerRestart:
+    async def test_request_waiting_on_an_agency_completes_after_server_restart(
+        self, own_temporal: Stack, postgres_server: str, agencies: Agencies, catalog: Catalog,
+        encryption_key: bytes, task_queue: str,
+    ) -> None:
+        """Stop and start the dev server mid-request: the same run completes afterwards."""
+        client = await Client.connect(own_temporal.temporal_address,
+                                      data_converter=data_converter(encryption_key))
+        await agencies.set_behaviour(
+            "electoral-registration", {"mode": "callback", "callback_delay_s": 6})
+        async with running_engine(
+            client, postgres_server=postgres_server, agencies=agencies, catalog=catalog,
+            encryption_key=encryption_key, task_queue=task_queue,
+        ) as engine:
+            reference = await engine.submit("change-of-address", example())
+            handle = client.get_workflow_handle_for(CitizenRequestWorkflow.run, reference)
+            for _ in range(200):
+                progress = await handle.query("progress", result_type=RequestProgress)
+                if any(s.step_id == "update_voter_registration" and s.status == "waiting"
+                       for s in progress.steps):
+                    break
+                await asyncio.sleep(0.1)
+            run_id = (await handle.describe()).run_id
+            await asyncio.to_thread(own_temporal.down, ["temporal"])
+            await asyncio.sleep(1)
+            await asyncio.to_thread(own_temporal.up, ["temporal"])
+            result: RequestResult = await asyncio.wait_for(handle.result(), 90)
+            assert result.status == "completed"
+            assert (await handle.describe()).run_id == run_id
+            voter = next(s for s in result.steps if s.step_id == "update_voter_registration")
+            assert voter.status == "completed"
