@@ -76,8 +76,6 @@ def scenarios(profile: str, latency_ms: float) -> list[Scenario]:
             Scenario("10x500", "foreach", 10, 500, latency_ms),
             Scenario("1x20-seq", "chain", 10, 20, latency_ms, sequential_requests=True),
             Scenario("200x5-0ms", "fanout", 200, 5, 0.0),
-            # memory with many requests in flight: agencies slow enough to hold them open
-            Scenario("1000-inflight", "foreach", 1000, 1, 20_000.0),
         ]
     if profile == "smoke":
         return [Scenario("3x2", "foreach", 3, 2, latency_ms)]

@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     bench.set_defaults(profile="quick")
     bench.add_argument("--scenario", action="append", default=None,
                        help="run only this scenario (repeatable): 200x5, 50x50, 10x500, "
-                            "1x20-seq, 200x5-0ms, 1000-inflight (full only)")
+                            "1x20-seq, 200x5-0ms")
     bench.add_argument("--latency-ms", type=float, default=50.0,
                        help="agency latency (default 50; the -0ms scenario always uses 0)")
     bench.add_argument("--repetitions", type=int, default=None,
