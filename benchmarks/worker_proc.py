@@ -21,7 +21,6 @@ import asyncpg
 import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from benchmarks.baseline_workflow import BaselineActivities, BaselineFanOut
 from nwd.client import data_converter
@@ -34,7 +33,7 @@ async def run(mode: str, task_queue: str) -> None:
     from activities.agency_directory import AgencyDirectory
     from activities.migrations import apply_migrations
     from activities.read_model import ReadModel
-    from worker import HTTP_LIMITS, build_worker
+    from worker import HTTP_LIMITS, build_worker, workflow_runner
 
     env = os.environ
     client = await Client.connect(
@@ -60,11 +59,8 @@ async def run(mode: str, task_queue: str) -> None:
                 client, task_queue=task_queue, workflows=[BaselineFanOut],
                 activities=[BaselineActivities(http).baseline_call],
                 max_concurrent_activities=500,
-                workflow_runner=SandboxedWorkflowRunner(
-                    restrictions=SandboxRestrictions.default.with_passthrough_modules(
-                        "benchmarks", "httpx"
-                    )
-                ),
+                # the engine's sandbox configuration, so the comparison is about the workflow
+                workflow_runner=workflow_runner(),
             )
         async with worker:
             print("READY", flush=True)
