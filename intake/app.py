@@ -36,12 +36,11 @@ from definitions.errors import UnknownService
 from definitions.models import DataSchema
 from definitions.requests import RequestProgress
 from definitions.submission import SubmissionInvalid
+from intake.bodies import MAX_BODY_BYTES, read_limited
 from intake.submissions import Submissions
 
 log = structlog.get_logger(__name__)
 
-MAX_BODY_BYTES = 256 * 1024
-"""A submission is a form, not a file upload; anything bigger is refused before parsing."""
 
 CODEC_ORIGINS = frozenset({"http://127.0.0.1:8233", "http://localhost:8233"})
 """Browser origins (the Temporal UI) allowed to call the codec server."""
@@ -175,7 +174,7 @@ def create_app(
 
     @app.post("/requests")
     async def submit(request: Request) -> JSONResponse:
-        body = await _read_limited(request)
+        body = await read_limited(request)
         if body is None:
             return _error(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
         try:
@@ -240,18 +239,6 @@ def create_app(
 
 def _schema_view(schema: DataSchema) -> dict[str, Any]:
     return schema.model_dump(mode="json", exclude_none=True)
-
-
-async def _read_limited(request: Request) -> bytes | None:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        return None
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            return None
-    return body
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None,

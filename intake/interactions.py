@@ -37,11 +37,11 @@ from definitions.requests import (
     CaseworkerDecision,
     InformationAnswer,
 )
+from intake.bodies import read_limited
 
 log = structlog.get_logger(__name__)
 M = TypeVar("M", bound=BaseModel)
 
-MAX_BODY_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ def router(client: Client, verifier: CallbackVerifier) -> APIRouter:
 
     @routes.post("/callbacks/{token}")
     async def agency_callback(token: str, request: Request) -> JSONResponse:
-        body = await _read_limited(request)
+        body = await read_limited(request)
         if body is None:
             return Outcome(413, "body_too_large", "the callback body is too large").response()
         try:
@@ -169,7 +169,7 @@ def router(client: Client, verifier: CallbackVerifier) -> APIRouter:
 
 
 async def _model(request: Request, model: type[M]) -> M | Outcome:
-    body = await _read_limited(request)
+    body = await read_limited(request)
     if body is None:
         return Outcome(413, "body_too_large", "the body is too large")
     try:
@@ -177,12 +177,3 @@ async def _model(request: Request, model: type[M]) -> M | Outcome:
     except ValidationError as exc:
         return Outcome(422, "invalid", "the body is not valid",
                        [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()])
-
-
-async def _read_limited(request: Request) -> bytes | None:
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            return None
-    return body

@@ -10,14 +10,19 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest_asyncio
 from temporalio.client import Client
 
 from definitions.loader import load_catalog
+from definitions.requests import RequestProgress, RequestResult
 from intake.submissions import Submissions
 from nwd.settings import DEFAULT_CATALOG_DIR, PROJECT_ROOT
 from tests.e2e.conftest import EXAMPLES, Agencies, Engine, new_database
@@ -54,54 +59,77 @@ async def records(agencies: Agencies, agency: str, reference: str) -> list[dict[
     return [r for r in await agencies.records(agency) if r.get("reference") == reference]
 
 
-class TestWorkerKilled:
-    async def test_sigkill_mid_fan_out_then_new_worker_completes_each_effect_once(
-        self,
-        temporal_address: str,
-        postgres_server: str,
-        agencies: Agencies,
-        encryption_key: bytes,
-        engine_client_for_key: Client,
-        task_queue: str,
-        tmp_path: Path,
-    ) -> None:
-        """A worker killed with SIGKILL mid fan-out loses nothing; effects still happen once."""
-        database_url = await new_database(postgres_server, "engine")
-        for agency in ("tax-authority", "benefits-agency", "driver-licensing"):
-            await agencies.set_behaviour(agency, {"latency_ms": 1500})
-        options = {"temporal_address": temporal_address, "task_queue": task_queue,
-                   "database_url": database_url, "key": encryption_key,
-                   "agencies": agencies, "state_dir": tmp_path,
-                   "log_path": tmp_path / "worker.log"}
-        first = start_worker_process(**options)
-        catalog = load_catalog(DEFAULT_CATALOG_DIR)
-        submissions = Submissions(engine_client_for_key, catalog, task_queue=task_queue)
-        submitted = await submissions.submit("change-of-address", example("change-of-address"),
-                                             idempotency_key=str(uuid.uuid4()))
-        reference = submitted.reference
+@dataclass
+class KillableWorkers:
+    """Engine workers run as real processes, so a test can SIGKILL one mid-request."""
+
+    options: dict[str, Any]
+    submissions: Submissions
+    database_url: str
+    log_path: Path
+
+    async def submit(self, service: str) -> str:
+        submitted = await self.submissions.submit(
+            service, example(service), idempotency_key=str(uuid.uuid4()))
+        return submitted.reference
+
+    async def kill_then_finish(
+        self, reference: str, ready_to_kill: Callable[[], Awaitable[bool]]
+    ) -> RequestResult:
+        """Start a worker, SIGKILL it once ``ready_to_kill``, start another, await the result."""
+        first = start_worker_process(**self.options)
         try:
-            # Wait until the slow calls are in flight (the agencies have received them).
-            for _ in range(200):
-                if await records(agencies, "electoral-registration", reference):
+            for _ in range(300):
+                if await ready_to_kill():
                     break
                 await asyncio.sleep(0.05)
-            await asyncio.sleep(0.5)
             first.send_signal(signal.SIGKILL)
             first.wait(10)
-            second = start_worker_process(**options)
+            second = start_worker_process(**self.options)
             try:
-                result = await asyncio.wait_for(submissions.handle(reference).result(), 90)
+                return await asyncio.wait_for(self.submissions.handle(reference).result(), 90)
             finally:
                 second.send_signal(signal.SIGTERM)
                 second.wait(20)
         finally:
             if first.poll() is None:
                 first.kill()
-        assert result.status == "completed", (tmp_path / "worker.log").read_text()[-3000:]
+
+
+@pytest_asyncio.fixture
+async def workers(
+    temporal_address: str, postgres_server: str, agencies: Agencies, encryption_key: bytes,
+    engine_client_for_key: Client, task_queue: str, tmp_path: Path,
+) -> KillableWorkers:
+    database_url = await new_database(postgres_server, "engine")
+    log_path = tmp_path / "worker.log"
+    options = {"temporal_address": temporal_address, "task_queue": task_queue,
+               "database_url": database_url, "key": encryption_key, "agencies": agencies,
+               "state_dir": tmp_path, "log_path": log_path}
+    submissions = Submissions(engine_client_for_key, load_catalog(DEFAULT_CATALOG_DIR),
+                              task_queue=task_queue)
+    return KillableWorkers(options, submissions, database_url, log_path)
+
+
+class TestWorkerKilled:
+    async def test_sigkill_mid_fan_out_then_new_worker_completes_each_effect_once(
+        self, workers: KillableWorkers, agencies: Agencies
+    ) -> None:
+        """A worker killed with SIGKILL mid fan-out loses nothing; effects still happen once."""
+        for agency in ("tax-authority", "benefits-agency", "driver-licensing"):
+            await agencies.set_behaviour(agency, {"latency_ms": 1500})
+        reference = await workers.submit("change-of-address")
+
+        async def slow_calls_in_flight() -> bool:
+            # The fast agency has answered: the slow ones have their calls, unanswered.
+            return bool(await records(agencies, "electoral-registration", reference))
+
+        result = await workers.kill_then_finish(reference, slow_calls_in_flight)
+        assert result.status == "completed", workers.log_path.read_text()[-3000:]
         assert len(await records(agencies, "tax-authority", reference)) == 1
         assert len(await records(agencies, "driver-licensing", reference)) == 1
         assert len(await records(agencies, "benefits-agency", reference)) == 2
-        conn = await asyncpg.connect(database_url)
+        conn = await asyncpg.connect(workers.database_url)
         try:
             status = await conn.fetchval(
                 "SELECT status FROM requests WHERE reference = $1", reference)
@@ -151,54 +179,31 @@ class TestPinnedDefinition:
 
 class TestCompensationSurvivesKill:
     async def test_worker_killed_during_compensation_still_undoes_each_step_once(
-        self,
-        temporal_address: str,
-        postgres_server: str,
-        agencies: Agencies,
-        encryption_key: bytes,
-        engine_client_for_key: Client,
-        task_queue: str,
-        tmp_path: Path,
+        self, workers: KillableWorkers, agencies: Agencies
     ) -> None:
         """SIGKILL while an undo call is in flight: a new worker finishes the saga, once each."""
-        database_url = await new_database(postgres_server, "engine")
         await agencies.set_behaviour("tax-authority", {
             "latency_ms": 800, "reject": {"code": "unknown_taxpayer", "reason": "unknown"}})
         await agencies.set_behaviour("driver-licensing", {
             "latency_ms": 200, "operations": {"revert-address": {"latency_ms": 2500}}})
-        options = {"temporal_address": temporal_address, "task_queue": task_queue,
-                   "database_url": database_url, "key": encryption_key,
-                   "agencies": agencies, "state_dir": tmp_path,
-                   "log_path": tmp_path / "worker.log"}
-        first = start_worker_process(**options)
-        catalog = load_catalog(DEFAULT_CATALOG_DIR)
-        submissions = Submissions(engine_client_for_key, catalog, task_queue=task_queue)
-        submitted = await submissions.submit("change-of-address", example("change-of-address"),
-                                             idempotency_key=str(uuid.uuid4()))
-        handle = submissions.handle(submitted.reference)
-        try:
-            for _ in range(300):
-                progress = await handle.query("progress")
-                steps = {s["step_id"]: s["status"] for s in progress["steps"]}
-                if steps.get("update_tax_address") == "failed":
-                    break
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.8)  # the slow revert-address call is now in flight
-            first.send_signal(signal.SIGKILL)
-            first.wait(10)
-            second = start_worker_process(**options)
-            try:
-                result = await asyncio.wait_for(handle.result(), 90)
-            finally:
-                second.send_signal(signal.SIGTERM)
-                second.wait(20)
-        finally:
-            if first.poll() is None:
-                first.kill()
+        reference = await workers.submit("change-of-address")
+        handle = workers.submissions.handle(reference)
+        failed_at: list[float] = []
+
+        async def undo_in_flight() -> bool:
+            # 0.8 s after the tax step failed, the slow revert-address call is in flight.
+            if not failed_at:
+                progress = await handle.query("progress", result_type=RequestProgress)
+                if any(s.step_id == "update_tax_address" and s.status == "failed"
+                       for s in progress.steps):
+                    failed_at.append(time.monotonic())
+                return False
+            return time.monotonic() - failed_at[0] > 0.8
+
+        result = await workers.kill_then_finish(reference, undo_in_flight)
         assert result.status == "failed"
         assert [(c.step_id, c.status) for c in result.compensations] == [
             ("update_licence", "undone"), ("update_voter_registration", "undone")]
-        reference = submitted.reference
         reverts = [r for r in await records(agencies, "driver-licensing", reference)
                    if r["operation"] == "revert-address"]
         voter_reverts = [r for r in await records(agencies, "electoral-registration", reference)
