@@ -90,6 +90,7 @@ class ItemOutcome(Wire):
     information_message: dict[str, str] | None = None
     information_rounds: int = 0
     escalated: bool = False
+    waiting_since: datetime | None = None
 
 
 class StepOutcome(Wire):

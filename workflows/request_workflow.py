@@ -66,6 +66,8 @@ with workflow.unsafe.imports_passed_through():
 
 Step = CallStep | DecisionStep
 
+AGENCY_WAIT_METRIC = "nwd_agency_wait_seconds"
+"""The same series the activities feed (nwd.telemetry.AGENCY_WAIT); a test keeps them equal."""
 RECORD_TIMEOUT = timedelta(seconds=30)
 RECORD_GIVE_UP = timedelta(minutes=2)
 NOTICE_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=5))
@@ -427,13 +429,15 @@ class CitizenRequestWorkflow:
                     return None
                 if result.status == "accepted":
                     self._set_item(step.id, index, status="waiting", waiting_for="callback",
-                                   agency_reference=result.agency_reference)
+                                   agency_reference=result.agency_reference,
+                                   waiting_since=workflow.now())
                 else:
                     self._set_item(step.id, index, status="waiting", waiting_for="information",
                                    agency_reference=result.agency_reference or
                                    self._steps[step.id].items[index].agency_reference,
                                    information_fields=result.fields or {},
-                                   information_message=result.message)
+                                   information_message=result.message,
+                                   waiting_since=workflow.now())
                 self._publish_awaited()
             waiting = self._steps[step.id].items[index].waiting_for
             if waiting == "callback":
@@ -487,6 +491,7 @@ class CitizenRequestWorkflow:
         if slot not in self._callbacks:
             return await self._withdraw(step, index, key)
         callback = self._callbacks.pop(slot)
+        self._record_wait(step, index, "callback")
         if callback.status == "rejected":
             self._set_item(step.id, index, status="failed", waiting_for=None,
                            reason=f"{step.agency} rejected {step.operation}: {callback.reason}")
@@ -520,6 +525,7 @@ class CitizenRequestWorkflow:
         if slot not in self._answers:
             return await self._withdraw(step, index, key)
         answers = self._answers.pop(slot)
+        self._record_wait(step, index, "information")
         item = self._steps[step.id].items[index]
         rounds = item.information_rounds + 1
         self._set_item(step.id, index, status="running", information_rounds=rounds,
@@ -558,6 +564,19 @@ class CitizenRequestWorkflow:
         self._set_item(step.id, index, status="failed", waiting_for=None,
                        reason=f"{why}; the agency cannot withdraw {step.operation}")
         return None
+
+    def _record_wait(self, step: CallStep, index: int, waited_for: str) -> None:
+        """Time this branch waited (on the agency's callback, or the citizen's answer).
+
+        A workflow metric: not a command, and the SDK does not record it again on replay.
+        """
+        since = self._steps[step.id].items[index].waiting_since
+        if since is None:
+            return
+        workflow.metric_meter().create_histogram_float(
+            AGENCY_WAIT_METRIC, "Time a request waited on an agency", "s"
+        ).record((workflow.now() - since).total_seconds(), {
+            "agency": step.agency, "operation": step.operation, "outcome": waited_for})
 
     def _stopped(self, step_id: str) -> bool:
         return self._halting is not None or step_id in self._deadline_failed

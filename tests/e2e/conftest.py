@@ -10,6 +10,7 @@ import asyncio
 import base64
 import os
 import secrets
+import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -90,6 +91,15 @@ async def serve(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]
             break
         await asyncio.sleep(0.02)
     return server, task
+
+
+@pytest.fixture(scope="session")
+def licensed_catalog(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
+    """The catalog plus a developer's own service with a decision step (tests/e2e/catalog)."""
+    folder = tmp_path_factory.mktemp("catalog")
+    shutil.copy(DEFAULT_CATALOG_DIR / "agencies.yaml", folder / "agencies.yaml")
+    shutil.copytree(Path(__file__).parent / "catalog" / "services", folder / "services")
+    return load_catalog(folder)
 
 
 @pytest.fixture(scope="session")

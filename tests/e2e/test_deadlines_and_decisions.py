@@ -8,32 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
-import pytest
-
 from definitions.catalog import Catalog
-from definitions.loader import load_catalog
 from definitions.requests import RequestProgress, RequestResult
 from intake.submissions import Submissions
-from nwd.settings import DEFAULT_CATALOG_DIR
 from tests.e2e.conftest import EXAMPLES, Engine
 from workflows import search_attributes as sa
 from workflows.request_workflow import CitizenRequestWorkflow
 
 SERVICE = "licensed-business"
-
-
-@pytest.fixture(scope="module")
-def licensed_catalog(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
-    folder = tmp_path_factory.mktemp("catalog")
-    shutil.copy(DEFAULT_CATALOG_DIR / "agencies.yaml", folder / "agencies.yaml")
-    shutil.copytree(Path(__file__).parent / "catalog" / "services", folder / "services")
-    return load_catalog(folder)
 
 
 def business() -> dict[str, Any]:
@@ -129,3 +115,25 @@ class TestDeadlinesAndDecisions:
                 if r.get("reference") == reference and r.get("operation") ==
                 "withdraw-registration"]
         assert len(undo) == 1
+
+    async def test_unanswered_request_for_information_fails_the_step_as_declared(
+        self, engine: Engine, licensed_catalog: Catalog
+    ) -> None:
+        """The citizen has 1 s to answer the tax office; no answer fails the step and the saga
+        undoes the registration."""
+        await engine.agencies.set_behaviour("tax-authority", {"needs_information": {
+            "fields": {"trading_name_proof": {"type": "text"}},
+            "message": {"en": "Proof of trading name"}}})
+        reference = await start(engine, licensed_catalog)
+        await until(engine, reference, lambda p: status(p, "approve_trading") == "waiting")
+        approved = await decide(engine, reference, approve=True, decided_by="sam",
+                                role="licensing-officer")
+        assert approved.status_code == 200
+        handle = engine.client.get_workflow_handle_for(CitizenRequestWorkflow.run, reference)
+        result: RequestResult = await asyncio.wait_for(handle.result(), 30)
+        steps = {s.step_id: s for s in result.steps}
+        assert result.status == "failed"
+        assert steps["register_for_tax"].status == "failed"
+        assert "did not answer" in (steps["register_for_tax"].reason or "")
+        assert [(c.step_id, c.status) for c in result.compensations] == [
+            ("register_company", "undone")]

@@ -10,14 +10,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.worker import Replayer
 
-from definitions.requests import RequestProgress
+from definitions.catalog import Catalog
+from definitions.requests import RequestInput, RequestOptions, RequestProgress
+from definitions.submission import validate_submission
+from intake.submissions import Submissions
 from nwd.client import data_converter
 from tests.e2e.conftest import EXAMPLES, Engine
 from tests.replay.test_replay import REPLAY_KEY
@@ -38,7 +43,7 @@ def example(service: str) -> dict[str, Any]:
 
 
 async def until(engine: Engine, reference: str, check: Callable[[RequestProgress], bool]) -> None:
-    handle = engine.submissions.handle(reference)
+    handle = engine.client.get_workflow_handle(reference)
     for _ in range(300):
         if check(await handle.query("progress", result_type=RequestProgress)):
             return
@@ -84,7 +89,42 @@ async def cancelled(engine: Engine) -> str:
     return reference
 
 
+async def decided_after_escalations(engine: Engine) -> str:
+    await engine.agencies.set_behaviour(
+        "business-registry", {"mode": "callback", "callback_delay_s": 1.5})
+    submissions = Submissions(engine.client, LICENSED[0], task_queue=engine.task_queue,
+                              callback_base_url=engine.intake_url)
+    submitted = await submissions.submit("licensed-business", example("register-a-business"),
+                                         idempotency_key=str(uuid.uuid4()))
+    await until(engine, submitted.reference, waiting("approve_trading"))
+    await asyncio.sleep(2.2)  # the decision's 2 s due date passes: one escalation
+    response = await engine.intake.post(f"/requests/{submitted.reference}/decisions", json={
+        "step_id": "approve_trading", "approve": True, "decided_by": "sam",
+        "role": "licensing-officer"})
+    assert response.status_code == 200, response.text
+    return submitted.reference
+
+
+async def continued_as_new(engine: Engine) -> str:
+    await engine.agencies.set_behaviour(
+        "benefits-agency", {"mode": "callback", "callback_delay_s": 2})
+    snapshot = engine.submissions.catalog.snapshot("change-of-address")
+    reference = f"CAN-{uuid.uuid4().hex[:12].upper()}"
+    await engine.client.start_workflow(
+        CitizenRequestWorkflow.run,
+        RequestInput(reference=reference, snapshot=snapshot,
+                     submission=validate_submission(snapshot.service.input,
+                                                    example("change-of-address")),
+                     submitted_at=datetime.now(UTC), callback_base_url=engine.intake_url,
+                     options=RequestOptions(continue_as_new_after_events=40)),
+        id=reference, task_queue=engine.task_queue)
+    engine.started.append(reference)
+    return reference
+
+
 SCENARIOS: dict[str, Callable[[Engine], Awaitable[str]]] = {
+    "decided_after_escalations": decided_after_escalations,
+    "continued_as_new": continued_as_new,
     "completed_with_retries": completed_with_retries,
     "compensated_after_required_failure": compensated,
     "callback_and_information": callback_and_information,
@@ -92,11 +132,17 @@ SCENARIOS: dict[str, Callable[[Engine], Awaitable[str]]] = {
 }
 
 
+LICENSED: list[Catalog] = []
+
+
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-async def test_run_replays_and_is_recorded(engine: Engine, scenario: str) -> None:
+async def test_run_replays_and_is_recorded(
+    engine: Engine, licensed_catalog: Catalog, scenario: str
+) -> None:
     """The scenario finishes and its history replays deterministically with today's code."""
+    LICENSED[:] = [licensed_catalog]
     reference = await SCENARIOS[scenario](engine)
-    handle = engine.submissions.handle(reference)
+    handle = engine.client.get_workflow_handle_for(CitizenRequestWorkflow.run, reference)
     await asyncio.wait_for(handle.result(), 60)
     history = await handle.fetch_history()
     replayer = Replayer(workflows=[CitizenRequestWorkflow],
