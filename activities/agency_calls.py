@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import httpx
+import aiohttp
 import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -48,12 +49,21 @@ MISCONFIGURED = AGENCY_MISCONFIGURED
 _PATHS = {"operation": "", "information": "/information", "cancel": "/cancel"}
 
 
+@dataclass(frozen=True)
+class AgencyResponse:
+    """What the activity keeps of an agency's HTTP answer."""
+
+    status: int
+    content: bytes
+    retry_after: str
+
+
 class AgencyCalls:
     """Agency-call activities; one shared, pooled HTTP client (owned by the composition root)."""
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: aiohttp.ClientSession,
         directory: AgencyDirectory,
         read_model: ReadModel | None = None,
         callback_key: bytes | None = None,
@@ -125,16 +135,20 @@ class AgencyCalls:
         if secret is not None:
             headers["X-NWD-Signature"] = signature(secret, timestamp, body)
         try:
-            response = await self._http.post(
-                url, content=body, headers=headers, timeout=call.timeout_seconds
-            )
-        except httpx.TimeoutException as exc:
+            async with self._http.post(
+                url, data=body, headers=headers,
+                timeout=aiohttp.ClientTimeout(total=call.timeout_seconds),
+            ) as answer:
+                response = AgencyResponse(
+                    answer.status, await answer.read(), answer.headers.get("Retry-After", "")
+                )
+        except TimeoutError as exc:
             raise ApplicationError(
                 f"{call.endpoint.agency_id} did not answer {call.operation} within "
                 f"{call.timeout_seconds:g}s ({url})",
                 type=UNAVAILABLE,
             ) from exc
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:
             raise ApplicationError(
                 f"{call.endpoint.agency_id} is unreachable at {url}: {exc.__class__.__name__}",
                 type=UNAVAILABLE,
@@ -162,10 +176,10 @@ class AgencyCalls:
         return body
 
     def _interpret(
-        self, call: AgencyCallInput, url: str, response: httpx.Response, attempt: int
+        self, call: AgencyCallInput, url: str, response: AgencyResponse, attempt: int
     ) -> AgencyCallResult:
         agency = call.endpoint.agency_id
-        code = response.status_code
+        code = response.status
         if len(response.content) > MAX_RESPONSE_BYTES:
             raise ApplicationError(
                 f"{agency} answered {call.operation} with {len(response.content)} bytes "
@@ -173,7 +187,7 @@ class AgencyCalls:
                 type=PROTOCOL, non_retryable=True,
             )
         if code >= 500 or code in (408, 429):
-            retry_after = response.headers.get("Retry-After", "")
+            retry_after = response.retry_after
             raise ApplicationError(
                 f"{agency} answered HTTP {code} to {call.operation} ({url}); will retry",
                 {"status": code},
@@ -181,7 +195,7 @@ class AgencyCalls:
                 next_retry_delay=_seconds(retry_after),
             )
         try:
-            data = response.json()
+            data = json.loads(response.content)
         except ValueError as exc:
             raise ApplicationError(
                 f"{agency} answered HTTP {code} to {call.operation} with a body that is not JSON",

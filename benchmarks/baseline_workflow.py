@@ -16,7 +16,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
-import httpx
+import aiohttp
 from pydantic import BaseModel
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
@@ -48,7 +48,7 @@ class BaselineResult(BaseModel):
 
 
 class BaselineActivities:
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(self, http: aiohttp.ClientSession) -> None:
         self._http = http
 
     @activity.defn(name="baseline_call")
@@ -60,18 +60,18 @@ class BaselineActivities:
              "input": call.input, "callback_url": None},
             separators=(",", ":"),
         ).encode()
-        response = await self._http.post(
-            call.url, content=body, timeout=30.0,
+        async with self._http.post(
+            call.url, data=body, timeout=aiohttp.ClientTimeout(total=30.0),
             headers={
                 "Content-Type": "application/json",
                 "Idempotency-Key": call.idempotency_key,
                 "X-NWD-Reference": reference,
                 "X-NWD-Timestamp": str(int(time.time())),
             },
-        )
-        if response.status_code >= 500:
-            raise RuntimeError(f"agency answered HTTP {response.status_code}")  # retried
-        data = response.json()
+        ) as response:
+            if response.status >= 500:
+                raise RuntimeError(f"agency answered HTTP {response.status}")  # retried
+            data = json.loads(await response.read())
         return BaselineCallResult(
             status=str(data.get("status")),
             agency_reference=data.get("agency_reference"),

@@ -1,6 +1,7 @@
 """CPU per agency call of the HTTP client, by calls in flight (httpx as configured; aiohttp too).
 
-The engine and the baseline share ``worker.HTTP_LIMITS``; encode/httpx#3215 makes httpx's
+The engine and the baseline share ``worker.agency_http_session`` (aiohttp, chosen by this
+measurement); encode/httpx#3215 makes httpx's
 pool scan every connection per request, so CPU per call grows with the calls in flight. This
 measures it in the harness process against the reference agencies (real HTTP, same latency):
 ``waves`` waves of ``in_flight`` concurrent POSTs, process CPU time ÷ calls.
@@ -39,11 +40,14 @@ async def _measure(call: Callable[[int], Awaitable[None]], in_flight: int, waves
 
 async def client_cpu_per_call(agencies_url: str, waves: int = 4) -> dict[str, Any]:
     """ms of CPU per call: ``{"httpx": {"10": ms, ...}, "aiohttp": {...}}`` (aiohttp if present)."""
-    from worker import HTTP_LIMITS
+    from worker import HTTP_MAX_CONNECTIONS
+
+    limits = httpx.Limits(max_connections=HTTP_MAX_CONNECTIONS,
+                          max_keepalive_connections=HTTP_MAX_CONNECTIONS // 2)
 
     url = f"{agencies_url}/agencies/bench-1/operations/record"
     out: dict[str, Any] = {}
-    async with httpx.AsyncClient(limits=HTTP_LIMITS, timeout=httpx.Timeout(30.0)) as http:
+    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30.0)) as http:
         async def httpx_call(i: int) -> None:
             try:
                 response = await http.post(url, content=_body(i), headers=_headers(i))
@@ -56,7 +60,7 @@ async def client_cpu_per_call(agencies_url: str, waves: int = 4) -> dict[str, An
         import aiohttp  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return out
-    connector = aiohttp.TCPConnector(limit=HTTP_LIMITS.max_connections or 200)
+    connector = aiohttp.TCPConnector(limit=HTTP_MAX_CONNECTIONS)
     async with aiohttp.ClientSession(connector=connector) as session:
         async def aiohttp_call(i: int) -> None:
             for attempt in (1, 2):

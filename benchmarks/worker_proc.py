@@ -3,7 +3,7 @@
 ``python -m benchmarks.worker_proc --mode engine|baseline --task-queue Q`` with the environment
 ``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, ``NWD_ENCRYPTION_KEY`` (base64), ``DATABASE_URL``
 (engine only) and the agencies' ``NWD_BENCH_AGENCY_<N>_URL``. Both modes share the engine's
-HTTP client limits (``worker.HTTP_LIMITS``), timeout and data converter. Prints ``READY`` on
+HTTP client (``worker.agency_http_session``), timeout and data converter. Prints ``READY`` on
 stdout once polling; stops on SIGTERM/SIGINT. ``--cprofile FILE`` profiles the whole process.
 """
 
@@ -18,7 +18,6 @@ import signal
 import sys
 
 import asyncpg
-import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -26,14 +25,12 @@ from benchmarks.baseline_workflow import BaselineActivities, BaselineFanOut
 from nwd.client import data_converter
 from nwd.logging import configure_logging
 
-HTTP_TIMEOUT = httpx.Timeout(30.0)
-
 
 async def run(mode: str, task_queue: str) -> None:
     from activities.agency_directory import AgencyDirectory
     from activities.migrations import apply_migrations
     from activities.read_model import ReadModel
-    from worker import HTTP_LIMITS, build_worker, workflow_runner
+    from worker import agency_http_session, build_worker, workflow_runner
 
     env = os.environ
     client = await Client.connect(
@@ -46,7 +43,7 @@ async def run(mode: str, task_queue: str) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     pool = None
-    async with httpx.AsyncClient(limits=HTTP_LIMITS, timeout=HTTP_TIMEOUT) as http:
+    async with agency_http_session() as http:
         if mode == "engine":
             pool = await asyncpg.create_pool(env["DATABASE_URL"], min_size=1, max_size=10)
             await apply_migrations(pool)

@@ -66,6 +66,8 @@ with workflow.unsafe.imports_passed_through():
 
 Step = CallStep | DecisionStep
 
+AWAITED_MEANS_LONG_WAITS = "awaited-means-long-waits"
+"""Patch id: AgenciesAwaited lists only long waits (see `_publish_awaited`)."""
 AGENCY_WAIT_METRIC = "nwd_agency_wait_seconds"
 """The same series the activities feed (nwd.telemetry.AGENCY_WAIT); a test keeps them equal."""
 RECORD_TIMEOUT = timedelta(seconds=30)
@@ -111,6 +113,7 @@ class CitizenRequestWorkflow:
         self._deadline_failed: set[str] = set()
         self._activities_in_flight = 0
         self._awaited: tuple[str, ...] = ()
+        self._busy: tuple[str, ...] = ()
         self._compensations: list[CompensationOutcome] = []
         self._cancelled = False
         self._watchers: set[asyncio.Task[None]] = set()
@@ -768,16 +771,33 @@ class CitizenRequestWorkflow:
         })
 
     def _publish_awaited(self) -> None:
-        awaited = tuple(sorted({
+        """Say what the request waits on: in the current details always, in the
+        AgenciesAwaited search attribute only for waits beyond a prompt call.
+
+        An agency is *awaited* while a branch waits on it for a callback or on the citizen's
+        answer to it (or a caseworker's decision): the long waits operators search for. Prompt
+        calls are not listed: doing so cost a visibility write each time one returned, the
+        engine's largest extra server cost in the benchmark (docs/benchmarks.md). Histories
+        from before this change keep the old meaning, so they replay unchanged.
+        """
+        busy = tuple(sorted({
             s.agency or "caseworker" for s in self._steps.values()
             if s.status in ("running", "waiting")
         }))
+        if busy != self._busy:
+            self._busy = busy
+            workflow.set_current_details(
+                "Waiting on: " + ", ".join(busy) + "." if busy else "Deciding next steps."
+            )
+        if workflow.patched(AWAITED_MEANS_LONG_WAITS):
+            awaited = tuple(sorted({
+                s.agency or "caseworker" for s in self._steps.values() if s.status == "waiting"
+            }))
+        else:
+            awaited = busy
         if awaited != self._awaited:
             self._awaited = awaited
             self._upsert(sa.AGENCIES_AWAITED.value_set(list(awaited)))
-            workflow.set_current_details(
-                "Waiting on: " + ", ".join(awaited) + "." if awaited else "Deciding next steps."
-            )
 
     def _waiting_descriptions(self) -> list[str]:
         described = []

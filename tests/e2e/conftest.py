@@ -41,7 +41,7 @@ from intake.submissions import Submissions
 from nwd.client import data_converter
 from nwd.settings import DEFAULT_CATALOG_DIR
 from tests.conftest import with_database
-from worker import HTTP_LIMITS, build_worker
+from worker import agency_http_session, build_worker
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -202,7 +202,7 @@ async def running_engine(
         client, interactions.CallbackVerifier(key, catalog, agencies.env)))
     intake_server, intake_task = await serve(app, intake_port)
     try:
-        async with httpx.AsyncClient(limits=HTTP_LIMITS) as http, \
+        async with agency_http_session() as http, \
                 httpx.AsyncClient(base_url=intake_url, timeout=30) as intake:
             worker = build_worker(
                 client, task_queue=task_queue, http=http, read_model=read_model,

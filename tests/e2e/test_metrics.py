@@ -35,7 +35,7 @@ from intake.submissions import Submissions
 from nwd import telemetry
 from nwd.client import data_converter
 from tests.e2e.conftest import EXAMPLES, Agencies, new_database
-from worker import HTTP_LIMITS, build_worker
+from worker import agency_http_session, build_worker
 
 SERVICE = "change-of-address"
 LINE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
@@ -102,7 +102,7 @@ async def observed(
     database_url = await new_database(postgres_server, "metrics")
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=5)
     await apply_migrations(pool)
-    async with httpx.AsyncClient(limits=HTTP_LIMITS) as http:
+    async with agency_http_session() as http:
         worker = build_worker(client, task_queue=task_queue, http=http,
                               read_model=ReadModel(pool),
                               directory=AgencyDirectory(agencies.env))

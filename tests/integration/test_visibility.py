@@ -4,8 +4,9 @@ them too.
 
 Four known requests on this test's own task queue: one change-of-address completed, one
 register-a-business completed, one change-of-address whose required tax step is rejected
-(failed), and one change-of-address held by a slow tax authority (running, AgenciesAwaited =
-tax-authority). Visibility is eventually consistent (~1-2 s): queries are polled.
+(failed), and one change-of-address held by the tax authority's request for information
+(running, AgenciesAwaited = tax-authority). Visibility is eventually consistent (~1-2 s):
+queries are polled.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ agencies, catalog, engine = e2e.agencies, e2e.catalog, e2e.engine
 encryption_key = e2e.encryption_key
 
 COA, BIZ = "change-of-address", "register-a-business"
-SLOW_TAX_MS = 12_000
 
 
 def example(service: str) -> dict[str, Any]:
@@ -101,7 +101,9 @@ async def test_each_search_attribute_finds_exactly_its_runs(
     failed = await engine.submit(COA, example(COA))
     assert (await engine.result(failed)).status == "failed"
 
-    await engine.agencies.set_behaviour("tax-authority", {"latency_ms": SLOW_TAX_MS})
+    # held by the tax authority: it asked the citizen for more information (a long wait)
+    await engine.agencies.set_behaviour("tax-authority", {"needs_information": {
+        "fields": {"proof_of_address": {"type": "text"}}, "message": {"en": "Proof, please"}}})
     slow_submitted = datetime.now(UTC) - timedelta(milliseconds=1)
     slow = await engine.submit(COA, example(COA))
     everyone = {done, business, failed, slow}
