@@ -80,6 +80,39 @@ class ReadModel:
                 json.dumps({"status": record.status}),
             )
 
+    async def record_submitted(self, record: RecordRequestInput) -> bool:
+        """Write a new request's row at submission; False if the request had one already."""
+        inserted = await self._pool.fetchval(
+            """
+            WITH new AS (
+                INSERT INTO requests (reference, service, version, content_hash, language,
+                    status, agencies, submitted_at)
+                VALUES ($1, $2, $3, $4, $5, 'running', $6, $7)
+                ON CONFLICT (reference) DO NOTHING
+                RETURNING reference
+            ), started AS (
+                INSERT INTO request_events (reference, kind, detail)
+                SELECT reference, 'request_started', '{"status": "running"}' FROM new
+            )
+            SELECT count(*) > 0 FROM new
+            """,
+            record.reference, record.service, record.version, record.content_hash,
+            record.language, record.agencies, record.submitted_at,
+        )
+        return bool(inserted)
+
+    async def forget_submitted(self, reference: str) -> None:
+        """Take back a row written at submission for a request that was not started."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            deleted = await conn.fetchval(
+                "DELETE FROM requests WHERE reference = $1 AND finished_at IS NULL"
+                " AND NOT EXISTS (SELECT 1 FROM request_steps WHERE reference = $1)"
+                " RETURNING true",
+                reference,
+            )
+            if deleted:
+                await conn.execute("DELETE FROM request_events WHERE reference = $1", reference)
+
     @staticmethod
     async def _upsert_step(conn: asyncpg.Connection, reference: str, step: StepOutcome) -> None:
         items: list[ItemOutcome | None] = list(step.items) or [None]

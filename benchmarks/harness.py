@@ -27,6 +27,7 @@ import httpx
 import psutil  # type: ignore[import-untyped,unused-ignore]
 from temporalio.client import Client
 
+from activities.read_model import ReadModel
 from benchmarks import stats
 from benchmarks.baseline_workflow import BaselineFanOut, baseline_input
 from definitions.catalog import Catalog
@@ -349,9 +350,15 @@ class Harness:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         worker = WorkerProcess(self.env, mode, task_queue, database_url,
                                self.out_dir / f"worker-{mode}.log", cprofile)
+        pool: asyncpg.Pool | None = None
         try:
             await worker.ready()
-            submissions = Submissions(client, self.catalog, task_queue=task_queue)
+            # The engine gets a real front door: it writes each request's first read-model
+            # row at submission (in this process, as the intake would).
+            if database_url is not None:
+                pool = await asyncpg.create_pool(database_url, min_size=1, max_size=5)
+            submissions = Submissions(client, self.catalog, task_queue=task_queue,
+                                      read_model=ReadModel(pool) if pool else None)
             service = SERVICE[scenario.shape]
             run_id = uuid.uuid4().hex[:8]
 
@@ -397,6 +404,8 @@ class Harness:
             events, event_types = await self._history_events(client, outcomes[0][1])
         finally:
             await worker.stop()
+            if pool is not None:
+                await pool.close()
             if database_url is not None:
                 await drop_database(self.env.postgres_dsn, database_url)
 

@@ -59,6 +59,15 @@ class RequestOptions(Wire):
     search_attributes: bool = True
     """Keep the engine's search attributes up to date. Off only on a namespace where they
     cannot be registered (e.g. Temporal's time-skipping test server)."""
+    awaited: Literal["busy", "long_waits"] = "busy"
+    """What AgenciesAwaited lists: every agency with a call in flight or a wait ("busy", the
+    first release's meaning, kept for the histories of requests it started), or only long
+    waits: callbacks, citizens' answers, decisions ("long_waits", what new requests use).
+    Chosen by the starter rather than patched in the workflow: a patch would cost every new
+    request a marker and a search-attribute write (TemporalChangeVersion)."""
+    recorded_at_submit: bool = False
+    """The front door already wrote the request's row in the read model: the workflow skips
+    its own first record (one local activity and one history marker fewer)."""
 
 
 class RequestInput(Wire):

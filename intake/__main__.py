@@ -50,11 +50,13 @@ async def serve(settings: Settings, telemetry: TelemetrySettings | None = None) 
         pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=5)
         await apply_migrations(pool)
     try:
+        read_model = ReadModel(pool) if pool is not None else None
         app = create_app(
             client=client,
             submissions=Submissions(client, catalog, task_queue=settings.task_queue,
-                                    callback_base_url=settings.intake_url),
-            read_model=ReadModel(pool) if pool is not None else None,
+                                    callback_base_url=settings.intake_url,
+                                    read_model=read_model),
+            read_model=read_model,
             ui_url=settings.temporal_ui_url,
             namespace=settings.temporal_namespace,
             codec=converter_for(settings).payload_codec,

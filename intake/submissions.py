@@ -21,9 +21,11 @@ from temporalio.common import (
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from activities.read_model import ReadModel
 from definitions.catalog import Catalog
 from definitions.models import ServiceSnapshot
 from definitions.requests import (
+    RecordRequestInput,
     RequestInput,
     RequestOptions,
     RequestResult,
@@ -54,12 +56,14 @@ class Submissions:
         task_queue: str,
         callback_base_url: str | None = None,
         search_attributes: bool = True,
+        read_model: ReadModel | None = None,
     ) -> None:
         self._client = client
         self._catalog = catalog
         self._task_queue = task_queue
         self._callback_base_url = callback_base_url
         self._search_attributes = search_attributes
+        self._read_model = read_model
 
     @property
     def catalog(self) -> Catalog:
@@ -88,8 +92,16 @@ class Submissions:
             language=language,
             submitted_at=now,
             callback_base_url=self._callback_base_url,
-            options=RequestOptions(search_attributes=self._search_attributes),
+            options=RequestOptions(
+                search_attributes=self._search_attributes,
+                awaited="long_waits",
+                recorded_at_submit=self._read_model is not None,
+            ),
         )
+        # The front door writes the request's first row itself (saving the workflow a local
+        # activity): before the start, so the agency calls' progress rows always have a
+        # parent; taken back if the start does not happen or the request existed already.
+        recorded = await self._record_submitted(request) if self._read_model else False
         try:
             handle = await self._client.start_workflow(
                 CitizenRequestWorkflow.run,
@@ -110,8 +122,29 @@ class Submissions:
                 ),
             )
         except WorkflowAlreadyStartedError:
+            await self._forget_submitted(reference, recorded)
             return Submitted(reference=reference, created=False)
-        return Submitted(reference=reference, created=_was_started(handle))
+        except BaseException:
+            await self._forget_submitted(reference, recorded)
+            raise
+        created = _was_started(handle)
+        if not created:
+            await self._forget_submitted(reference, recorded)
+        return Submitted(reference=reference, created=created)
+
+    async def _record_submitted(self, request: RequestInput) -> bool:
+        assert self._read_model is not None
+        snapshot = request.snapshot
+        return await self._read_model.record_submitted(RecordRequestInput(
+            reference=request.reference, service=snapshot.service.service,
+            version=snapshot.service.version, content_hash=snapshot.content_hash,
+            language=request.language, submitted_at=request.submitted_at, status="running",
+            agencies=sorted({a.id for a in snapshot.agencies}),
+        ))
+
+    async def _forget_submitted(self, reference: str, recorded: bool) -> None:
+        if recorded and self._read_model is not None:
+            await self._read_model.forget_submitted(reference)
 
     def handle(self, reference: str) -> WorkflowHandle[CitizenRequestWorkflow, RequestResult]:
         return self._client.get_workflow_handle_for(CitizenRequestWorkflow.run, reference)

@@ -66,8 +66,6 @@ with workflow.unsafe.imports_passed_through():
 
 Step = CallStep | DecisionStep
 
-AWAITED_MEANS_LONG_WAITS = "awaited-means-long-waits"
-"""Patch id: AgenciesAwaited lists only long waits (see `_publish_awaited`)."""
 AGENCY_WAIT_METRIC = "nwd_agency_wait_seconds"
 """The same series the activities feed (nwd.telemetry.AGENCY_WAIT); a test keeps them equal."""
 RECORD_TIMEOUT = timedelta(seconds=30)
@@ -124,7 +122,8 @@ class CitizenRequestWorkflow:
     @workflow.run
     async def run(self, request: RequestInput) -> RequestResult:
         if request.carried is None:
-            await self._record(finished=False)
+            if not request.options.recorded_at_submit:
+                await self._record(finished=False)
             self._planner = Planner.from_service(self._service, self._condition)
             self._apply(self._planner.start())
         else:
@@ -787,8 +786,9 @@ class CitizenRequestWorkflow:
         An agency is *awaited* while a branch waits on it for a callback or on the citizen's
         answer to it (or a caseworker's decision): the long waits operators search for. Prompt
         calls are not listed: doing so cost a visibility write each time one returned, the
-        engine's largest extra server cost in the benchmark (docs/benchmarks.md). Histories
-        from before this change keep the old meaning, so they replay unchanged.
+        engine's largest extra server cost in the benchmark (docs/benchmarks.md). Requests
+        started before this change carry ``awaited="busy"`` and keep the old meaning, so
+        their histories replay unchanged.
         """
         busy = tuple(sorted({
             s.agency or "caseworker" for s in self._steps.values()
@@ -799,7 +799,7 @@ class CitizenRequestWorkflow:
             workflow.set_current_details(
                 "Waiting on: " + ", ".join(busy) + "." if busy else "Deciding next steps."
             )
-        if workflow.patched(AWAITED_MEANS_LONG_WAITS):
+        if self._request.options.awaited == "long_waits":
             awaited = tuple(sorted({
                 s.agency or "caseworker" for s in self._steps.values() if s.status == "waiting"
             }))

@@ -195,7 +195,8 @@ async def running_engine(
     intake_port = free_port()
     intake_url = f"http://127.0.0.1:{intake_port}"
     submissions = Submissions(client, catalog, task_queue=task_queue,
-                              callback_base_url=intake_url, search_attributes=search_attributes)
+                              callback_base_url=intake_url, search_attributes=search_attributes,
+                              read_model=read_model)
     app = create_app(client=client, submissions=submissions, read_model=read_model,
                      ui_url="http://127.0.0.1:8233")
     app.include_router(interactions.router(

@@ -186,7 +186,7 @@ class TestContinueAsNew:
             CitizenRequestWorkflow.run,
             RequestInput(reference=reference, snapshot=snapshot, submission=submission,
                          submitted_at=datetime.now(UTC), callback_base_url=engine.intake_url,
-                         options=RequestOptions(continue_as_new_after_events=40)),
+                         options=RequestOptions(continue_as_new_after_events=20)),
             id=reference, task_queue=engine.task_queue,
         )
         engine.started.append(reference)

@@ -116,7 +116,7 @@ async def continued_as_new(engine: Engine) -> str:
                      submission=validate_submission(snapshot.service.input,
                                                     example("change-of-address")),
                      submitted_at=datetime.now(UTC), callback_base_url=engine.intake_url,
-                     options=RequestOptions(continue_as_new_after_events=40)),
+                     options=RequestOptions(continue_as_new_after_events=20)),
         id=reference, task_queue=engine.task_queue)
     engine.started.append(reference)
     return reference
