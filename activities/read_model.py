@@ -46,6 +46,16 @@ class RequestRow:
     steps: list[StepRow]
 
 
+_STEP_CONFLICT = """
+    ON CONFLICT (reference, step_id, item_key) DO UPDATE SET
+        status = EXCLUDED.status,
+        agency_reference = COALESCE(EXCLUDED.agency_reference, request_steps.agency_reference),
+        attempts = GREATEST(EXCLUDED.attempts, request_steps.attempts),
+        reason = EXCLUDED.reason,
+        updated_at = now()"""
+"""How a newer state of a step or item overwrites an older one (never losing a reference)."""
+
+
 class ReadModel:
     """Reads and writes the read model through one asyncpg pool (owned by the caller)."""
 
@@ -71,8 +81,8 @@ class ReadModel:
                 record.language, record.status, record.agencies, record.agencies_contacted,
                 record.submitted_at, record.finished,
             )
-            for step in record.steps:
-                await self._upsert_step(conn, record.reference, step)
+            if record.steps:
+                await self._upsert_steps(conn, record.reference, list(record.steps))
             await conn.execute(
                 "INSERT INTO request_events (reference, kind, detail) VALUES ($1, $2, $3)",
                 record.reference,
@@ -114,31 +124,32 @@ class ReadModel:
                 await conn.execute("DELETE FROM request_events WHERE reference = $1", reference)
 
     @staticmethod
-    async def _upsert_step(conn: asyncpg.Connection, reference: str, step: StepOutcome) -> None:
-        items: list[ItemOutcome | None] = list(step.items) or [None]
-        for item in items:
-            await conn.execute(
-                """
-                INSERT INTO request_steps (reference, step_id, item_key, agency, operation,
-                    status, agency_reference, attempts, reason, escalated)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                ON CONFLICT (reference, step_id, item_key) DO UPDATE SET
-                    status = EXCLUDED.status,
-                    agency_reference = COALESCE(EXCLUDED.agency_reference,
-                                                request_steps.agency_reference),
-                    attempts = GREATEST(EXCLUDED.attempts, request_steps.attempts),
-                    reason = EXCLUDED.reason,
-                    escalated = EXCLUDED.escalated OR request_steps.escalated,
-                    updated_at = now()
-                """,
-                reference, step.step_id, (item.key or "") if item else "",
-                step.agency, step.operation,
-                item.status if item else step.status,
-                item.agency_reference if item else None,
-                item.attempts if item else 0,
-                (item.reason if item else None) or step.reason,
-                step.escalated,
-            )
+    async def _upsert_steps(
+        conn: asyncpg.Connection, reference: str, steps: list[StepOutcome]
+    ) -> None:
+        """Every step's (and for_each item's) final state, in one pipelined batch."""
+        rows = []
+        for step in steps:
+            items: list[ItemOutcome | None] = list(step.items) or [None]
+            rows += [
+                (reference, step.step_id, (item.key or "") if item else "",
+                 step.agency, step.operation,
+                 item.status if item else step.status,
+                 item.agency_reference if item else None,
+                 item.attempts if item else 0,
+                 (item.reason if item else None) or step.reason,
+                 step.escalated or bool(item and item.escalated))
+                for item in items
+            ]
+        await conn.executemany(
+            f"""
+            INSERT INTO request_steps (reference, step_id, item_key, agency, operation,
+                status, agency_reference, attempts, reason, escalated)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            {_STEP_CONFLICT}, escalated = EXCLUDED.escalated OR request_steps.escalated
+            """,
+            rows,
+        )
 
     async def record_item(
         self,
@@ -160,18 +171,12 @@ class ReadModel:
         per agency call, and a round trip saved here is saved on every call.
         """
         await self._pool.execute(
-            """
+            f"""
             WITH progress AS (
                 INSERT INTO request_steps (reference, step_id, item_key, agency, operation,
                     status, agency_reference, attempts, reason)
                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                ON CONFLICT (reference, step_id, item_key) DO UPDATE SET
-                    status = EXCLUDED.status,
-                    agency_reference = COALESCE(EXCLUDED.agency_reference,
-                                                request_steps.agency_reference),
-                    attempts = GREATEST(EXCLUDED.attempts, request_steps.attempts),
-                    reason = EXCLUDED.reason,
-                    updated_at = now()
+                {_STEP_CONFLICT}
             )
             INSERT INTO request_events (reference, step_id, item_key, kind, detail)
             VALUES ($1, $2, NULLIF($3, ''), $10, $11)

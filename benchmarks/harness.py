@@ -77,6 +77,9 @@ def scenarios(profile: str, latency_ms: float) -> list[Scenario]:
             Scenario("10x500", "foreach", 10, 500, latency_ms),
             Scenario("1x20-seq", "chain", 10, 20, latency_ms, sequential_requests=True),
             Scenario("200x5-0ms", "fanout", 200, 5, 0.0),
+            # Memory with 1,000 requests open at once: slow agencies (4 s), one call each; the
+            # worker's 200 connections serve them in 5 waves, inside the calls' 30 s timeout.
+            Scenario("1000-inflight", "foreach", 1000, 1, 4000.0),
         ]
     if profile == "smoke":
         return [Scenario("3x2", "foreach", 3, 2, latency_ms)]

@@ -73,16 +73,33 @@ def with_database(dsn: str, database: str) -> str:
     return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
 
 
-@pytest_asyncio.fixture
-async def database_url(postgres_server: str) -> AsyncIterator[str]:
-    """A fresh, empty database for one test: tests never see each other's rows."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
+async def new_database(postgres_server: str, prefix: str = "t") -> str:
+    """Create an empty database on the session's server; its DSN."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(postgres_server)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    yield with_database(postgres_server, name)
+    return with_database(postgres_server, name)
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 right now (held together, so they differ)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@pytest_asyncio.fixture
+async def database_url(postgres_server: str) -> AsyncIterator[str]:
+    """A fresh, empty database for one test: tests never see each other's rows."""
+    yield await new_database(postgres_server)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import base64
 import os
 import secrets
 import shutil
-import socket
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -40,26 +39,14 @@ from intake.app import create_app
 from intake.submissions import Submissions
 from nwd.client import data_converter
 from nwd.settings import DEFAULT_CATALOG_DIR
-from tests.conftest import with_database
+from tests.conftest import free_ports, new_database
 from worker import agency_http_session, build_worker
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def new_database(postgres_server: str, prefix: str) -> str:
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(postgres_server)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return with_database(postgres_server, name)
+    return free_ports(1)[0]
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,19 +17,9 @@ from definitions.requests import RequestProgress, RequestResult
 from nwd.client import data_converter
 from nwd.settings import Settings
 from nwd.stack import Stack, StackPorts
+from tests.conftest import free_ports
 from tests.e2e.conftest import EXAMPLES, Agencies, running_engine
 from workflows.request_workflow import CitizenRequestWorkflow
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @pytest.fixture

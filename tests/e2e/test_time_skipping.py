@@ -22,7 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities import callback_tokens as tokens
 from activities.signing import signature
 from definitions.catalog import Catalog
-from definitions.requests import RequestProgress, RequestResult
+from definitions.requests import RequestProgress, RequestResult, StepOutcome
 from nwd.client import data_converter
 from tests.e2e.conftest import EXAMPLES, Agencies, Engine, running_engine
 from workflows.request_workflow import CitizenRequestWorkflow
@@ -82,21 +82,28 @@ async def agency_calls_back(engine: Engine, reference: str) -> int:
     return response.status_code
 
 
+async def callback_after(
+    engine: Engine, env: WorkflowEnvironment, delay: timedelta
+) -> tuple[str, RequestResult, StepOutcome]:
+    """A request whose voter-roll agency answers 202, then calls back after ``delay``."""
+    await engine.agencies.set_behaviour(
+        "electoral-registration", {"mode": "callback", "callback_delay_s": 36000})
+    reference = await engine.submit("change-of-address", example())
+    await voter_waiting(engine, reference)
+    await env.sleep(delay)
+    assert await agency_calls_back(engine, reference) == 200
+    handle = engine.client.get_workflow_handle_for(CitizenRequestWorkflow.run, reference)
+    result: RequestResult = await handle.result()
+    return reference, result, next(s for s in result.steps if s.step_id == VOTER)
+
+
 class TestSkippedTime:
     async def test_callback_hours_later_completes_the_branch(
         self, skipping_engine: Engine, skipping_env: WorkflowEnvironment
     ) -> None:
         """Three (skipped) hours after the 202, the agency's callback completes the branch."""
-        engine = skipping_engine
-        await engine.agencies.set_behaviour(
-            "electoral-registration", {"mode": "callback", "callback_delay_s": 36000})
-        reference = await engine.submit("change-of-address", example())
-        await voter_waiting(engine, reference)
-        await skipping_env.sleep(timedelta(hours=3))
-        assert await agency_calls_back(engine, reference) == 200
-        handle = engine.client.get_workflow_handle_for(CitizenRequestWorkflow.run, reference)
-        result: RequestResult = await handle.result()
-        voter = next(s for s in result.steps if s.step_id == VOTER)
+        _, result, voter = await callback_after(skipping_engine, skipping_env,
+                                                timedelta(hours=3))
         assert result.status == "completed"
         assert voter.status == "completed" and voter.items[0].agency_reference == "ER-LATE-1"
         assert not voter.escalated  # 3 hours is well inside the 5-day deadline
@@ -105,20 +112,11 @@ class TestSkippedTime:
         self, skipping_engine: Engine, skipping_env: WorkflowEnvironment
     ) -> None:
         """Six (skipped) days without an answer: one escalation to the declared role."""
-        engine = skipping_engine
-        await engine.agencies.set_behaviour(
-            "electoral-registration", {"mode": "callback", "callback_delay_s": 36000})
-        reference = await engine.submit("change-of-address", example())
-        await voter_waiting(engine, reference)
-        await skipping_env.sleep(timedelta(days=6))
-        assert await agency_calls_back(engine, reference) == 200
-        handle = engine.client.get_workflow_handle_for(CitizenRequestWorkflow.run, reference)
-        result: RequestResult = await handle.result()
-        voter = next(s for s in result.steps if s.step_id == VOTER)
+        reference, result, voter = await callback_after(skipping_engine, skipping_env,
+                                                        timedelta(days=6))
         assert result.status == "completed" and voter.escalated
-        rows = await engine.pool.fetch(
+        rows = await skipping_engine.pool.fetch(
             "SELECT detail FROM request_events WHERE reference = $1 AND kind = 'escalated'"
             " AND step_id = $2", reference, VOTER)
         assert len(rows) == 1
         assert json.loads(rows[0]["detail"])["role"] == "electoral-liaison"
-

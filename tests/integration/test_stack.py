@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,20 +12,10 @@ import pytest
 
 from nwd.settings import Settings
 from nwd.stack import COMPONENTS, Stack, StackPorts, port_open, read_secrets
+from tests.conftest import free_ports
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 pytestmark = pytest.mark.integration
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _gone(pid: int) -> bool:
@@ -45,7 +34,7 @@ def _gone(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    temporal, ui, metrics, postgres = _free_ports(4)
+    temporal, ui, metrics, postgres = free_ports(4)
     stack = Stack(
         Settings(state_dir=tmp_path_factory.mktemp("stack") / "state"),
         ports=StackPorts(temporal=temporal, temporal_ui=ui, temporal_metrics=metrics,

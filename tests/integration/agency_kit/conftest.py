@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -29,6 +28,7 @@ from agency_kit.reference import create_app
 from agency_kit.signing import signed_headers
 from definitions.loader import load_registry_file
 from definitions.models import AgencyRegistry
+from tests.conftest import new_database
 
 SECRET = "dmv-test-secret"
 REGISTRY_PATH = Path(__file__).with_name("agencies.yaml")
@@ -188,13 +188,7 @@ async def start_agencies(database_url: str) -> AsyncIterator[StartAgencies]:
 @pytest_asyncio.fixture(scope="module")
 async def shared_agencies(postgres_server: str) -> AsyncIterator[Agencies]:
     """One app on its own database for a whole module (starting one per test is slow)."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_server)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    database_url = urlunsplit(urlsplit(postgres_server)._replace(path=f"/{name}"))
+    database_url = await new_database(postgres_server)
     server = Server(create_app(registry(), database_url, {"dmv": SECRET}))
     await server.start()
     async with httpx.AsyncClient(timeout=10.0) as client:
