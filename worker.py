@@ -42,8 +42,6 @@ from workflows.request_workflow import CitizenRequestWorkflow
 
 log = structlog.get_logger(__name__)
 
-PASSTHROUGH_MODULES = ("definitions", "celpy", "lark", "pendulum", "jmespath", "yaml", "re2")
-"""Deterministic libraries shared with the sandbox instead of re-imported per workflow run."""
 
 HTTP_MAX_CONNECTIONS = 200
 """Connections to agencies the worker keeps open at most (all agencies together)."""
@@ -72,9 +70,7 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     tests guard determinism.
     """
     return SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules(
-            *PASSTHROUGH_MODULES
-        ).with_passthrough_all_modules()
+        restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
     )
 
 

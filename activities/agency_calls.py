@@ -236,7 +236,7 @@ class AgencyCalls:
         self, call: AgencyCallInput, status: str, agency_reference: str | None, attempt: int,
         reason: str | None,
     ) -> None:
-        if self._read_model is None or not call.record_progress:
+        if self._read_model is None:
             return
         try:
             await self._read_model.record_item(

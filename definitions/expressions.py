@@ -29,9 +29,6 @@ from celpy.celparser import CELParseError
 from celpy.evaluation import CELEvalError
 from lark import Token, Tree
 
-ROOTS = ("submission", "steps", "item", "request", "output")
-"""Names an expression may start from (``output`` only in a compensation's input)."""
-
 _PLAIN_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _RESERVED = {"true", "false", "null", "in"}
 

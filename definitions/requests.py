@@ -153,9 +153,8 @@ class CarriedState(Wire):
 
     steps: list[StepOutcome]
     planner: dict[str, str]
-    completed_order: list[str]
+    """The planner's snapshot; its key order also carries the completion order (for the saga)."""
     outputs: dict[str, Any]
-    failed_required: list[str] = Field(default_factory=list)
     halting: str | None = None
     """Why the request stopped launching steps (a required failure, or the citizen cancelled)."""
 
@@ -176,7 +175,6 @@ class AgencyCallInput(Wire):
     reference: str
     step_id: str
     item_key: str | None = None
-    service: str
     endpoint: AgencyEndpoint
     operation: str
     action: Literal["operation", "information", "cancel"] = "operation"
@@ -186,7 +184,6 @@ class AgencyCallInput(Wire):
     callback_url: str | None = None
     language: str = "en"
     timeout_seconds: float = 30.0
-    record_progress: bool = True
 
 
 class AgencyCallResult(Wire):

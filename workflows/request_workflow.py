@@ -384,7 +384,6 @@ class CitizenRequestWorkflow:
             reference=self._request.reference,
             step_id=step.id,
             item_key=key,
-            service=self._service.service,
             endpoint=AgencyEndpoint(
                 agency_id=agency.id,
                 base_url_env=agency.http.base_url_env if agency.http else None,
@@ -706,9 +705,7 @@ class CitizenRequestWorkflow:
             "carried": CarriedState(
                 steps=list(self._steps.values()),
                 planner=dict(self._planner.snapshot()),
-                completed_order=list(self._planner.completed_in_order()),
                 outputs=self._outputs,
-                failed_required=list(self._planner.failed_required),
                 halting=self._halting,
             ),
         })
