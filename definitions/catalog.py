@@ -48,6 +48,9 @@ class Catalog:
         # Read-only views: a catalog is shared by requests and must not change under them.
         object.__setattr__(self, "services", MappingProxyType(dict(self.services)))
         object.__setattr__(self, "sources", MappingProxyType(dict(self.sources)))
+        # A catalog never changes, so each service's snapshot (a canonical dump and a sha256
+        # of the service and its agencies) is computed once, not on every submission.
+        object.__setattr__(self, "_snapshots", {})
 
     @property
     def agencies(self) -> dict[str, Agency]:
@@ -71,13 +74,16 @@ class Catalog:
 
     def content_hash(self, service_id: str) -> str:
         """The service's content hash (see the module docstring)."""
-        service = self.service(service_id)
-        return content_hash_of(service, agencies_used(service, self.agencies))
+        return self.snapshot(service_id).content_hash
 
     def snapshot(self, service_id: str) -> ServiceSnapshot:
         """What a new request of this service is pinned to."""
-        service = self.service(service_id)
-        agencies = agencies_used(service, self.agencies)
-        return ServiceSnapshot(
-            content_hash=content_hash_of(service, agencies), service=service, agencies=agencies
-        )
+        snapshots: dict[str, ServiceSnapshot] = self._snapshots  # type: ignore[attr-defined]
+        if service_id not in snapshots:
+            service = self.service(service_id)
+            agencies = agencies_used(service, self.agencies)
+            snapshots[service_id] = ServiceSnapshot(
+                content_hash=content_hash_of(service, agencies), service=service,
+                agencies=agencies,
+            )
+        return snapshots[service_id]
