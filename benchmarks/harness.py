@@ -12,6 +12,7 @@ noise hits both alike.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import subprocess
 import sys
@@ -184,7 +185,7 @@ class WorkerProcess:
         child_env.update(
             TEMPORAL_ADDRESS=env.temporal_address,
             TEMPORAL_NAMESPACE=env.namespace,
-            NWD_ENCRYPTION_KEY=__import__("base64").b64encode(env.key).decode(),
+            NWD_ENCRYPTION_KEY=base64.b64encode(env.key).decode(),
             NWD_LOG_FORMAT="json",
             PYTHONUNBUFFERED="1",
             **agency_env(env.agencies_url),
@@ -404,7 +405,10 @@ class Harness:
             cpu_after = (_cpu_s(self.env.server_pid), _cpu_s(worker.pid),
                          _cpu_s(self.env.agencies_pid))
             peak = _peak_rss_mb(worker.pid)
-            events, event_types = await self._history_events(client, outcomes[0][1])
+            events, event_types = await self._history_events(
+                client, outcomes[0][1],
+                self.out_dir / "histories" / f"{scenario.name}-{mode}.json",
+            )
         finally:
             await worker.stop()
             if pool is not None:
@@ -429,23 +433,26 @@ class Harness:
 
     @staticmethod
     async def _history_events(
-        client: Client, workflow_id: str
+        client: Client, workflow_id: str, keep: Path
     ) -> tuple[int | None, dict[str, int]]:
-        from temporalio.api.enums.v1 import EventType
-
+        """Events in one sample history, by type; the history is kept in ``keep`` so its
+        workflow-code cost can be measured offline (``benchmarks/replay_cost.py``)."""
         try:
             history = await client.get_workflow_handle(workflow_id).fetch_history()
         except Exception:  # a figure we can live without
             return None, {}
-        types: dict[str, int] = {}
-        for event in history.events:
-            name = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
-            types[name] = types.get(name, 0) + 1
-        return len(history.events), types
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(keep.write_text, history.to_json())
+        return _count_types(history.events)
 
     async def run(self, selected: Sequence[Scenario], repetitions: int,
                   measure_client: bool = True) -> BenchReport:
         report = BenchReport()
+        # The sample histories are sealed with this run's throwaway key (synthetic data only);
+        # replay_cost.py needs it to decode them.
+        histories = self.out_dir / "histories"
+        histories.mkdir(parents=True, exist_ok=True)
+        (histories / "key.b64").write_text(base64.b64encode(self.env.key).decode())
         if measure_client and selected:
             from benchmarks.http_client_cost import client_cpu_per_call
 
@@ -471,6 +478,16 @@ class Harness:
                     report.runs.append(result)
             report.scenarios.append(scenario)
         return report
+
+
+def _count_types(events: Sequence[Any]) -> tuple[int, dict[str, int]]:
+    from temporalio.api.enums.v1 import EventType
+
+    types: dict[str, int] = {}
+    for event in events:
+        name = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
+        types[name] = types.get(name, 0) + 1
+    return len(events), types
 
 
 @dataclass

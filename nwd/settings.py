@@ -14,6 +14,7 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = PROJECT_ROOT / ".state"
 DEFAULT_CATALOG_DIR = PROJECT_ROOT / "definitions"
+_TRUE = {"1", "true", "yes", "on"}
 TASK_QUEUE = "citizen-requests"
 """The engine's one task queue (workflows and agency-call activities)."""
 
@@ -41,6 +42,8 @@ class Settings:
     """Bearer token the intake's codec server (``/codec``) accepts; None disables it."""
     agency_env: Mapping[str, str] = field(default_factory=dict)
     """The environment as given, for agency base URLs and signing secrets named in the registry."""
+    workflow_sandbox: bool = False
+    """Run workflow code inside the SDK's sandbox (a development guard; see worker.py)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -60,4 +63,5 @@ class Settings:
             log_format=env.get("NWD_LOG_FORMAT", cls.log_format),
             codec_token=env.get("NWD_CODEC_TOKEN") or None,
             agency_env=env,
+            workflow_sandbox=env.get("NWD_WORKFLOW_SANDBOX", "").lower() in _TRUE,
         )

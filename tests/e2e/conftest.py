@@ -195,6 +195,8 @@ async def running_engine(
             worker = build_worker(
                 client, task_queue=task_queue, http=http, read_model=read_model,
                 directory=AgencyDirectory(agencies.env), callback_key=key,
+                # the development guard: a clock, random or I/O call in workflow code fails
+                sandboxed=True,
             )
             async with worker:
                 engine = Engine(

@@ -105,7 +105,7 @@ async def observed(
     async with agency_http_session() as http:
         worker = build_worker(client, task_queue=task_queue, http=http,
                               read_model=ReadModel(pool),
-                              directory=AgencyDirectory(agencies.env))
+                              directory=AgencyDirectory(agencies.env), sandboxed=True)
         async with worker:
             yield ObservedEngine(
                 client=client,

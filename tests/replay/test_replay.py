@@ -28,14 +28,16 @@ def test_histories_were_recorded() -> None:
     assert len(HISTORIES) >= 3
 
 
+@pytest.mark.parametrize("sandboxed", [False, True], ids=["direct", "sandboxed"])
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
-async def test_history_replays_deterministically(path: Path) -> None:
-    """Replaying a recorded run with the current code raises no non-determinism error."""
+async def test_history_replays_deterministically(path: Path, sandboxed: bool) -> None:
+    """Replaying a recorded run with the current code raises no non-determinism error,
+    both as production runs it (directly) and under the sandbox's guard."""
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     replayer = Replayer(
         workflows=[CitizenRequestWorkflow],
         data_converter=data_converter(REPLAY_KEY),
-        workflow_runner=workflow_runner(),
+        workflow_runner=workflow_runner(sandboxed),
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None

@@ -18,7 +18,7 @@ COMPOSE = PROJECT_ROOT / "docker-compose.yml"
 ENGINE_SERVICES = ("worker", "intake", "agencies")
 
 # Names Settings.from_env reads whose defaults are right inside a container as well.
-DEFAULT_IS_FINE = {"NWD_TASK_QUEUE", "NWD_CATALOG_DIR"}
+DEFAULT_IS_FINE = {"NWD_TASK_QUEUE", "NWD_CATALOG_DIR", "NWD_WORKFLOW_SANDBOX"}
 # What each engine service needs beyond the engine-wide names.
 NEEDS: dict[str, set[str]] = {
     "intake": {"NWD_CODEC_TOKEN"},
