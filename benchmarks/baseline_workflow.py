@@ -2,49 +2,40 @@
 
 It makes the same agency calls as the engine does for the benchmark services (same URLs,
 same contract body and headers, same idempotency keys), with the same concurrency: all calls
-of a fan-out together under ``asyncio.gather``, or one after another for a chain; one httpx
-call per activity, through the same shared, pooled client and limits as the engine's worker,
-with the same data converter (pydantic + the encrypting codec). Nothing else: no read model,
-no search attributes, no summaries, no planner.
+of a fan-out together under ``asyncio.gather``, or one after another for a chain; one aiohttp
+POST per activity (:func:`benchmarks.agency_call.post_agency_call`, which the DBOS comparison
+sends too), through the same shared, pooled client and limits as the engine's worker, with the
+same data converter (pydantic + the encrypting codec). Nothing else: no read model, no search
+attributes, no summaries, no planner.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 from datetime import timedelta
-from typing import Any
 
 import aiohttp
-from pydantic import BaseModel
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
 
+from benchmarks.agency_call import (
+    BaselineCall,
+    BaselineCallResult,
+    BaselineInput,
+    BaselineResult,
+    baseline_input,
+    post_agency_call,
+)
 
-class BaselineCall(BaseModel):
-    url: str
-    step: str
-    item: str | None = None
-    input: dict[str, Any]
-    idempotency_key: str
-
-
-class BaselineInput(BaseModel):
-    reference: str
-    sequential: bool = False
-    calls: list[BaselineCall]
-
-
-class BaselineCallResult(BaseModel):
-    status: str
-    agency_reference: str | None = None
-    output: dict[str, Any] = {}
-
-
-class BaselineResult(BaseModel):
-    reference: str
-    completed: int
+__all__ = [
+    "BaselineActivities",
+    "BaselineCall",
+    "BaselineCallResult",
+    "BaselineFanOut",
+    "BaselineInput",
+    "BaselineResult",
+    "baseline_input",
+]
 
 
 class BaselineActivities:
@@ -53,30 +44,7 @@ class BaselineActivities:
 
     @activity.defn(name="baseline_call")
     async def baseline_call(self, call: BaselineCall) -> BaselineCallResult:
-        info = activity.info()
-        reference = info.workflow_id or ""
-        body = json.dumps(
-            {"reference": reference, "step": call.step, "item": call.item, "language": "en",
-             "input": call.input, "callback_url": None},
-            separators=(",", ":"),
-        ).encode()
-        async with self._http.post(
-            call.url, data=body, timeout=aiohttp.ClientTimeout(total=30.0),
-            headers={
-                "Content-Type": "application/json",
-                "Idempotency-Key": call.idempotency_key,
-                "X-NWD-Reference": reference,
-                "X-NWD-Timestamp": str(int(time.time())),
-            },
-        ) as response:
-            if response.status >= 500:
-                raise RuntimeError(f"agency answered HTTP {response.status}")  # retried
-            data = json.loads(await response.read())
-        return BaselineCallResult(
-            status=str(data.get("status")),
-            agency_reference=data.get("agency_reference"),
-            output=data.get("output") or {},
-        )
+        return await post_agency_call(self._http, call, activity.info().workflow_id or "")
 
 
 @workflow.defn(name="BaselineFanOut")
@@ -102,19 +70,3 @@ class BaselineFanOut:
         )
         return result
 
-
-def baseline_input(
-    reference: str, calls: list[tuple[str, str, str | None, dict[str, Any]]], sequential: bool
-) -> BaselineInput:
-    """The baseline's input: ``(url, step, item, input)`` per call, keys as the engine makes."""
-    from definitions.requests import idempotency_key
-
-    return BaselineInput(
-        reference=reference,
-        sequential=sequential,
-        calls=[
-            BaselineCall(url=url, step=step, item=item, input=data,
-                         idempotency_key=idempotency_key(reference, step, item))
-            for url, step, item, data in calls
-        ],
-    )

@@ -1,18 +1,21 @@
-"""The benchmark harness: the engine against the hand-written baseline, same run, same server.
+"""The benchmark harness: the engine against the hand-written baseline, and DBOS, in one run.
 
 For each scenario and repetition it starts a fresh worker *process* (engine or baseline, see
-:mod:`benchmarks.worker_proc`) so both are measured the same way — CPU seconds from
-``psutil`` and peak RSS from ``VmHWM`` — submits ``R`` requests, waits for every result, and
-records per-request end-to-end latency (submit → result), throughput, the CPU seconds of the
-Temporal server, the worker and the reference agencies, and the history length of a sample
-request. Modes alternate within a scenario (baseline, engine, then engine, baseline, ...), so
-noise hits both alike.
+:mod:`benchmarks.worker_proc`; DBOS, see :mod:`benchmarks.dbos_app`) so all are measured the
+same way — CPU seconds from ``psutil`` and peak RSS from ``VmHWM`` — submits ``R`` requests,
+waits for every result, and records per-request end-to-end latency (submit → result),
+throughput, the CPU seconds of the server (Temporal's; PostgreSQL's for DBOS), of PostgreSQL
+(every mode), of the worker and of the reference agencies, and the history length of a sample
+request (for DBOS: its step rows). Modes take turns within a scenario, the order rotating with
+each repetition (baseline, engine, dbos, then engine, dbos, baseline, ...), so noise hits all
+alike. DBOS runs only the fan-out and chain scenarios (the issue's comparison).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import importlib.util
 import os
 import subprocess
 import sys
@@ -23,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import aiohttp
 import asyncpg
 import httpx
 import psutil  # type: ignore[import-untyped,unused-ignore]
@@ -30,6 +34,7 @@ from temporalio.client import Client
 
 from activities.read_model import ReadModel
 from benchmarks import stats
+from benchmarks.agency_call import BaselineResult
 from benchmarks.baseline_workflow import BaselineFanOut, baseline_input
 from definitions.catalog import Catalog
 from definitions.loader import load_catalog
@@ -39,8 +44,25 @@ from nwd.settings import PROJECT_ROOT
 
 DEFINITIONS = Path(__file__).resolve().parent / "definitions"
 AGENCY_COUNT = 5
-Mode = Literal["baseline", "engine"]
-MODES: tuple[Mode, Mode] = ("baseline", "engine")
+Mode = Literal["baseline", "engine", "dbos"]
+MODES: tuple[Mode, ...] = ("baseline", "engine", "dbos")
+TEMPORAL_MODES: tuple[Mode, ...] = ("baseline", "engine")
+DBOS_SHAPES = ("fanout", "chain")
+"""The scenarios DBOS runs (issue 7: "the 200 x 5 and sequential scenarios also on DBOS")."""
+MODE_NOTES: dict[str, str] = {
+    "baseline": "hand-written Temporal workflow (not a product). Temporal gives: a UI with "
+                "history, search and payloads decrypted through a codec server; durable timers "
+                "kept by the server; workers scaling out across hosts, and a server scaling "
+                "separately. srv cpu = Temporal server.",
+    "engine": "No Wrong Door on Temporal: all of the baseline's, plus YAML services, intake "
+              "validation, the PostgreSQL read model, search attributes and activity "
+              "summaries. srv cpu = Temporal server.",
+    "dbos": "DBOS (library, dbos on PyPI) on the same PostgreSQL: no server to run; no UI like "
+            "Temporal's (DBOS Conductor is a separate, licensed product); scaling by more app "
+            "processes on the same PostgreSQL; payloads stored unencrypted. "
+            "srv cpu = PostgreSQL; events = step rows.",
+}
+"""What each mode gives the user, printed and stored next to the figures."""
 MAX_CONCURRENT_STARTS = 100
 """Start RPCs in flight at once (1,000 at once time out on the dev server); e2e still counts
 from the moment a request is offered, so waiting for a start slot is part of its latency."""
@@ -58,6 +80,11 @@ class Scenario:
     latency_ms: float
     sequential_requests: bool = False
     """Submit one request at a time (the chain scenario: pure per-request overhead)."""
+
+    @property
+    def modes(self) -> tuple[Mode, ...]:
+        """The modes this scenario runs: DBOS too for fan-outs and the chain."""
+        return MODES if self.shape in DBOS_SHAPES else TEMPORAL_MODES
 
     @property
     def depth(self) -> int:
@@ -83,7 +110,8 @@ def scenarios(profile: str, latency_ms: float) -> list[Scenario]:
             Scenario("1000-inflight", "foreach", 1000, 1, 4000.0),
         ]
     if profile == "smoke":
-        return [Scenario("3x2", "foreach", 3, 2, latency_ms)]
+        return [Scenario("3x2", "foreach", 3, 2, latency_ms),
+                Scenario("3x2-fanout", "fanout", 3, 2, latency_ms)]
     return [
         Scenario("200x5", "fanout", 60, 5, latency_ms),
         Scenario("50x50", "foreach", 10, 50, latency_ms),
@@ -105,6 +133,8 @@ class BenchEnv:
     key: bytes
     server_pid: int | None = None
     agencies_pid: int | None = None
+    postgres_pid: int | None = None
+    """The PostgreSQL postmaster (its CPU with all its backends'); see :func:`postmaster_pid`."""
 
 
 @dataclass
@@ -127,6 +157,11 @@ class RunResult:
     """Event types in the sample history, with counts."""
     load_avg_1m: float | None = None
     """The machine's 1-minute load average at the end of the run (others share the cores)."""
+    postgres_cpu_s: float | None = None
+    """PostgreSQL (postmaster and backends) — every mode: the engine's read model, DBOS's
+    state, and in all modes the reference agencies' own records."""
+    sample_reference: str | None = None
+    """The request whose history (or DBOS step rows) gave ``history_events``."""
 
     def figures(self, critical_path_s: float) -> dict[str, float | None]:
         lat = stats.latency_summary(self.e2e_s)
@@ -141,6 +176,7 @@ class RunResult:
             "overhead_p50_ms": stats.median(overhead) * 1000,
             "history_events": None if self.history_events is None else float(self.history_events),
             "server_cpu_s": self.server_cpu_s,
+            "postgres_cpu_s": self.postgres_cpu_s,
             "worker_cpu_s": self.worker_cpu_s,
             "agencies_cpu_s": self.agencies_cpu_s,
             "worker_cpu_ms_per_call": (
@@ -160,6 +196,55 @@ def _cpu_s(pid: int | None) -> float | None:
     return float(times.user + times.system)
 
 
+def _tree_cpu_s(pid: int | None) -> float | None:
+    """CPU seconds of a process and its children: PostgreSQL's postmaster and its backends.
+
+    Live children are read one by one; children already reaped (backends of closed
+    connections) are in the parent's ``children_user``/``children_system``. A child ending
+    between the listing and its reading loses its last figure: small against a run's total.
+    """
+    if pid is None:
+        return None
+    try:
+        parent = psutil.Process(pid)
+        times = parent.cpu_times()
+        children = parent.children(recursive=True)
+    except psutil.Error:
+        return None
+    total = float(times.user + times.system + times.children_user + times.children_system)
+    for child in children:
+        try:
+            child_times = child.cpu_times()
+        except psutil.Error:
+            continue
+        total += float(child_times.user + child_times.system)
+    return total
+
+
+async def postmaster_pid(postgres_dsn: str) -> int | None:
+    """The PostgreSQL postmaster's PID, if the server runs on this machine; else None.
+
+    Reads ``postmaster.pid`` in the server's data directory (asked of the server itself) and
+    checks that the PID is a running ``postgres``, so a remote server gives None.
+    """
+    try:
+        conn = await asyncpg.connect(postgres_dsn)
+    except (OSError, asyncpg.PostgresError):
+        return None
+    try:
+        data_dir = await conn.fetchval("SELECT current_setting('data_directory')")
+    except asyncpg.PostgresError:
+        return None
+    finally:
+        await conn.close()
+    try:
+        pid = int((Path(data_dir) / "postmaster.pid").read_text().split()[0])
+        name = psutil.Process(pid).name()
+    except (OSError, ValueError, IndexError, psutil.Error):
+        return None
+    return pid if "postgres" in name else None
+
+
 def _peak_rss_mb(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -174,11 +259,14 @@ def _peak_rss_mb(pid: int) -> float | None:
 
 
 class WorkerProcess:
-    """A benchmark worker in its own process (``benchmarks.worker_proc``)."""
+    """A benchmark worker in its own process (``benchmarks.worker_proc``, or for DBOS
+    ``benchmarks.dbos_app``, which loads neither Temporal nor the engine)."""
 
     def __init__(self, env: BenchEnv, mode: Mode, task_queue: str, database_url: str | None,
                  log_path: Path, cprofile: Path | None = None) -> None:
         self.mode = mode
+        self.url: str | None = None
+        """The DBOS front door's base URL, from its ``READY <url>`` line."""
         child_env = dict(os.environ)
         for name in ("DATABASE_URL", "TEMPORAL_ADDRESS"):
             child_env.pop(name, None)
@@ -192,8 +280,11 @@ class WorkerProcess:
         )
         if database_url is not None:
             child_env["DATABASE_URL"] = database_url
-        argv = [sys.executable, "-m", "benchmarks.worker_proc", "--mode", mode,
-                "--task-queue", task_queue]
+        if mode == "dbos":
+            argv = [sys.executable, "-m", "benchmarks.dbos_app"]
+        else:
+            argv = [sys.executable, "-m", "benchmarks.worker_proc", "--mode", mode,
+                    "--task-queue", task_queue]
         if cprofile is not None:
             argv += ["--cprofile", str(cprofile)]
         self._log = log_path.open("ab")
@@ -208,6 +299,8 @@ class WorkerProcess:
         line = await asyncio.wait_for(asyncio.to_thread(stdout.readline), limit_s)
         if b"READY" not in line:
             raise RuntimeError(f"{self.mode} worker did not start (see {self._log.name})")
+        if self.mode == "dbos":
+            self.url = line.decode().split()[-1]
 
     @property
     def pid(self) -> int:
@@ -320,6 +413,15 @@ class AgenciesProcess:
 SERVICE = {"fanout": "bench-fanout", "foreach": "bench-foreach", "chain": "bench-chain"}
 
 
+def rotated(modes: Sequence[Mode], repetition: int) -> list[Mode]:
+    """The modes in the order of one repetition: each repetition starts one mode later, so
+    every mode runs first, second, ... equally often (two modes: A B, then B A)."""
+    if not modes:
+        return []
+    shift = repetition % len(modes)
+    return [*modes[shift:], *modes[:shift]]
+
+
 class Harness:
     def __init__(self, env: BenchEnv, out_dir: Path, *, echo: Callable[[str], None] = print,
                  catalog: Catalog | None = None) -> None:
@@ -348,21 +450,31 @@ class Harness:
                        cprofile: Path | None = None) -> RunResult:
         client = await self.connect()
         task_queue = f"bench-{mode}-{uuid.uuid4().hex[:8]}"
+        # engine: its read model; dbos: DBOS's system database. A fresh one per run.
         database_url = (
-            await new_database(self.env.postgres_dsn, "bench_engine") if mode == "engine" else None
+            await new_database(self.env.postgres_dsn, f"bench_{mode}")
+            if mode in ("engine", "dbos") else None
         )
         self.out_dir.mkdir(parents=True, exist_ok=True)
         worker = WorkerProcess(self.env, mode, task_queue, database_url,
                                self.out_dir / f"worker-{mode}.log", cprofile)
         pool: asyncpg.Pool | None = None
+        front_door: aiohttp.ClientSession | None = None
         try:
             await worker.ready()
             # The engine gets a real front door: it writes each request's first read-model
             # row at submission (in this process, as the intake would).
-            if database_url is not None:
+            if mode == "engine" and database_url is not None:
                 pool = await asyncpg.create_pool(database_url, min_size=1, max_size=5)
             submissions = Submissions(client, self.catalog, task_queue=task_queue,
                                       read_model=ReadModel(pool) if pool else None)
+            if mode == "dbos":
+                # DBOS's front door is the app's own HTTP API (see benchmarks.dbos_app); every
+                # request holds a connection while it waits for its result, hence no limit.
+                front_door = aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=0),
+                    timeout=aiohttp.ClientTimeout(total=None),
+                )
             service = SERVICE[scenario.shape]
             run_id = uuid.uuid4().hex[:8]
 
@@ -378,22 +490,38 @@ class Harness:
                     reference = submitted.reference
                     result = await submissions.handle(reference).result()
                     ok = result.status == "completed"
+                    return time.perf_counter() - started, reference, ok
+                reference = f"{service}-{key}"
+                request = baseline_input(
+                    reference, _baseline_calls(scenario, self.env.agencies_url, data),
+                    sequential=scenario.shape == "chain",
+                )
+                if mode == "dbos":
+                    assert front_door is not None and worker.url is not None
+                    async with starting, front_door.post(
+                        f"{worker.url}/workflows", data=request.model_dump_json(),
+                        headers={"Content-Type": "application/json"},
+                    ) as response:
+                        response.raise_for_status()
+                    async with front_door.get(
+                        f"{worker.url}/workflows/{reference}/result"
+                    ) as response:
+                        response.raise_for_status()
+                        base_result = BaselineResult.model_validate_json(await response.read())
                 else:
-                    reference = f"{service}-{key}"
-                    request = baseline_input(
-                        reference, _baseline_calls(scenario, self.env.agencies_url, data),
-                        sequential=scenario.shape == "chain",
-                    )
                     async with starting:
                         handle = await client.start_workflow(
                             BaselineFanOut.run, request, id=reference, task_queue=task_queue,
                         )
                     base_result = await handle.result()
-                    ok = base_result.completed == len(request.calls)
+                ok = base_result.completed == len(request.calls)
                 return time.perf_counter() - started, reference, ok
 
-            cpu_before = (_cpu_s(self.env.server_pid), _cpu_s(worker.pid),
-                          _cpu_s(self.env.agencies_pid))
+            def cpu() -> tuple[float | None, ...]:
+                return (_cpu_s(self.env.server_pid), _cpu_s(worker.pid),
+                        _cpu_s(self.env.agencies_pid), _tree_cpu_s(self.env.postgres_pid))
+
+            cpu_before = cpu()
             started = time.perf_counter()
             outcomes: list[tuple[float, str, bool]] = []
             if scenario.sequential_requests:
@@ -402,15 +530,19 @@ class Harness:
             else:
                 outcomes = list(await asyncio.gather(*(one(i) for i in range(scenario.requests))))
             wall = time.perf_counter() - started
-            cpu_after = (_cpu_s(self.env.server_pid), _cpu_s(worker.pid),
-                         _cpu_s(self.env.agencies_pid))
+            cpu_after = cpu()
             peak = _peak_rss_mb(worker.pid)
-            events, event_types = await self._history_events(
-                client, outcomes[0][1],
-                self.out_dir / "histories" / f"{scenario.name}-{mode}.json",
-            )
+            sample = outcomes[0][1]
+            if mode == "dbos":
+                assert database_url is not None
+                events, event_types = await self._dbos_steps(database_url, sample)
+            else:
+                events, event_types = await self._history_events(
+                    client, sample, self.out_dir / "histories" / f"{scenario.name}-{mode}.json")
         finally:
             await worker.stop()
+            if front_door is not None:
+                await front_door.close()
             if pool is not None:
                 await pool.close()
             if database_url is not None:
@@ -425,11 +557,32 @@ class Harness:
             requests=scenario.requests, calls_per_request=scenario.calls,
             latency_ms=scenario.latency_ms, wall_s=wall, e2e_s=[o[0] for o in outcomes],
             history_events=events, event_types=event_types,
-            server_cpu_s=delta(0), worker_cpu_s=delta(1),
+            # DBOS's server is PostgreSQL; the Temporal modes' is the Temporal server
+            server_cpu_s=delta(3) if mode == "dbos" else delta(0), worker_cpu_s=delta(1),
             agencies_cpu_s=delta(2), worker_peak_rss_mb=peak,
             failures=sum(1 for o in outcomes if not o[2]),
             load_avg_1m=os.getloadavg()[0],
+            postgres_cpu_s=delta(3), sample_reference=sample,
         )
+
+    @staticmethod
+    async def _dbos_steps(database_url: str, workflow_id: str) -> tuple[int | None, dict[str, int]]:
+        """DBOS keeps no event history: its step rows (``operation_outputs``) for one workflow."""
+        try:
+            conn = await asyncpg.connect(database_url)
+        except (OSError, asyncpg.PostgresError):
+            return None, {}
+        try:
+            rows = await conn.fetch(
+                "SELECT function_name, count(*) AS n FROM dbos.operation_outputs"
+                " WHERE workflow_uuid = $1 GROUP BY function_name", workflow_id,
+            )
+        except asyncpg.PostgresError:  # a figure we can live without
+            return None, {}
+        finally:
+            await conn.close()
+        types = {str(row["function_name"]): int(row["n"]) for row in rows}
+        return sum(types.values()), types
 
     @staticmethod
     async def _history_events(
@@ -446,13 +599,18 @@ class Harness:
         return _count_types(history.events)
 
     async def run(self, selected: Sequence[Scenario], repetitions: int,
-                  measure_client: bool = True) -> BenchReport:
+                  measure_client: bool = True,
+                  modes: Sequence[Mode] | None = None) -> BenchReport:
+        """Every scenario in its modes (``Scenario.modes``, narrowed to ``modes`` if given)."""
         report = BenchReport()
         # The sample histories are sealed with this run's throwaway key (synthetic data only);
         # replay_cost.py needs it to decode them.
         histories = self.out_dir / "histories"
         histories.mkdir(parents=True, exist_ok=True)
         (histories / "key.b64").write_text(base64.b64encode(self.env.key).decode())
+        if importlib.util.find_spec("dbos") is None and (modes is None or "dbos" in modes):
+            self.echo("  dbos: skipped (not installed: pip install -e '.[dev]')")
+            modes = [m for m in modes or MODES if m != "dbos"]
         if measure_client and selected:
             from benchmarks.http_client_cost import client_cpu_per_call
 
@@ -463,9 +621,9 @@ class Harness:
                     f"{v:.2f} ms @ {n} in flight" for n, v in by_n.items()))
         for scenario in selected:
             await self.set_latency(scenario.latency_ms)
+            run_modes = [m for m in scenario.modes if modes is None or m in modes]
             for rep in range(repetitions):
-                order = MODES if rep % 2 == 0 else MODES[::-1]
-                for mode in order:
+                for mode in rotated(run_modes, rep):
                     self.echo(f"  {scenario.name:<10} {mode:<8} rep {rep + 1}/{repetitions} ...")
                     result = await self.run_once(scenario, mode, rep)
                     fig = result.figures(scenario.critical_path_s)
@@ -497,21 +655,29 @@ class BenchReport:
     http_client_cpu_ms: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, dict[str, dict[str, float | None]]]:
-        """Per scenario: medians over repetitions for each mode, and engine ÷ baseline."""
+        """Per scenario: medians over repetitions for each mode, engine ÷ baseline (``ratio``)
+        and, where DBOS ran, its medians (``dbos``) and dbos ÷ baseline (``dbos_ratio``)."""
         out: dict[str, dict[str, dict[str, float | None]]] = {}
         for scenario in self.scenarios:
             medians: dict[str, dict[str, float | None]] = {}
             for mode in MODES:
                 runs = [r.figures(scenario.critical_path_s) for r in self.runs
                         if r.scenario == scenario.name and r.mode == mode]
-                medians[mode] = stats.median_of_runs(runs) if runs else {}
-            out[scenario.name] = {
-                **medians, "ratio": stats.ratios(medians["engine"], medians["baseline"]),
+                if runs or mode in TEMPORAL_MODES:
+                    medians[mode] = stats.median_of_runs(runs) if runs else {}
+            rows = {
+                "baseline": medians["baseline"], "engine": medians["engine"],
+                "ratio": stats.ratios(medians["engine"], medians["baseline"]),
             }
+            if "dbos" in medians:
+                rows["dbos"] = medians["dbos"]
+                rows["dbos_ratio"] = stats.ratios(medians["dbos"], medians["baseline"])
+            out[scenario.name] = rows
         return out
 
     def as_json(self) -> dict[str, Any]:
         return {
+            "modes": MODE_NOTES,
             "scenarios": [asdict(s) for s in self.scenarios],
             "http_client_cpu_ms_per_call": self.http_client_cpu_ms,
             "summary": self.summary(),

@@ -9,7 +9,7 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped,unused-ignore]
 
-from benchmarks.harness import MODES, BenchReport
+from benchmarks.harness import MODE_NOTES, BenchReport
 
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("requests_per_s", "req/s", "{:.2f}"),
@@ -20,6 +20,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("overhead_p50_ms", "ovh ms", "{:.0f}"),
     ("history_events", "events", "{:.0f}"),
     ("server_cpu_s", "srv cpu", "{:.1f}"),
+    ("postgres_cpu_s", "pg cpu", "{:.1f}"),
     ("worker_cpu_s", "wrk cpu", "{:.1f}"),
     ("agencies_cpu_s", "agy cpu", "{:.1f}"),
     ("worker_cpu_ms_per_call", "wrk ms/call", "{:.2f}"),
@@ -31,19 +32,40 @@ def _cell(value: float | None, fmt: str) -> str:
     return "-" if value is None else fmt.format(value)
 
 
+ROWS: tuple[tuple[str, str], ...] = (
+    ("baseline", "baseline"),
+    ("engine", "engine"),
+    ("ratio", "ratio"),
+    ("dbos", "dbos"),
+    ("dbos_ratio", "dbos÷base"),
+)
+"""Summary rows in table order, with their labels: ``ratio`` is engine ÷ baseline."""
+RATIO_ROWS = ("ratio", "dbos_ratio")
+
+
 def table(report: BenchReport) -> str:
-    """A fixed-width table: per scenario, baseline and engine medians and the ratio."""
+    """A fixed-width table: per scenario, the medians of each mode and the ratios to the
+    baseline, then what each mode shown gives the user (:data:`MODE_NOTES`)."""
     summary = report.summary()
-    head = f"{'scenario':<10} {'':<8}" + "".join(f" {label:>11}" for _, label, _ in COLUMNS)
+    head = f"{'scenario':<10} {'':<9}" + "".join(f" {label:>11}" for _, label, _ in COLUMNS)
     lines = [head, "-" * len(head)]
+    shown: set[str] = set()
     for name, rows in summary.items():
-        for row in (*MODES, "ratio"):
-            values = rows.get(row, {})
+        first = True
+        for row, label in ROWS:
+            if row not in rows:
+                continue
+            values = rows[row]
             cells = "".join(
-                f" {_cell(values.get(key), '{:.2f}' if row == 'ratio' else fmt):>11}"
+                f" {_cell(values.get(key), '{:.2f}' if row in RATIO_ROWS else fmt):>11}"
                 for key, _, fmt in COLUMNS
             )
-            lines.append(f"{name if row == 'baseline' else '':<10} {row:<8}{cells}")
+            lines.append(f"{name if first else '':<10} {label:<9}{cells}")
+            first = False
+            if values and row in MODE_NOTES:
+                shown.add(row)
+    lines.append("")
+    lines.extend(f"{mode}: {note}" for mode, note in MODE_NOTES.items() if mode in shown)
     return "\n".join(lines)
 
 
@@ -63,7 +85,7 @@ def write_json(report: BenchReport, path: Path, config: dict[str, Any]) -> None:
 
 
 def chart(report: BenchReport, path: Path) -> bool:
-    """Throughput and p99 by scenario, baseline beside engine; False without matplotlib."""
+    """Throughput and p99 by scenario, the modes side by side; False without matplotlib."""
     try:
         import matplotlib
 
@@ -73,22 +95,35 @@ def chart(report: BenchReport, path: Path) -> bool:
         return False
     summary = report.summary()
     names = list(summary)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    width = 0.38
-    for offset, mode in ((-width / 2, "baseline"), (width / 2, "engine")):
+    modes = [m for m in ("baseline", "engine", "dbos")
+             if any(summary[n].get(m) for n in names)]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    width = 0.8 / max(len(modes), 1)
+    labels = {"baseline": "Temporal, hand-written", "engine": "Temporal, No Wrong Door",
+              "dbos": "DBOS on PostgreSQL"}
+    for index, mode in enumerate(modes):
+        offset = (index - (len(modes) - 1) / 2) * width
         xs = [i + offset for i in range(len(names))]
-        left.bar(xs, [summary[n][mode].get("calls_per_s") or 0 for n in names], width,
-                 label=mode)
-        right.bar(xs, [summary[n][mode].get("e2e_p99_ms") or 0 for n in names], width,
-                  label=mode)
+        left.bar(xs, [(summary[n].get(mode) or {}).get("calls_per_s") or 0 for n in names],
+                 width, label=labels[mode])
+        right.bar(xs, [(summary[n].get(mode) or {}).get("e2e_p99_ms") or 0 for n in names],
+                  width, label=labels[mode])
     for axis, title in ((left, "throughput (agency calls/s)"), (right, "e2e p99 (ms)")):
         axis.set_xticks(range(len(names)))
         axis.set_xticklabels(names)
         axis.set_title(title)
-        axis.legend()
+        axis.legend(fontsize="small")
     right.set_yscale("log")
-    fig.suptitle("No Wrong Door engine vs hand-written Temporal workflow (medians)")
-    fig.tight_layout()
+    title = "No Wrong Door engine vs hand-written Temporal workflow"
+    fig.suptitle(title + (" vs DBOS" if "dbos" in modes else "") + " (medians)")
+    if "dbos" in modes:
+        fig.text(0.01, 0.01, "Temporal: UI (history, search, decrypted payloads), server-side "
+                 "timers, scale-out workers and server.  DBOS: a library on PostgreSQL only, "
+                 "no server, no UI like Temporal's; scales by more app processes.",
+                 fontsize=7)
+        fig.tight_layout(rect=(0, 0.04, 1, 1))
+    else:
+        fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -56,7 +56,7 @@ async def run(mode: str, task_queue: str) -> None:
                 client, task_queue=task_queue, workflows=[BaselineFanOut],
                 activities=[BaselineActivities(http).baseline_call],
                 max_concurrent_activities=500,
-                # the engine's sandbox configuration, so the comparison is about the workflow
+                # the engine's workflow runner (direct), so the comparison is about the workflow
                 workflow_runner=workflow_runner(),
             )
         async with worker:

@@ -1,5 +1,8 @@
 """`nwd bench`: the engine against a hand-written Temporal workflow, same run, same server.
 
+The fan-out and chain scenarios also run on DBOS (a library keeping durable workflows in
+PostgreSQL), on the same embedded PostgreSQL, as the alternative a user might pick instead.
+
 Starts its own stack (file-backed Temporal dev server with the latency dynamic config,
 embedded PostgreSQL, the reference agencies serving ``benchmarks/definitions``) in a fresh
 state folder on free ports — or uses the servers named by ``TEMPORAL_ADDRESS`` /
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import dataclasses
 import json
 import os
 import socket
@@ -26,7 +30,7 @@ from nwd.cli import UserError
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench = subparsers.add_parser(
-        "bench", help="benchmark the engine against a hand-written Temporal workflow"
+        "bench", help="benchmark the engine against a hand-written Temporal workflow (and DBOS)"
     )
     profile = bench.add_mutually_exclusive_group()
     profile.add_argument("--quick", dest="profile", action="store_const", const="quick",
@@ -41,6 +45,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        help="agency latency (default 50; the -0ms scenario always uses 0)")
     bench.add_argument("--repetitions", type=int, default=None,
                        help="repetitions per mode (default: quick 1, full 3)")
+    bench.add_argument("--requests", type=int, default=None, metavar="R",
+                       help="R requests per scenario instead of the profile's (a short check)")
+    bench.add_argument("--mode", action="append", default=None,
+                       choices=("baseline", "engine", "dbos"),
+                       help="run only this mode (repeatable; default: all — dbos only in the "
+                            "fan-out and chain scenarios)")
     bench.add_argument("--out", type=Path, default=Path("bench-results"),
                        help="where bench.json, bench.png and logs go")
     bench.add_argument("--cprofile", action="store_true",
@@ -79,6 +89,10 @@ def _bench(args: argparse.Namespace) -> int:
     repetitions = args.repetitions or (3 if args.profile == "full" else 1)
     if repetitions < 1:
         raise UserError("--repetitions must be at least 1")
+    if args.requests is not None:
+        if args.requests < 1:
+            raise UserError("--requests must be at least 1")
+        selected = [dataclasses.replace(s, requests=args.requests) for s in selected]
     return _with_stack(args, selected, repetitions)
 
 
@@ -118,6 +132,7 @@ def _with_stack(args: argparse.Namespace, selected: list[Any], repetitions: int)
             key=base64.b64decode(stack.secrets().encryption_key),
             server_pid=stack.running_pid("temporal"),
             agencies_pid=stack.running_pid("agencies"),
+            postgres_pid=stack.running_pid("postgres"),
         )
         return asyncio.run(_run(args, bench_env, selected, repetitions, out))
     finally:
@@ -126,19 +141,23 @@ def _with_stack(args: argparse.Namespace, selected: list[Any], repetitions: int)
 
 async def _run(args: argparse.Namespace, env: Any, selected: list[Any], repetitions: int,
                out: Path) -> int:
-    from benchmarks.harness import Harness
+    from benchmarks.harness import Harness, postmaster_pid
     from benchmarks.report import chart, table, write_json
 
+    if env.postgres_pid is None:  # a PostgreSQL we did not start (DATABASE_URL): if local
+        env = dataclasses.replace(env, postgres_pid=await postmaster_pid(env.postgres_dsn))
     harness = Harness(env, out, echo=lambda line: print(line, flush=True))
     started = time.time()
-    report = await harness.run(selected, repetitions)
+    report = await harness.run(selected, repetitions, modes=args.mode)
     print()
     print(table(report))
     config = {
         "profile": args.profile, "latency_ms": args.latency_ms, "repetitions": repetitions,
         "scenarios": [s.name for s in selected], "started": started,
+        "requests": args.requests, "modes": args.mode or ["baseline", "engine", "dbos"],
         "duration_s": round(time.time() - started, 1),
         "temporal": env.temporal_address, "server_cpu_measured": env.server_pid is not None,
+        "postgres_cpu_measured": env.postgres_pid is not None,
         "commit": _git("rev-parse", "HEAD"), "dirty_files": _git("status", "--short").count("\n"),
     }
     write_json(report, out / "bench.json", config)

@@ -1,7 +1,8 @@
 """A tiny run of the benchmark harness (R = 3 requests x N = 2 calls) on the session servers.
 
-It checks the harness end to end — both workers as processes, the reference agencies, the
-statistics — not the engine's speed: the figures only have to exist for both modes.
+It checks the harness end to end — the three workers as processes (baseline, engine, DBOS),
+the reference agencies, the statistics — not their speed: the figures only have to exist for
+every mode, and the DBOS runs must have made every agency call.
 """
 
 from __future__ import annotations
@@ -10,10 +11,18 @@ import os
 import socket
 from pathlib import Path
 
+import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from benchmarks.harness import AgenciesProcess, BenchEnv, Harness, new_database, scenarios
+from benchmarks.harness import (
+    AgenciesProcess,
+    BenchEnv,
+    Harness,
+    new_database,
+    postmaster_pid,
+    scenarios,
+)
 from benchmarks.report import table
 
 
@@ -23,8 +32,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.mark.timeout(60)
-async def test_harness_measures_baseline_and_engine(
+@pytest.mark.timeout(150)
+async def test_harness_measures_baseline_engine_and_dbos(
     temporal_env: WorkflowEnvironment, postgres_server: str, tmp_path: Path
 ) -> None:
     agencies = AgenciesProcess(
@@ -40,20 +49,58 @@ async def test_harness_measures_baseline_and_engine(
             agencies_url=agencies.url,
             key=os.urandom(32),
             agencies_pid=agencies.proc.pid,
+            postgres_pid=await postmaster_pid(postgres_server),
         )
+        assert env.postgres_pid is not None  # the session's embedded server runs here
         harness = Harness(env, tmp_path, echo=lambda _line: None)
         report = await harness.run(scenarios("smoke", 0.0), repetitions=1, measure_client=False)
+        # The agencies' side, before they stop: every DBOS request reached both agencies
+        # once (the fan-out scenario ran last, so its records are the current ones).
+        (dbos_run,) = [r for r in report.runs if r.mode == "dbos"]
+        assert dbos_run.sample_reference is not None
+        prefix = dbos_run.sample_reference.rsplit("-", 1)[0]
+        async with httpx.AsyncClient(base_url=agencies.url, timeout=10) as admin:
+            for agency in ("bench-1", "bench-2"):
+                for index in range(dbos_run.requests):
+                    response = await admin.get(f"/_admin/agencies/{agency}/records",
+                                               params={"reference": f"{prefix}-{index}"})
+                    response.raise_for_status()
+                    records = response.json()
+                    assert len(records) == 1, (agency, index, records)
+                    assert records[0]["status"] == "completed"
     finally:
         await agencies.stop()
 
-    summary = report.summary()["3x2"]
-    for mode in ("baseline", "engine"):
-        figures = summary[mode]
-        assert figures["requests_per_s"] is not None and figures["requests_per_s"] > 0
-        assert figures["e2e_p99_ms"] is not None and figures["e2e_p99_ms"] > 0
-        assert figures["worker_cpu_s"] is not None
-        assert figures["worker_peak_rss_mb"] is not None and figures["worker_peak_rss_mb"] > 10
-        assert figures["history_events"] is not None and figures["history_events"] > 5
     assert all(r.failures == 0 for r in report.runs)
-    assert summary["ratio"]["requests_per_s"] is not None
-    assert "3x2" in table(report)
+    assert {(r.scenario, r.mode) for r in report.runs} == {
+        ("3x2", "baseline"), ("3x2", "engine"),
+        ("3x2-fanout", "baseline"), ("3x2-fanout", "engine"), ("3x2-fanout", "dbos"),
+    }
+    summaries = report.summary()
+    for scenario, modes in (("3x2", ("baseline", "engine")),
+                            ("3x2-fanout", ("baseline", "engine", "dbos"))):
+        summary = summaries[scenario]
+        for mode in modes:
+            figures = summary[mode]
+            assert figures["requests_per_s"] is not None and figures["requests_per_s"] > 0
+            assert figures["e2e_p99_ms"] is not None and figures["e2e_p99_ms"] > 0
+            assert figures["worker_cpu_s"] is not None
+            assert figures["postgres_cpu_s"] is not None
+            assert figures["worker_peak_rss_mb"] is not None
+            assert figures["worker_peak_rss_mb"] > 10
+            assert figures["history_events"] is not None
+        assert summary["baseline"]["history_events"] > 5  # type: ignore[operator]
+        assert summary["ratio"]["requests_per_s"] is not None
+    assert "dbos" not in summaries["3x2"]  # DBOS runs the fan-out and chain shapes only
+
+    dbos = summaries["3x2-fanout"]["dbos"]
+    assert dbos["history_events"] == 2  # one step row per agency call
+    assert dbos_run.event_types == {"agency_call": 2}
+    # DBOS's server is PostgreSQL: the same figure in both columns, and not nothing
+    assert dbos["server_cpu_s"] == dbos["postgres_cpu_s"]
+    assert dbos["postgres_cpu_s"] is not None and dbos["postgres_cpu_s"] > 0
+    assert summaries["3x2-fanout"]["dbos_ratio"]["requests_per_s"] is not None
+
+    printed = table(report)
+    assert "3x2" in printed and "dbos÷base" in printed
+    assert "no UI like Temporal's" in printed
