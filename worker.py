@@ -15,7 +15,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
-import asyncpg
 import structlog
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
@@ -27,7 +26,7 @@ from activities.callback_tokens import callback_key
 from activities.metrics import METRIC_ACTIVITIES
 from activities.migrations import apply_migrations
 from activities.notifications import OperatorNotifications
-from activities.read_model import ReadModel
+from activities.read_model import ReadModel, open_pool
 from activities.recording import RequestRecording
 from nwd.codec import load_key
 from nwd.logging import configure_logging
@@ -128,7 +127,7 @@ async def engine_resources(
     """The HTTP client and database pool a worker needs, closed on exit."""
     if settings.database_url is None:
         raise SystemExit("DATABASE_URL is not set: start the stack with `nwd up`, or set it")
-    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=10)
+    pool = await open_pool(settings.database_url, max_size=10)
     try:
         await apply_migrations(pool)
         async with agency_http_session() as http:

@@ -25,7 +25,8 @@ from temporalio.exceptions import ApplicationError
 from activities import callback_tokens as tokens
 from activities import metrics
 from activities.agency_directory import AgencyDirectory, AgencyMisconfigured
-from activities.read_model import ReadModel
+from activities.progress_writer import ProgressWriter
+from activities.read_model import ItemProgress, ReadModel
 from activities.signing import signature
 from definitions.requests import (
     AGENCY_MISCONFIGURED,
@@ -70,7 +71,8 @@ class AgencyCalls:
     ) -> None:
         self._http = http
         self._directory = directory
-        self._read_model = read_model
+        # calls finishing together share one progress statement (group commit)
+        self._progress = ProgressWriter(read_model) if read_model is not None else None
         self._callback_key = callback_key
 
     @activity.defn(name="call_agency")
@@ -236,15 +238,15 @@ class AgencyCalls:
         self, call: AgencyCallInput, status: str, agency_reference: str | None, attempt: int,
         reason: str | None,
     ) -> None:
-        if self._read_model is None:
+        if self._progress is None:
             return
         try:
-            await self._read_model.record_item(
+            await self._progress.record(ItemProgress(
                 reference=call.reference, step_id=call.step_id, item_key=call.item_key,
                 agency=call.endpoint.agency_id, operation=call.operation, status=status,
                 agency_reference=agency_reference, attempts=attempt, reason=reason,
                 event=f"agency_{call.action}_{status}",
-            )
+            ))
         except Exception as exc:  # the read model is a view: it must not fail the agency call
             log.warning("read_model_write_failed", reference=call.reference,
                         step=call.step_id, error=exc.__class__.__name__)

@@ -8,7 +8,8 @@ Holds no personal data: ids, statuses, agency references and reasons only.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -54,6 +55,52 @@ _STEP_CONFLICT = """
         reason = EXCLUDED.reason,
         updated_at = now()"""
 """How a newer state of a step or item overwrites an older one (never losing a reference)."""
+
+
+async def open_pool(dsn: str, *, max_size: int) -> asyncpg.Pool:
+    """The read model's connection pool; the caller closes it.
+
+    Connections go back to the pool without asyncpg's reset query (advisory unlock, CLOSE
+    ALL, UNLISTEN, RESET ALL: a round trip and four statements after every pooled call,
+    i.e. after every agency call's progress write). The read model keeps no session state:
+    no LISTEN, no SET, and the migrations release their advisory lock in ``finally``.
+    """
+    return await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, reset=_keep_session)
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class ItemProgress:
+    """One agency call's outcome, as the agency-call activity records it."""
+
+    reference: str
+    step_id: str
+    item_key: str | None
+    agency: str
+    operation: str
+    status: str
+    agency_reference: str | None
+    attempts: int
+    reason: str | None
+    event: str
+    """The audit event's kind, e.g. ``agency_operation_completed``."""
+
+
+def _latest_per_item(items: Sequence[ItemProgress]) -> dict[tuple[str, str, str], ItemProgress]:
+    """Each item's state after applying ``items`` in order, as one upsert each would have:
+    the last status and reason, the last agency reference given, the most attempts."""
+    latest: dict[tuple[str, str, str], ItemProgress] = {}
+    for item in items:
+        key = (item.reference, item.step_id, item.item_key or "")
+        before = latest.get(key)
+        if before is not None:
+            item = replace(item, agency_reference=item.agency_reference or before.agency_reference,
+                           attempts=max(item.attempts, before.attempts))
+        latest[key] = item
+    return latest
 
 
 class ReadModel:
@@ -151,40 +198,35 @@ class ReadModel:
             rows,
         )
 
-    async def record_item(
-        self,
-        *,
-        reference: str,
-        step_id: str,
-        item_key: str | None,
-        agency: str,
-        operation: str,
-        status: str,
-        agency_reference: str | None,
-        attempts: int,
-        reason: str | None = None,
-        event: str,
-    ) -> None:
-        """Upsert one agency call's progress and append an audit event, atomically.
-
-        One statement (a data-modifying CTE) rather than a transaction of two: this runs once
-        per agency call, and a round trip saved here is saved on every call.
-        """
+    async def record_items(self, items: Sequence[ItemProgress]) -> None:
+        """Several agency calls' progress in one statement: each item's latest state, upserted
+        (in key order, so concurrent batches lock rows in the same order), and every audit
+        event, in the order given."""
+        latest = sorted(_latest_per_item(items).items())
+        steps = [row for _, row in latest]
         await self._pool.execute(
             f"""
             WITH progress AS (
                 INSERT INTO request_steps (reference, step_id, item_key, agency, operation,
                     status, agency_reference, attempts, reason)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                    $5::text[], $6::text[], $7::text[], $8::int[], $9::text[])
                 {_STEP_CONFLICT}
             )
             INSERT INTO request_events (reference, step_id, item_key, kind, detail)
-            VALUES ($1, $2, NULLIF($3, ''), $10, $11)
+            SELECT reference, step_id, NULLIF(item_key, ''), kind, detail::jsonb
+            FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::text[])
+                AS e(reference, step_id, item_key, kind, detail)
             """,
-            reference, step_id, item_key or "", agency, operation, status,
-            agency_reference, attempts, reason, event,
-            json.dumps({"status": status, "attempts": attempts,
-                        "agency_reference": agency_reference}),
+            [r.reference for r in steps], [r.step_id for r in steps],
+            [r.item_key or "" for r in steps], [r.agency for r in steps],
+            [r.operation for r in steps], [r.status for r in steps],
+            [r.agency_reference for r in steps], [r.attempts for r in steps],
+            [r.reason for r in steps],
+            [r.reference for r in items], [r.step_id for r in items],
+            [r.item_key or "" for r in items], [r.event for r in items],
+            [json.dumps({"status": r.status, "attempts": r.attempts,
+                         "agency_reference": r.agency_reference}) for r in items],
         )
 
     async def record_event(

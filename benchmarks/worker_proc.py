@@ -17,7 +17,6 @@ import os
 import signal
 import sys
 
-import asyncpg
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -29,7 +28,7 @@ from nwd.logging import configure_logging
 async def run(mode: str, task_queue: str) -> None:
     from activities.agency_directory import AgencyDirectory
     from activities.migrations import apply_migrations
-    from activities.read_model import ReadModel
+    from activities.read_model import ReadModel, open_pool
     from worker import agency_http_session, build_worker, workflow_runner
 
     env = os.environ
@@ -45,7 +44,7 @@ async def run(mode: str, task_queue: str) -> None:
     pool = None
     async with agency_http_session() as http:
         if mode == "engine":
-            pool = await asyncpg.create_pool(env["DATABASE_URL"], min_size=1, max_size=10)
+            pool = await open_pool(env["DATABASE_URL"], max_size=10)
             await apply_migrations(pool)
             worker = build_worker(
                 client, task_queue=task_queue, http=http, read_model=ReadModel(pool),

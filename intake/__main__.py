@@ -7,13 +7,12 @@ import os
 import sys
 from urllib.parse import urlsplit
 
-import asyncpg
 import httpx
 import uvicorn
 
 from activities.callback_tokens import callback_key
 from activities.migrations import apply_migrations
-from activities.read_model import ReadModel
+from activities.read_model import ReadModel, open_pool
 from definitions.loader import load_catalog
 from intake import interactions
 from intake.app import create_app
@@ -47,7 +46,7 @@ async def serve(settings: Settings, telemetry: TelemetrySettings | None = None) 
 
     pool = None
     if settings.database_url:
-        pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=5)
+        pool = await open_pool(settings.database_url, max_size=5)
         await apply_migrations(pool)
     try:
         read_model = ReadModel(pool) if pool is not None else None

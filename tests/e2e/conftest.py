@@ -30,7 +30,7 @@ from temporalio.worker import Worker
 from activities.agency_directory import AgencyDirectory
 from activities.callback_tokens import callback_key
 from activities.migrations import apply_migrations
-from activities.read_model import ReadModel
+from activities.read_model import ReadModel, open_pool
 from definitions.catalog import Catalog
 from definitions.loader import load_catalog
 from definitions.requests import RequestResult
@@ -175,7 +175,7 @@ async def running_engine(
 ) -> AsyncIterator[Engine]:
     """A worker, an engine database and an intake (with the callback routes) on ``client``."""
     database_url = await new_database(postgres_server, "engine")
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=5)
+    pool = await open_pool(database_url, max_size=5)
     await apply_migrations(pool)
     read_model = ReadModel(pool)
     key = callback_key(encryption_key)

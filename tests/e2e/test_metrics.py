@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest_asyncio
 from temporalio import workflow
@@ -29,7 +28,7 @@ from temporalio.worker import Worker
 from activities.agency_directory import AgencyDirectory
 from activities.metrics import EscalationInput, record_escalation
 from activities.migrations import apply_migrations
-from activities.read_model import ReadModel
+from activities.read_model import ReadModel, open_pool
 from definitions.catalog import Catalog
 from intake.submissions import Submissions
 from nwd import telemetry
@@ -100,7 +99,7 @@ async def observed(
     client = await Client.connect(temporal_address, runtime=runtime,
                                   data_converter=data_converter(encryption_key))
     database_url = await new_database(postgres_server, "metrics")
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=5)
+    pool = await open_pool(database_url, max_size=5)
     await apply_migrations(pool)
     async with agency_http_session() as http:
         worker = build_worker(client, task_queue=task_queue, http=http,
