@@ -143,7 +143,12 @@ class CitizenRequestWorkflow:
         if self._halting is not None:
             await self._compensate()
         self._status = self._final_status()
-        self._upsert(sa.REQUEST_STATUS.value_set(self._status), sa.AGENCIES_AWAITED.value_set([]))
+        # AgenciesAwaited is already empty here unless a wait was cut short: writing [] again
+        # into a KeywordList cost a full-text index update per request in the dev server.
+        finished: list[SearchAttributeUpdate[Any]] = [sa.REQUEST_STATUS.value_set(self._status)]
+        if self._awaited:
+            finished.append(sa.AGENCIES_AWAITED.value_set([]))
+        self._upsert(*finished)
         workflow.set_current_details(f"Finished: {self._status.replace('_', ' ')}.")
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self._record(finished=True)
