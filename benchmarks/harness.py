@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import importlib.util
 import os
 import subprocess
@@ -32,7 +33,7 @@ import httpx
 import psutil  # type: ignore[import-untyped,unused-ignore]
 from temporalio.client import Client
 
-from activities.read_model import ReadModel
+from activities.read_model import ReadModel, open_pool
 from benchmarks import stats
 from benchmarks.agency_call import BaselineResult
 from benchmarks.baseline_workflow import BaselineFanOut, baseline_input
@@ -66,6 +67,8 @@ MODE_NOTES: dict[str, str] = {
 MAX_CONCURRENT_STARTS = 100
 """Start RPCs in flight at once (1,000 at once time out on the dev server); e2e still counts
 from the moment a request is offered, so waiting for a start slot is part of its latency."""
+FAILURE_SEED = 7
+"""Seed of the agencies' injected 503s: the same calls fail in every mode's run."""
 CLIENT_PROBE_LATENCY_MS = 50.0
 """Agency latency while the HTTP client's CPU per call is measured (calls stay in flight)."""
 
@@ -162,6 +165,9 @@ class RunResult:
     state, and in all modes the reference agencies' own records."""
     sample_reference: str | None = None
     """The request whose history (or DBOS step rows) gave ``history_events``."""
+    client_cpu_s: float | None = None
+    """The harness process: submitting and awaiting results — for the engine that includes
+    its front door (submission validation, the first read-model row)."""
 
     def figures(self, critical_path_s: float) -> dict[str, float | None]:
         lat = stats.latency_summary(self.e2e_s)
@@ -183,7 +189,18 @@ class RunResult:
                 None if self.worker_cpu_s is None else self.worker_cpu_s / calls * 1000
             ),
             "worker_peak_rss_mb": self.worker_peak_rss_mb,
+            "client_cpu_s": self.client_cpu_s,
+            "total_cpu_ms_per_request": self._total_cpu_ms_per_request(),
         }
+
+    def _total_cpu_ms_per_request(self) -> float | None:
+        """Every measured process's CPU per request (DBOS's server *is* PostgreSQL: once)."""
+        parts = [self.postgres_cpu_s, self.worker_cpu_s, self.agencies_cpu_s, self.client_cpu_s]
+        if self.mode != "dbos":
+            parts.append(self.server_cpu_s)
+        if any(p is None for p in parts):
+            return None
+        return sum(p for p in parts if p is not None) / self.requests * 1000
 
 
 def _cpu_s(pid: int | None) -> float | None:
@@ -319,6 +336,37 @@ class WorkerProcess:
         self._log.close()
 
 
+def isolate_server(server_pid: int, others: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Give the Temporal server the first core to itself and everything else the rest (Linux).
+
+    In production the Temporal server runs on machines of its own; on one small machine the
+    worker, the agencies and PostgreSQL otherwise take CPU from it. With the server on its own
+    core, a run shows which side is the bound. Every thread of each process is moved (the
+    affinity of a Linux thread is its own); processes started later by this one (the
+    workers) inherit the rest. Returns (server cores, other cores).
+    """
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        raise RuntimeError("isolating the server needs at least 2 cores")
+    server_cores, rest = cores[:1], cores[1:]
+    _pin(server_pid, server_cores)
+    for pid in (*others, os.getpid()):
+        _pin(pid, rest)
+    return server_cores, rest
+
+
+def _pin(pid: int, cores: Sequence[int]) -> None:
+    """Pin every thread of ``pid`` and of its descendants to ``cores``."""
+    try:
+        processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return
+    for process in processes:
+        for task in Path(f"/proc/{process.pid}/task").glob("*"):
+            with contextlib.suppress(OSError, ValueError):  # a thread that ended meanwhile
+                os.sched_setaffinity(int(task.name), cores)
+
+
 def agency_env(agencies_url: str) -> dict[str, str]:
     """Base URLs of the benchmark agencies, as the registry names them."""
     return {
@@ -424,8 +472,12 @@ def rotated(modes: Sequence[Mode], repetition: int) -> list[Mode]:
 
 class Harness:
     def __init__(self, env: BenchEnv, out_dir: Path, *, echo: Callable[[str], None] = print,
-                 catalog: Catalog | None = None) -> None:
+                 catalog: Catalog | None = None, failure_rate: float = 0.0) -> None:
+        if not 0.0 <= failure_rate < 1.0:
+            raise ValueError(f"failure rate must be in [0, 1), not {failure_rate}")
         self.env = env
+        self.failure_rate = failure_rate
+        """Share of agency calls answered 503 (retried by all modes alike)."""
         self.out_dir = out_dir
         self.echo = echo
         self.catalog = catalog or load_catalog(DEFINITIONS)
@@ -439,11 +491,16 @@ class Harness:
             )
         return self.client
 
-    async def set_latency(self, latency_ms: float) -> None:
+    async def set_latency(self, latency_ms: float, failure_rate: float | None = None) -> None:
+        """Reset the agencies and give every one this latency and share of 503 answers
+        (default: the harness's ``failure_rate``; seeded, so runs are comparable)."""
+        rate = self.failure_rate if failure_rate is None else failure_rate
+        behaviour: dict[str, Any] = {"latency_ms": latency_ms}
+        if rate > 0:
+            behaviour.update(error_rate=rate, seed=FAILURE_SEED)
         async with httpx.AsyncClient(base_url=self.env.agencies_url, timeout=30) as admin:
             (await admin.post("/_admin/reset")).raise_for_status()
-            response = await admin.put("/_admin/agencies/*/behaviour",
-                                       json={"latency_ms": latency_ms})
+            response = await admin.put("/_admin/agencies/*/behaviour", json=behaviour)
             response.raise_for_status()
 
     async def run_once(self, scenario: Scenario, mode: Mode, repetition: int,
@@ -465,7 +522,7 @@ class Harness:
             # The engine gets a real front door: it writes each request's first read-model
             # row at submission (in this process, as the intake would).
             if mode == "engine" and database_url is not None:
-                pool = await asyncpg.create_pool(database_url, min_size=1, max_size=5)
+                pool = await open_pool(database_url, max_size=5)
             submissions = Submissions(client, self.catalog, task_queue=task_queue,
                                       read_model=ReadModel(pool) if pool else None)
             if mode == "dbos":
@@ -519,7 +576,8 @@ class Harness:
 
             def cpu() -> tuple[float | None, ...]:
                 return (_cpu_s(self.env.server_pid), _cpu_s(worker.pid),
-                        _cpu_s(self.env.agencies_pid), _tree_cpu_s(self.env.postgres_pid))
+                        _cpu_s(self.env.agencies_pid), _tree_cpu_s(self.env.postgres_pid),
+                        _cpu_s(os.getpid()))
 
             cpu_before = cpu()
             started = time.perf_counter()
@@ -562,7 +620,7 @@ class Harness:
             agencies_cpu_s=delta(2), worker_peak_rss_mb=peak,
             failures=sum(1 for o in outcomes if not o[2]),
             load_avg_1m=os.getloadavg()[0],
-            postgres_cpu_s=delta(3), sample_reference=sample,
+            postgres_cpu_s=delta(3), sample_reference=sample, client_cpu_s=delta(4),
         )
 
     @staticmethod
@@ -614,7 +672,7 @@ class Harness:
         if measure_client and selected:
             from benchmarks.http_client_cost import client_cpu_per_call
 
-            await self.set_latency(CLIENT_PROBE_LATENCY_MS)
+            await self.set_latency(CLIENT_PROBE_LATENCY_MS, failure_rate=0.0)
             report.http_client_cpu_ms = await client_cpu_per_call(self.env.agencies_url)
             for client, by_n in report.http_client_cpu_ms.items():
                 self.echo(f"  HTTP client CPU per call, {client}: " + ", ".join(

@@ -7,6 +7,11 @@ engine and the baseline side by side — run directly, as the worker does, and u
 SDK's sandbox, to show what the sandbox costs.
 
     .venv/bin/python -m benchmarks.replay_cost bench-results/histories [--rounds 30]
+    .venv/bin/python -m benchmarks.replay_cost bench-results/histories --profile 200x5-engine
+
+``--profile NAME`` replays that one history under cProfile and prints the top costs of the
+workflow activations (the thread the SDK runs workflow code on, which a cProfile of the
+whole worker process does not see).
 """
 
 from __future__ import annotations
@@ -14,9 +19,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import concurrent.futures
+import cProfile
+import pstats
 import statistics
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
@@ -62,13 +73,51 @@ async def main_async(key: bytes, histories: dict[str, str], rounds: int) -> None
                       f"{modes['engine'] / modes['baseline']:.2f}")
 
 
+class ProfilingExecutor(concurrent.futures.ThreadPoolExecutor):
+    """One worker thread whose every task runs under one cProfile profiler."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)  # one thread: the profiler is never shared at once
+        self.profiler = cProfile.Profile()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+               ) -> concurrent.futures.Future[Any]:
+        return super().submit(self.profiler.runcall, fn, *args, **kwargs)
+
+
+async def profile_one(key: bytes, name: str, text: str, rounds: int, sandboxed: bool) -> None:
+    executor = ProfilingExecutor()
+    replayer = Replayer(
+        workflows=[CitizenRequestWorkflow, BaselineFanOut],
+        data_converter=data_converter(key),
+        workflow_runner=workflow_runner(sandboxed),
+        workflow_task_executor=executor,
+    )
+    await replay_cpu_ms(WorkflowHistory.from_json(name, text), replayer, rounds)
+    executor.shutdown()
+    print(f"{name}: workflow activations of {rounds} replays "
+          f"({'sandboxed' if sandboxed else 'direct'}), by own time")
+    stats = pstats.Stats(executor.profiler, stream=sys.stdout)
+    stats.sort_stats("tottime").print_stats(25)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="benchmarks.replay_cost")
     parser.add_argument("folder", type=Path, help="the histories/ folder of a bench run")
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--profile", metavar="NAME", default=None,
+                        help="profile the replays of one history, e.g. 200x5-engine")
+    parser.add_argument("--sandboxed", action="store_true",
+                        help="with --profile: replay under the SDK's sandbox")
     args = parser.parse_args()
     key = base64.b64decode((args.folder / "key.b64").read_text())
     histories = {p.stem: p.read_text() for p in sorted(args.folder.glob("*-*.json"))}
+    if args.profile is not None:
+        if args.profile not in histories:
+            parser.error(f"no history {args.profile}; have: {', '.join(histories)}")
+        asyncio.run(profile_one(key, args.profile, histories[args.profile], args.rounds,
+                                args.sandboxed))
+        return
     asyncio.run(main_async(key, histories, args.rounds))
 
 

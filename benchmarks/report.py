@@ -23,6 +23,8 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("postgres_cpu_s", "pg cpu", "{:.1f}"),
     ("worker_cpu_s", "wrk cpu", "{:.1f}"),
     ("agencies_cpu_s", "agy cpu", "{:.1f}"),
+    ("client_cpu_s", "cli cpu", "{:.1f}"),
+    ("total_cpu_ms_per_request", "cpu ms/req", "{:.0f}"),
     ("worker_cpu_ms_per_call", "wrk ms/call", "{:.2f}"),
     ("worker_peak_rss_mb", "RSS MB", "{:.0f}"),
 )

@@ -43,6 +43,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                             "1x20-seq, 200x5-0ms")
     bench.add_argument("--latency-ms", type=float, default=50.0,
                        help="agency latency (default 50; the -0ms scenario always uses 0)")
+    bench.add_argument("--failure-rate", type=float, default=0.0, metavar="P",
+                       help="share of agency calls answered 503 and retried, 0 <= P < 1 "
+                            "(default 0; seeded: the same in every mode)")
+    bench.add_argument("--isolate-server", action="store_true",
+                       help="give the Temporal server a core of its own, everything else "
+                            "the other cores (Linux, 2+ cores): shows whether the server is "
+                            "the bound")
     bench.add_argument("--repetitions", type=int, default=None,
                        help="repetitions per mode (default: quick 1, full 3)")
     bench.add_argument("--requests", type=int, default=None, metavar="R",
@@ -86,6 +93,8 @@ def _bench(args: argparse.Namespace) -> int:
         if unknown:
             raise UserError(f"unknown scenario {', '.join(unknown)}; known: {', '.join(known)}")
         selected = [s for s in selected if s.name in args.scenario]
+    if not 0.0 <= args.failure_rate < 1.0:
+        raise UserError(f"--failure-rate must be at least 0 and below 1, not {args.failure_rate:g}")
     repetitions = args.repetitions or (3 if args.profile == "full" else 1)
     if repetitions < 1:
         raise UserError("--repetitions must be at least 1")
@@ -120,8 +129,9 @@ def _with_stack(args: argparse.Namespace, selected: list[Any], repetitions: int)
                        temporal_metrics=_free_port(), postgres=_free_port())
     stack = Stack(settings, ports=ports, external_temporal=external_temporal, env=env,
                   echo=lambda line: print(f"  stack: {line}", flush=True))
+    failing = f", {args.failure_rate:.0%} of calls failing" if args.failure_rate else ""
     print(f"nwd bench: {args.profile} profile, {repetitions} repetition(s), agencies "
-          f"{args.latency_ms:g} ms; state in {state_dir}", flush=True)
+          f"{args.latency_ms:g} ms{failing}; state in {state_dir}", flush=True)
     try:
         stack.up(["postgres", "temporal", "agencies"])
         bench_env = BenchEnv(
@@ -141,18 +151,31 @@ def _with_stack(args: argparse.Namespace, selected: list[Any], repetitions: int)
 
 async def _run(args: argparse.Namespace, env: Any, selected: list[Any], repetitions: int,
                out: Path) -> int:
-    from benchmarks.harness import Harness, postmaster_pid
+    from benchmarks.harness import Harness, isolate_server, postmaster_pid
     from benchmarks.report import chart, table, write_json
 
     if env.postgres_pid is None:  # a PostgreSQL we did not start (DATABASE_URL): if local
         env = dataclasses.replace(env, postgres_pid=await postmaster_pid(env.postgres_dsn))
-    harness = Harness(env, out, echo=lambda line: print(line, flush=True))
+    if args.isolate_server:
+        if env.server_pid is None:
+            raise UserError("--isolate-server needs the server this command starts "
+                            "(unset TEMPORAL_ADDRESS)")
+        others = [p for p in (env.agencies_pid, env.postgres_pid) if p is not None]
+        try:
+            server_cores, rest = isolate_server(env.server_pid, others)
+        except (RuntimeError, OSError) as exc:
+            raise UserError(f"--isolate-server: {exc}") from exc
+        print(f"  Temporal server on core(s) {server_cores}; worker, agencies, PostgreSQL "
+              f"and this process on {rest}", flush=True)
+    harness = Harness(env, out, echo=lambda line: print(line, flush=True),
+                      failure_rate=args.failure_rate)
     started = time.time()
     report = await harness.run(selected, repetitions, modes=args.mode)
     print()
     print(table(report))
     config = {
         "profile": args.profile, "latency_ms": args.latency_ms, "repetitions": repetitions,
+        "failure_rate": args.failure_rate, "isolate_server": args.isolate_server,
         "scenarios": [s.name for s in selected], "started": started,
         "requests": args.requests, "modes": args.mode or ["baseline", "engine", "dbos"],
         "duration_s": round(time.time() - started, 1),

@@ -104,3 +104,41 @@ async def test_harness_measures_baseline_engine_and_dbos(
     printed = table(report)
     assert "3x2" in printed and "dbos÷base" in printed
     assert "no UI like Temporal's" in printed
+
+
+@pytest.mark.timeout(120)
+async def test_failure_rate_makes_every_mode_retry_the_same_seeded_failures(
+    temporal_env: WorkflowEnvironment, postgres_server: str, tmp_path: Path
+) -> None:
+    """`--failure-rate`: the agencies answer a seeded share of calls 503; every mode
+    retries them (≥ 1 s each, the retry policies' first interval) and still completes."""
+    agencies = AgenciesProcess(
+        await new_database(postgres_server, "bench_agencies"), _free_port(),
+        tmp_path / "agencies.log",
+    )
+    try:
+        await agencies.ready()
+        env = BenchEnv(
+            temporal_address=str(temporal_env.client.service_client.config.target_host),
+            namespace=temporal_env.client.namespace,
+            postgres_dsn=postgres_server,
+            agencies_url=agencies.url,
+            key=os.urandom(32),
+        )
+        with pytest.raises(ValueError, match="failure rate"):
+            Harness(env, tmp_path, failure_rate=1.0)
+        harness = Harness(env, tmp_path, echo=lambda _line: None, failure_rate=0.5)
+        fanout = [s for s in scenarios("smoke", 0.0) if s.name == "3x2-fanout"]
+        report = await harness.run(fanout, repetitions=1, measure_client=False,
+                                   modes=["baseline", "engine"])
+        async with httpx.AsyncClient(base_url=agencies.url, timeout=10) as admin:
+            behaviour = (await admin.get("/_admin/agencies/*/behaviour")).json()
+    finally:
+        await agencies.stop()
+
+    assert behaviour["error_rate"] == 0.5 and behaviour["seed"] == 7
+    assert {r.mode for r in report.runs} == {"baseline", "engine"}
+    for run in report.runs:
+        assert run.failures == 0, run.mode
+        # with half the calls failing once or more, some request waited out a retry
+        assert max(run.e2e_s) >= 1.0, (run.mode, run.e2e_s)

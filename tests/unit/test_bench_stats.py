@@ -183,3 +183,16 @@ def test_dbos_process_loads_neither_temporal_nor_the_engine() -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           cwd=PROJECT_ROOT, timeout=60, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_total_cpu_per_request_counts_each_process_once() -> None:
+    """Temporal modes: server + PostgreSQL + worker + agencies + client; DBOS's server is
+    PostgreSQL, counted once."""
+    temporal = _run("5x5", "engine", 8.0)
+    temporal.client_cpu_s = 0.5
+    dbos = _run("5x5", "dbos", 20.0)
+    dbos.client_cpu_s = 0.5
+    # (2.0 + 1.0 + 1.0 + 0.5 + 0.5) s over 10 requests; DBOS (4.0 + 1.0 + 0.5 + 0.5) s
+    assert temporal.figures(0.05)["total_cpu_ms_per_request"] == pytest.approx(500.0)
+    assert dbos.figures(0.05)["total_cpu_ms_per_request"] == pytest.approx(600.0)
+    assert _run("5x5", "engine", 8.0).figures(0.05)["total_cpu_ms_per_request"] is None
