@@ -95,7 +95,8 @@ def _bench(args: argparse.Namespace) -> int:
         selected = [s for s in selected if s.name in args.scenario]
     if not 0.0 <= args.failure_rate < 1.0:
         raise UserError(f"--failure-rate must be at least 0 and below 1, not {args.failure_rate:g}")
-    repetitions = args.repetitions or (3 if args.profile == "full" else 1)
+    repetitions = (args.repetitions if args.repetitions is not None
+                   else 3 if args.profile == "full" else 1)
     if repetitions < 1:
         raise UserError("--repetitions must be at least 1")
     if args.requests is not None:

@@ -196,3 +196,21 @@ def test_total_cpu_per_request_counts_each_process_once() -> None:
     assert temporal.figures(0.05)["total_cpu_ms_per_request"] == pytest.approx(500.0)
     assert dbos.figures(0.05)["total_cpu_ms_per_request"] == pytest.approx(600.0)
     assert _run("5x5", "engine", 8.0).figures(0.05)["total_cpu_ms_per_request"] is None
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (("--failure-rate", "1.5"), "--failure-rate must be at least 0 and below 1"),
+    (("--failure-rate", "-0.1"), "--failure-rate must be at least 0 and below 1"),
+    (("--scenario", "9x9"), "unknown scenario 9x9"),
+    (("--repetitions", "0"), "--repetitions must be at least 1"),
+    (("--requests", "0"), "--requests must be at least 1"),
+])
+def test_bench_refuses_bad_options_before_starting_anything(
+    args: tuple[str, ...], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nwd.cli import main
+
+    assert main(["bench", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nwd: error: ") and expected in err, err
+    assert "Traceback" not in err
