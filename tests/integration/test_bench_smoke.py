@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
 from benchmarks.harness import (
@@ -32,17 +34,18 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.mark.timeout(150)
-async def test_harness_measures_baseline_engine_and_dbos(
+@pytest_asyncio.fixture
+async def bench(
     temporal_env: WorkflowEnvironment, postgres_server: str, tmp_path: Path
-) -> None:
+) -> AsyncIterator[tuple[AgenciesProcess, BenchEnv]]:
+    """The reference agencies in their own process, and the session's servers as a BenchEnv."""
     agencies = AgenciesProcess(
         await new_database(postgres_server, "bench_agencies"), _free_port(),
         tmp_path / "agencies.log",
     )
     try:
         await agencies.ready()
-        env = BenchEnv(
+        yield agencies, BenchEnv(
             temporal_address=str(temporal_env.client.service_client.config.target_host),
             namespace=temporal_env.client.namespace,
             postgres_dsn=postgres_server,
@@ -51,25 +54,32 @@ async def test_harness_measures_baseline_engine_and_dbos(
             agencies_pid=agencies.proc.pid,
             postgres_pid=await postmaster_pid(postgres_server),
         )
-        assert env.postgres_pid is not None  # the session's embedded server runs here
-        harness = Harness(env, tmp_path, echo=lambda _line: None)
-        report = await harness.run(scenarios("smoke", 0.0), repetitions=1, measure_client=False)
-        # The agencies' side, before they stop: every DBOS request reached both agencies
-        # once (the fan-out scenario ran last, so its records are the current ones).
-        (dbos_run,) = [r for r in report.runs if r.mode == "dbos"]
-        assert dbos_run.sample_reference is not None
-        prefix = dbos_run.sample_reference.rsplit("-", 1)[0]
-        async with httpx.AsyncClient(base_url=agencies.url, timeout=10) as admin:
-            for agency in ("bench-1", "bench-2"):
-                for index in range(dbos_run.requests):
-                    response = await admin.get(f"/_admin/agencies/{agency}/records",
-                                               params={"reference": f"{prefix}-{index}"})
-                    response.raise_for_status()
-                    records = response.json()
-                    assert len(records) == 1, (agency, index, records)
-                    assert records[0]["status"] == "completed"
     finally:
         await agencies.stop()
+
+
+@pytest.mark.timeout(150)
+async def test_harness_measures_baseline_engine_and_dbos(
+    bench: tuple[AgenciesProcess, BenchEnv], tmp_path: Path
+) -> None:
+    agencies, env = bench
+    assert env.postgres_pid is not None  # the session's embedded server runs here
+    harness = Harness(env, tmp_path, echo=lambda _line: None)
+    report = await harness.run(scenarios("smoke", 0.0), repetitions=1, measure_client=False)
+    # The agencies' side, before they stop: every DBOS request reached both agencies
+    # once (the fan-out scenario ran last, so its records are the current ones).
+    (dbos_run,) = [r for r in report.runs if r.mode == "dbos"]
+    assert dbos_run.sample_reference is not None
+    prefix = dbos_run.sample_reference.rsplit("-", 1)[0]
+    async with httpx.AsyncClient(base_url=agencies.url, timeout=10) as admin:
+        for agency in ("bench-1", "bench-2"):
+            for index in range(dbos_run.requests):
+                response = await admin.get(f"/_admin/agencies/{agency}/records",
+                                           params={"reference": f"{prefix}-{index}"})
+                response.raise_for_status()
+                records = response.json()
+                assert len(records) == 1, (agency, index, records)
+                assert records[0]["status"] == "completed"
 
     assert all(r.failures == 0 for r in report.runs)
     assert {(r.scenario, r.mode) for r in report.runs} == {
@@ -108,33 +118,19 @@ async def test_harness_measures_baseline_engine_and_dbos(
 
 @pytest.mark.timeout(120)
 async def test_failure_rate_makes_every_mode_retry_the_same_seeded_failures(
-    temporal_env: WorkflowEnvironment, postgres_server: str, tmp_path: Path
+    bench: tuple[AgenciesProcess, BenchEnv], tmp_path: Path
 ) -> None:
     """`--failure-rate`: the agencies answer a seeded share of calls 503; every mode
     retries them (≥ 1 s each, the retry policies' first interval) and still completes."""
-    agencies = AgenciesProcess(
-        await new_database(postgres_server, "bench_agencies"), _free_port(),
-        tmp_path / "agencies.log",
-    )
-    try:
-        await agencies.ready()
-        env = BenchEnv(
-            temporal_address=str(temporal_env.client.service_client.config.target_host),
-            namespace=temporal_env.client.namespace,
-            postgres_dsn=postgres_server,
-            agencies_url=agencies.url,
-            key=os.urandom(32),
-        )
-        with pytest.raises(ValueError, match="failure rate"):
-            Harness(env, tmp_path, failure_rate=1.0)
-        harness = Harness(env, tmp_path, echo=lambda _line: None, failure_rate=0.5)
-        fanout = [s for s in scenarios("smoke", 0.0) if s.name == "3x2-fanout"]
-        report = await harness.run(fanout, repetitions=1, measure_client=False,
-                                   modes=["baseline", "engine"])
-        async with httpx.AsyncClient(base_url=agencies.url, timeout=10) as admin:
-            behaviour = (await admin.get("/_admin/agencies/*/behaviour")).json()
-    finally:
-        await agencies.stop()
+    agencies, env = bench
+    with pytest.raises(ValueError, match="failure rate"):
+        Harness(env, tmp_path, failure_rate=1.0)
+    harness = Harness(env, tmp_path, echo=lambda _line: None, failure_rate=0.5)
+    fanout = [s for s in scenarios("smoke", 0.0) if s.name == "3x2-fanout"]
+    report = await harness.run(fanout, repetitions=1, measure_client=False,
+                               modes=["baseline", "engine"])
+    async with httpx.AsyncClient(base_url=agencies.url, timeout=10) as admin:
+        behaviour = (await admin.get("/_admin/agencies/*/behaviour")).json()
 
     assert behaviour["error_rate"] == 0.5 and behaviour["seed"] == 7
     assert {r.mode for r in report.runs} == {"baseline", "engine"}
