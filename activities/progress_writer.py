@@ -51,7 +51,6 @@ class ProgressWriter:
         finally:
             self._writer = None
 
-
     async def _write(self, batch: list[tuple[ItemProgress, asyncio.Future[None]]]) -> None:
         try:
             self.batches += 1
