@@ -8,9 +8,11 @@ state folder on a free port, and stopped — with every process it started — a
 
 from __future__ import annotations
 
+import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -93,6 +95,20 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def quiet_stack(state_dir: Path, *, start_timeout: float) -> Stack:
+    """A stack of our own on free ports (Temporal, its UI and metrics, PostgreSQL), silent,
+    with only PATH from the caller's environment."""
+    temporal, ui, metrics, postgres = free_ports(4)
+    return Stack(
+        Settings(state_dir=state_dir),
+        ports=StackPorts(temporal=temporal, temporal_ui=ui, temporal_metrics=metrics,
+                         postgres=postgres),
+        env={"PATH": os.environ.get("PATH", "")},
+        start_timeout=start_timeout,
+        echo=lambda _line: None,
+    )
 
 
 @pytest_asyncio.fixture

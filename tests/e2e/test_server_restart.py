@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,8 @@ from temporalio.client import Client
 from definitions.catalog import Catalog
 from definitions.requests import RequestProgress, RequestResult
 from nwd.client import data_converter
-from nwd.settings import Settings
-from nwd.stack import Stack, StackPorts
-from tests.conftest import free_ports
+from nwd.stack import Stack
+from tests.conftest import quiet_stack
 from tests.e2e.conftest import EXAMPLES, Agencies, running_engine
 from workflows.request_workflow import CitizenRequestWorkflow
 
@@ -25,15 +23,7 @@ from workflows.request_workflow import CitizenRequestWorkflow
 @pytest.fixture
 def own_temporal(tmp_path: Path) -> Iterator[Stack]:
     """A file-backed dev server of our own, so this test may stop and start it."""
-    temporal, ui, metrics, postgres = free_ports(4)
-    stack = Stack(
-        Settings(state_dir=tmp_path / "state"),
-        ports=StackPorts(temporal=temporal, temporal_ui=ui, temporal_metrics=metrics,
-                         postgres=postgres),
-        env={"PATH": os.environ.get("PATH", "")},
-        start_timeout=60,
-        echo=lambda _line: None,
-    )
+    stack = quiet_stack(tmp_path / "state", start_timeout=60)
     try:
         stack.up(["temporal"])
         yield stack

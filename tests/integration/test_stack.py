@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from nwd.settings import Settings
-from nwd.stack import COMPONENTS, Stack, StackPorts, port_open, read_secrets
-from tests.conftest import free_ports
+from nwd.stack import COMPONENTS, Stack, port_open, read_secrets
+from tests.conftest import quiet_stack
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 pytestmark = pytest.mark.integration
@@ -34,15 +33,7 @@ def _gone(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    temporal, ui, metrics, postgres = free_ports(4)
-    stack = Stack(
-        Settings(state_dir=tmp_path_factory.mktemp("stack") / "state"),
-        ports=StackPorts(temporal=temporal, temporal_ui=ui, temporal_metrics=metrics,
-                         postgres=postgres),
-        env={"PATH": os.environ.get("PATH", "")},
-        start_timeout=30,
-        echo=lambda _line: None,
-    )
+    stack = quiet_stack(tmp_path_factory.mktemp("stack") / "state", start_timeout=30)
     try:
         yield stack
     finally:
