@@ -38,6 +38,17 @@ from worker import workflow_runner
 from workflows.request_workflow import CitizenRequestWorkflow
 
 
+def _replayer(key: bytes, sandboxed: bool,
+              executor: concurrent.futures.ThreadPoolExecutor | None = None) -> Replayer:
+    """The engine's and the baseline's workflows, with the workers' converter and runner."""
+    return Replayer(
+        workflows=[CitizenRequestWorkflow, BaselineFanOut],
+        data_converter=data_converter(key),
+        workflow_runner=workflow_runner(sandboxed),
+        workflow_task_executor=executor,
+    )
+
+
 async def replay_cpu_ms(history: WorkflowHistory, replayer: Replayer, rounds: int) -> list[float]:
     """Process CPU milliseconds of each of ``rounds`` replays of one history."""
     samples = []
@@ -52,11 +63,7 @@ async def replay_cpu_ms(history: WorkflowHistory, replayer: Replayer, rounds: in
 async def main_async(key: bytes, histories: dict[str, str], rounds: int) -> None:
     for sandboxed in (False, True):
         runner = "sandboxed" if sandboxed else "direct"
-        replayer = Replayer(
-            workflows=[CitizenRequestWorkflow, BaselineFanOut],
-            data_converter=data_converter(key),
-            workflow_runner=workflow_runner(sandboxed),
-        )
+        replayer = _replayer(key, sandboxed)
         by_scenario: dict[str, dict[str, float]] = {}
         for name, text in histories.items():
             scenario, _, mode = name.rpartition("-")
@@ -87,12 +94,7 @@ class ProfilingExecutor(concurrent.futures.ThreadPoolExecutor):
 
 async def profile_one(key: bytes, name: str, text: str, rounds: int, sandboxed: bool) -> None:
     executor = ProfilingExecutor()
-    replayer = Replayer(
-        workflows=[CitizenRequestWorkflow, BaselineFanOut],
-        data_converter=data_converter(key),
-        workflow_runner=workflow_runner(sandboxed),
-        workflow_task_executor=executor,
-    )
+    replayer = _replayer(key, sandboxed, executor)
     await replay_cpu_ms(WorkflowHistory.from_json(name, text), replayer, rounds)
     executor.shutdown()
     print(f"{name}: workflow activations of {rounds} replays "
