@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	2>/dev/null && { echo $$p; break; }; done)
-APP_PACKAGES := definitions workflows activities intake agency_kit nwd
+APP_PACKAGES := definitions workflows activities runtime readmodel intake agency_kit nwd
 APP_MODULES := $(wildcard worker.py)
 PYTEST_ARGS ?=
 

@@ -1,7 +1,7 @@
 """Composition root of the engine's worker: client, data converter, activities, workflow.
 
 Run it with ``python worker.py`` or ``nwd worker``; configuration comes from the environment
-(see :mod:`nwd.settings`) and is read here, once.
+(see :mod:`runtime.settings`) and is read here, once.
 """
 
 from __future__ import annotations
@@ -22,21 +22,21 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.agency_calls import AgencyCalls
 from activities.agency_directory import AgencyDirectory
-from activities.callback_tokens import callback_key
 from activities.metrics import METRIC_ACTIVITIES
-from activities.migrations import apply_migrations
 from activities.notifications import OperatorNotifications
-from activities.read_model import ReadModel, open_pool
 from activities.recording import RequestRecording
-from nwd.codec import load_key
-from nwd.logging import configure_logging
-from nwd.settings import Settings
-from nwd.telemetry import (
+from readmodel.migrations import apply_migrations
+from readmodel.store import ReadModel, open_pool
+from runtime.callback_tokens import callback_key
+from runtime.codec import load_key
+from runtime.logs import configure_logging
+from runtime.settings import Settings
+from runtime.telemetry import (
     DEFAULT_WORKER_METRICS_ADDRESS,
     TelemetrySettings,
-    connect_observed,
     prometheus_runtime,
 )
+from runtime.temporal import connect
 from workflows.request_workflow import CitizenRequestWorkflow
 
 log = structlog.get_logger(__name__)
@@ -100,7 +100,7 @@ def build_worker(
         http: shared, pooled HTTP client for agency calls; owned by the caller.
         read_model: where progress and outcomes are recorded (PostgreSQL).
         directory: resolves agency URLs and signing secrets.
-        callback_key: signs agencies' callback URLs (see activities.callback_tokens).
+        callback_key: signs agencies' callback URLs (see runtime.callback_tokens).
         sandboxed: run workflow code in the SDK's sandbox (see :func:`workflow_runner`).
     """
     agency_calls = AgencyCalls(http, directory, read_model, callback_key)
@@ -141,7 +141,7 @@ async def run_worker(settings: Settings, telemetry: TelemetrySettings | None = N
     telemetry = telemetry or TelemetrySettings()
     runtime = (prometheus_runtime(telemetry.metrics_address)
                if telemetry.metrics_address else None)
-    client = await connect_observed(settings, runtime, otel=telemetry.otel)
+    client = await connect(settings, runtime, otel=telemetry.otel)
     async with engine_resources(settings) as (http, read_model):
         worker = build_worker(
             client,

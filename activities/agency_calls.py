@@ -22,13 +22,13 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import callback_tokens as tokens
 from activities import metrics
 from activities.agency_directory import AgencyDirectory, AgencyMisconfigured
-from activities.progress_writer import ProgressWriter
-from activities.read_model import ItemProgress, ReadModel
 from activities.signing import signature
-from definitions.requests import (
+from readmodel.progress import ProgressWriter
+from readmodel.store import ItemProgress, ReadModel
+from runtime import callback_tokens as tokens
+from runtime.messages import (
     AGENCY_MISCONFIGURED,
     AGENCY_PROTOCOL_ERROR,
     AGENCY_REJECTED,

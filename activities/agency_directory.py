@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from definitions.requests import AgencyEndpoint
+from runtime.messages import AgencyEndpoint
 
 
 class AgencyMisconfigured(Exception):  # noqa: N818 (named after the state, as in the error type)

@@ -4,7 +4,7 @@ The activities know everything an operator wants counted: ``record_request`` kno
 the status at start and finish and the submission time (so the end-to-end duration);
 ``call_agency`` knows the agency, operation, outcome, latency and attempt (attempt > 1 is a
 retry). They record through ``activity.metric_meter()``, so the figures leave the process by the
-same Prometheus endpoint as the SDK's (see :mod:`nwd.telemetry` for names and buckets).
+same Prometheus endpoint as the SDK's (see :mod:`runtime.telemetry` for names and buckets).
 
 Labels are ids only: service, agency, operation, action, step id, status, outcome. Never a
 reference or anything a citizen typed. Recording a metric never fails an activity.
@@ -23,7 +23,7 @@ import structlog
 from temporalio import activity
 from temporalio.common import MetricMeter
 
-from nwd import telemetry as names
+from runtime import telemetry as names
 
 log = structlog.get_logger(__name__)
 

@@ -10,8 +10,8 @@ import structlog
 from temporalio import activity
 
 from activities import metrics
-from activities.read_model import ReadModel
-from definitions.requests import OperatorNotice
+from readmodel.store import ReadModel
+from runtime.messages import OperatorNotice
 
 log = structlog.get_logger(__name__)
 

@@ -33,15 +33,15 @@ import httpx
 import psutil  # type: ignore[import-untyped,unused-ignore]
 from temporalio.client import Client
 
-from activities.read_model import ReadModel, open_pool
 from benchmarks import stats
 from benchmarks.agency_call import BaselineResult
 from benchmarks.baseline_workflow import BaselineFanOut, baseline_input
 from definitions.catalog import Catalog
 from definitions.loader import load_catalog
 from intake.submissions import Submissions
-from nwd.client import data_converter
-from nwd.settings import PROJECT_ROOT
+from readmodel.store import ReadModel, open_pool
+from runtime.settings import PROJECT_ROOT
+from runtime.temporal import data_converter
 
 DEFINITIONS = Path(__file__).resolve().parent / "definitions"
 AGENCY_COUNT = 5

@@ -33,7 +33,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from benchmarks.baseline_workflow import BaselineFanOut
-from nwd.client import data_converter
+from runtime.temporal import data_converter
 from worker import workflow_runner
 from workflows.request_workflow import CitizenRequestWorkflow
 

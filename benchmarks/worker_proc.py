@@ -21,14 +21,14 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from benchmarks.baseline_workflow import BaselineActivities, BaselineFanOut
-from nwd.client import data_converter
-from nwd.logging import configure_logging
+from runtime.logs import configure_logging
+from runtime.temporal import data_converter
 
 
 async def run(mode: str, task_queue: str) -> None:
     from activities.agency_directory import AgencyDirectory
-    from activities.migrations import apply_migrations
-    from activities.read_model import ReadModel, open_pool
+    from readmodel.migrations import apply_migrations
+    from readmodel.store import ReadModel, open_pool
     from worker import agency_http_session, build_worker, workflow_runner
 
     env = os.environ

@@ -10,23 +10,22 @@ from urllib.parse import urlsplit
 import httpx
 import uvicorn
 
-from activities.callback_tokens import callback_key
-from activities.migrations import apply_migrations
-from activities.read_model import ReadModel, open_pool
 from definitions.loader import load_catalog
 from intake import interactions
 from intake.app import create_app
 from intake.submissions import Submissions
-from nwd.client import converter_for
-from nwd.codec import load_key
-from nwd.logging import configure_logging
-from nwd.settings import Settings
-from nwd.telemetry import (
+from readmodel.migrations import apply_migrations
+from readmodel.store import ReadModel, open_pool
+from runtime.callback_tokens import callback_key
+from runtime.codec import load_key
+from runtime.logs import configure_logging
+from runtime.settings import Settings
+from runtime.telemetry import (
     TelemetrySettings,
-    connect_observed,
     free_local_address,
     prometheus_runtime,
 )
+from runtime.temporal import connect, converter_for
 
 
 async def serve(settings: Settings, telemetry: TelemetrySettings | None = None) -> None:
@@ -36,7 +35,7 @@ async def serve(settings: Settings, telemetry: TelemetrySettings | None = None) 
     telemetry = telemetry or TelemetrySettings(metrics_address=None)
     metrics_address = telemetry.metrics_address or free_local_address()
     runtime = prometheus_runtime(metrics_address)
-    client = await connect_observed(settings, runtime, otel=telemetry.otel)
+    client = await connect(settings, runtime, otel=telemetry.otel)
 
     async def metrics_text() -> str:
         async with httpx.AsyncClient(timeout=5) as http:

@@ -31,13 +31,13 @@ from temporalio.common import MetricMeter
 from temporalio.converter import PayloadCodec
 from temporalio.service import RPCError
 
-from activities.read_model import ReadModel
 from definitions.errors import UnknownService
 from definitions.models import DataSchema
-from definitions.requests import RequestProgress
 from definitions.submission import SubmissionInvalid
 from intake.bodies import MAX_BODY_BYTES, read_limited
 from intake.submissions import Submissions
+from readmodel.store import ReadModel
+from runtime.messages import RequestProgress
 
 log = structlog.get_logger(__name__)
 
@@ -63,7 +63,7 @@ def create_app(
     """The front door's ASGI app. Collaborators are owned by the caller (see intake.__main__).
 
     ``codec`` and ``codec_token`` enable the codec server (both needed); ``metrics`` returns this
-    process's Prometheus text; ``meter`` counts submissions (see :mod:`nwd.telemetry`).
+    process's Prometheus text; ``meter`` counts submissions (see :mod:`runtime.telemetry`).
     """
     app = FastAPI(title="No Wrong Door — intake", version="1")
     # ---------------------------------------------------------- operations: metrics, codec

@@ -14,7 +14,6 @@ Routes (added to the intake app):
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -27,17 +26,17 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities import callback_tokens as tokens
-from activities.signing import verify as verify_signature
+from agency_kit.signing import SignatureError, verify_headers
 from definitions.catalog import Catalog
-from definitions.requests import (
+from intake.bodies import read_limited
+from runtime import callback_tokens as tokens
+from runtime.messages import (
     INVALID_ANSWER,
     AgencyCallback,
     CancelRequest,
     CaseworkerDecision,
     InformationAnswer,
 )
-from intake.bodies import read_limited
 
 log = structlog.get_logger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -107,11 +106,13 @@ class CallbackVerifier:
         if not agency.auth_secret:
             return True
         secret = self._env.get(agency.auth_secret)
-        timestamp = headers.get("x-nwd-timestamp", "")
-        if not secret or not timestamp.isdigit():
+        if not secret:
             return False
-        return verify_signature(secret.encode(), int(timestamp), body,
-                                headers.get("x-nwd-signature", ""), now=time.time())
+        try:
+            verify_headers(secret, body, headers)
+        except SignatureError:
+            return False
+        return True
 
 
 def router(client: Client, verifier: CallbackVerifier) -> APIRouter:

@@ -21,17 +21,17 @@ from temporalio.common import (
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from activities.read_model import ReadModel
 from definitions.catalog import Catalog
 from definitions.models import ServiceSnapshot
-from definitions.requests import (
+from definitions.submission import validate_submission
+from readmodel.store import ReadModel
+from runtime.messages import (
     RecordRequestInput,
     RequestInput,
     RequestOptions,
     RequestResult,
     request_reference,
 )
-from definitions.submission import validate_submission
 from workflows import search_attributes as sa
 from workflows.request_workflow import CitizenRequestWorkflow
 

@@ -18,11 +18,11 @@ from typing import Any
 import httpx
 
 from definitions.loader import load_catalog
-from definitions.requests import RequestProgress
 from intake.submissions import Submissions
-from nwd.client import connect
 from nwd.commands.requests import render_progress
-from nwd.settings import PROJECT_ROOT, Settings
+from runtime.messages import RequestProgress
+from runtime.settings import PROJECT_ROOT, Settings
+from runtime.temporal import connect
 
 SERVICE = "change-of-address"
 EXAMPLE = PROJECT_ROOT / "examples" / f"{SERVICE}.json"

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from nwd.settings import PROJECT_ROOT, Settings
+from runtime.settings import PROJECT_ROOT, Settings
 
 COMPONENTS: tuple[str, ...] = ("postgres", "temporal", "agencies", "worker", "intake")
 """Every component, in start order (``down`` stops them in reverse)."""

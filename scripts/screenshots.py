@@ -42,8 +42,8 @@ def stack_facts() -> tuple[str, str, str, str]:
 
 
 async def latest_reference(namespace: str) -> str:
-    from nwd.client import connect
     from nwd.stack import Stack
+    from runtime.temporal import connect
 
     client = await connect(Stack.from_env().client_settings())
     async for execution in client.list_workflows(LIST_QUERY, limit=1):

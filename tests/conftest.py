@@ -20,8 +20,8 @@ import pytest
 import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
-from nwd.settings import Settings
 from nwd.stack import DEV_SERVER_DYNAMIC_CONFIG, Stack, StackPorts, temporal_binary
+from runtime.settings import Settings
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 

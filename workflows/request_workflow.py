@@ -37,7 +37,8 @@ with workflow.unsafe.imports_passed_through():
         FieldSpec,
         ServiceDefinition,
     )
-    from definitions.requests import (
+    from definitions.submission import SubmissionInvalid, validate_submission
+    from runtime.messages import (
         INVALID_ANSWER,
         NON_RETRYABLE_ERRORS,
         NOT_EXPECTED,
@@ -60,14 +61,13 @@ with workflow.unsafe.imports_passed_through():
         StepOutcome,
         idempotency_key,
     )
-    from definitions.submission import SubmissionInvalid, validate_submission
     from workflows import search_attributes as sa
     from workflows.planner import Decision, Planner
 
 Step = CallStep | DecisionStep
 
 AGENCY_WAIT_METRIC = "nwd_agency_wait_seconds"
-"""The same series the activities feed (nwd.telemetry.AGENCY_WAIT); a test keeps them equal."""
+"""The same series the activities feed (runtime.telemetry.AGENCY_WAIT); a test keeps them equal."""
 RECORD_TIMEOUT = timedelta(seconds=30)
 RECORD_GIVE_UP = timedelta(minutes=2)
 NOTICE_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=5))

@@ -74,7 +74,7 @@ def _free_port() -> int:
 
 def _checkout_on_path() -> None:
     """The harness lives in the checkout's ``benchmarks/`` folder, which is not installed."""
-    from nwd.settings import PROJECT_ROOT
+    from runtime.settings import PROJECT_ROOT
 
     if not (PROJECT_ROOT / "benchmarks" / "harness.py").is_file():
         raise UserError("nwd bench runs from a source checkout (benchmarks/ is not installed)")
@@ -108,8 +108,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _with_stack(args: argparse.Namespace, selected: list[Any], repetitions: int) -> int:
     from benchmarks.harness import DEFINITIONS, BenchEnv
-    from nwd.settings import Settings
     from nwd.stack import Stack, StackPorts
+    from runtime.settings import Settings
 
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -198,7 +198,7 @@ async def _run(args: argparse.Namespace, env: Any, selected: list[Any], repetiti
 def _git(*args: str) -> str:
     import subprocess
 
-    from nwd.settings import PROJECT_ROOT
+    from runtime.settings import PROJECT_ROOT
 
     try:
         done = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True,

@@ -12,7 +12,7 @@ from definitions.graph import mermaid
 from definitions.loader import load_catalog
 from definitions.schema import render
 from nwd.cli import UserError
-from nwd.settings import DEFAULT_CATALOG_DIR
+from runtime.settings import DEFAULT_CATALOG_DIR
 
 
 def register(subparsers: Any) -> None:

@@ -18,7 +18,7 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 
 from nwd.cli import UserError
-from nwd.settings import Settings
+from runtime.settings import Settings
 
 DEFAULT_WEEKS = 4
 DEFAULT_SLA_DAYS = 5.0

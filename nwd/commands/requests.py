@@ -17,10 +17,10 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from definitions.errors import DefinitionErrors, UnknownService, key_path
 from definitions.loader import load_catalog
-from definitions.requests import RequestProgress, StepOutcome
 from definitions.submission import SubmissionInvalid
 from nwd.cli import UserError
-from nwd.settings import Settings
+from runtime.messages import RequestProgress, StepOutcome
+from runtime.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -91,8 +91,8 @@ def client_settings() -> Settings:
 
 
 async def connect_or_explain(settings: Settings) -> Client:
-    from nwd.client import connect
-    from nwd.codec import MissingKeyError
+    from runtime.codec import MissingKeyError
+    from runtime.temporal import connect
 
     try:
         return await connect(settings)
@@ -217,7 +217,7 @@ async def _deliver(reference: str, update: str, message: Any) -> int:
 
 
 async def _answer(args: argparse.Namespace) -> int:
-    from definitions.requests import InformationAnswer
+    from runtime.messages import InformationAnswer
 
     answers = read_submission(args.file)
     if not isinstance(answers, dict):
@@ -228,7 +228,7 @@ async def _answer(args: argparse.Namespace) -> int:
 
 
 async def _decide(args: argparse.Namespace) -> int:
-    from definitions.requests import CaseworkerDecision
+    from runtime.messages import CaseworkerDecision
 
     return await _deliver(args.reference, "decide", CaseworkerDecision(
         step_id=args.step, approve=args.decision == "approve", reason=args.reason,
@@ -236,7 +236,7 @@ async def _decide(args: argparse.Namespace) -> int:
 
 
 async def _cancel(args: argparse.Namespace) -> int:
-    from definitions.requests import CancelRequest
+    from runtime.messages import CancelRequest
 
     return await _deliver(args.reference, "cancel", CancelRequest(reason=args.reason))
 

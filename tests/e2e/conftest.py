@@ -28,17 +28,17 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.agency_directory import AgencyDirectory
-from activities.callback_tokens import callback_key
-from activities.migrations import apply_migrations
-from activities.read_model import ReadModel, open_pool
 from definitions.catalog import Catalog
 from definitions.loader import load_catalog
-from definitions.requests import RequestResult
 from intake import interactions
 from intake.app import create_app
 from intake.submissions import Submissions
-from nwd.client import data_converter
-from nwd.settings import DEFAULT_CATALOG_DIR
+from readmodel.migrations import apply_migrations
+from readmodel.store import ReadModel, open_pool
+from runtime.callback_tokens import callback_key
+from runtime.messages import RequestResult
+from runtime.settings import DEFAULT_CATALOG_DIR
+from runtime.temporal import data_converter
 from tests.conftest import free_ports, new_database
 from worker import agency_http_session, build_worker
 

@@ -13,8 +13,8 @@ import uuid
 from typing import Any
 
 from definitions.catalog import Catalog
-from definitions.requests import RequestProgress, RequestResult
 from intake.submissions import Submissions
+from runtime.messages import RequestProgress, RequestResult
 from tests.e2e.conftest import EXAMPLES, Engine
 from workflows import search_attributes as sa
 from workflows.request_workflow import CitizenRequestWorkflow

@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from activities import callback_tokens as tokens
 from activities.signing import signature
-from definitions.requests import RequestOptions, RequestProgress, RequestResult
+from runtime import callback_tokens as tokens
+from runtime.messages import RequestOptions, RequestProgress, RequestResult
 from tests.e2e.conftest import EXAMPLES, Engine
 
 
@@ -175,7 +175,7 @@ class TestContinueAsNew:
         snapshot = engine.submissions.catalog.snapshot("change-of-address")
         from datetime import UTC, datetime
 
-        from definitions.requests import RequestInput
+        from runtime.messages import RequestInput
         from workflows.request_workflow import CitizenRequestWorkflow
 
         reference = f"CAN-TEST-{int(time.time() * 1000)}"

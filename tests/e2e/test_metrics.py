@@ -27,12 +27,12 @@ from temporalio.worker import Worker
 
 from activities.agency_directory import AgencyDirectory
 from activities.metrics import EscalationInput, record_escalation
-from activities.migrations import apply_migrations
-from activities.read_model import ReadModel, open_pool
 from definitions.catalog import Catalog
 from intake.submissions import Submissions
-from nwd import telemetry
-from nwd.client import data_converter
+from readmodel.migrations import apply_migrations
+from readmodel.store import ReadModel, open_pool
+from runtime import telemetry
+from runtime.temporal import data_converter
 from tests.e2e.conftest import EXAMPLES, Agencies, new_database
 from worker import agency_http_session, build_worker
 

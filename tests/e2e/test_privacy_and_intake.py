@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from definitions.requests import request_reference
+from runtime.messages import request_reference
 from tests.e2e.conftest import EXAMPLES, Engine
 
 

@@ -20,10 +20,10 @@ import pytest
 from temporalio.worker import Replayer
 
 from definitions.catalog import Catalog
-from definitions.requests import RequestInput, RequestOptions, RequestProgress
 from definitions.submission import validate_submission
 from intake.submissions import Submissions
-from nwd.client import data_converter
+from runtime.messages import RequestInput, RequestOptions, RequestProgress
+from runtime.temporal import data_converter
 from tests.e2e.conftest import EXAMPLES, Engine
 from tests.replay.test_replay import REPLAY_KEY
 from worker import workflow_runner

@@ -168,7 +168,7 @@ class TestInvalidSubmissions:
         assert ("tax_id",) in paths
         assert ("moved_on",) in paths
         assert ("benefits", 0, "case_number") in paths
-        from definitions.requests import request_reference
+        from runtime.messages import request_reference
 
         reference = request_reference("change-of-address", key)
         with pytest.raises(Exception):  # noqa: B017 - any "not found" from the server will do

@@ -22,9 +22,9 @@ import pytest_asyncio
 from temporalio.client import Client
 
 from definitions.loader import load_catalog
-from definitions.requests import RequestProgress, RequestResult
 from intake.submissions import Submissions
-from nwd.settings import DEFAULT_CATALOG_DIR, PROJECT_ROOT
+from runtime.messages import RequestProgress, RequestResult
+from runtime.settings import DEFAULT_CATALOG_DIR, PROJECT_ROOT
 from tests.e2e.conftest import EXAMPLES, Agencies, Engine, new_database
 
 

@@ -12,9 +12,9 @@ import pytest
 from temporalio.client import Client
 
 from definitions.catalog import Catalog
-from definitions.requests import RequestProgress, RequestResult
-from nwd.client import data_converter
 from nwd.stack import Stack
+from runtime.messages import RequestProgress, RequestResult
+from runtime.temporal import data_converter
 from tests.conftest import quiet_stack
 from tests.e2e.conftest import EXAMPLES, Agencies, running_engine
 from workflows.request_workflow import CitizenRequestWorkflow

@@ -19,11 +19,11 @@ import pytest_asyncio
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from activities import callback_tokens as tokens
 from activities.signing import signature
 from definitions.catalog import Catalog
-from definitions.requests import RequestProgress, RequestResult, StepOutcome
-from nwd.client import data_converter
+from runtime import callback_tokens as tokens
+from runtime.messages import RequestProgress, RequestResult, StepOutcome
+from runtime.temporal import data_converter
 from tests.e2e.conftest import EXAMPLES, Agencies, Engine, running_engine
 from workflows.request_workflow import CitizenRequestWorkflow
 

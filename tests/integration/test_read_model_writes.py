@@ -18,10 +18,10 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from activities.migrations import apply_migrations
-from activities.progress_writer import ProgressWriter
-from activities.read_model import ItemProgress, ReadModel, open_pool
-from definitions.requests import RecordRequestInput
+from readmodel.migrations import apply_migrations
+from readmodel.progress import ProgressWriter
+from readmodel.store import ItemProgress, ReadModel, open_pool
+from runtime.messages import RecordRequestInput
 
 
 class CountingReadModel(ReadModel):

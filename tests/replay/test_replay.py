@@ -14,7 +14,7 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from nwd.client import data_converter
+from runtime.temporal import data_converter
 from worker import workflow_runner
 from workflows.request_workflow import CitizenRequestWorkflow
 

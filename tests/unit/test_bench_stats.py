@@ -22,7 +22,7 @@ from benchmarks.harness import (
 )
 from benchmarks.report import table
 from benchmarks.stats import latency_summary, median, median_of_runs, percentile, ratio, ratios
-from nwd.settings import PROJECT_ROOT
+from runtime.settings import PROJECT_ROOT
 
 
 def test_percentile_interpolates_between_ranks() -> None:

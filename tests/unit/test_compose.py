@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from nwd.settings import PROJECT_ROOT, Settings
 from nwd.stack import read_agency_env_names
+from runtime.settings import PROJECT_ROOT, Settings
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"

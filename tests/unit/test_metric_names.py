@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nwd import telemetry
+from runtime import telemetry
 from workflows.request_workflow import AGENCY_WAIT_METRIC
 
 

@@ -16,9 +16,9 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from activities.migrations import apply_migrations
 from nwd.commands.report import report_range
 from nwd.report import Figures, Report, build_report, human_duration, render_chart, render_text
+from readmodel.migrations import apply_migrations
 
 COA, RAD = "change-of-address", "report-a-death"
 START = datetime(2026, 11, 2, tzinfo=UTC)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from nwd.settings import PROJECT_ROOT
+from runtime.settings import PROJECT_ROOT
 
-PROJECT_PACKAGES = {"definitions", "workflows", "activities", "intake", "agency_kit", "nwd",
-                    "worker", "benchmarks"}
+PROJECT_PACKAGES = {"definitions", "workflows", "activities", "runtime", "readmodel", "intake",
+                    "agency_kit", "nwd", "worker", "benchmarks"}
 FORBIDDEN_MODULES = {
     "time", "random", "secrets", "uuid", "os", "socket", "subprocess", "threading",
     "multiprocessing", "concurrent", "asyncpg", "aiohttp", "httpx", "urllib", "http",
@@ -25,7 +25,7 @@ FORBIDDEN_BUILTINS = {"open", "input", "print", "hash", "id", "exec", "eval", "b
 another worker would decide differently."""
 FORBIDDEN_METHODS = {"now", "utcnow", "today", "fromtimestamp"}
 """Clock reads on datetime/date; the workflow's clock is ``workflow.now()``."""
-ALLOWED_PROJECT_MODULES = ("definitions", "workflows")
+ALLOWED_PROJECT_MODULES = ("definitions", "workflows", "runtime.messages")
 
 
 def _module_path(name: str) -> Path | None:
@@ -96,19 +96,20 @@ def test_workflow_code_and_its_imports_are_deterministic() -> None:
     problems, modules = workflow_closure()
     assert "workflows.request_workflow" in modules
     assert "definitions.expressions" in modules  # the closure follows imports
+    assert "runtime.messages" in modules
     assert problems == []
 
 
 def test_the_check_refuses_clocks_randomness_io_and_process_values() -> None:
     bad = (
-        "import random\nfrom datetime import datetime\nfrom activities import read_model\n"
+        "import random\nfrom datetime import datetime\nfrom readmodel import store\n"
         "def f(x):\n    datetime.now()\n    open('f')\n    return hash(x)\n"
     )
     problems, _ = problems_in(bad, "bad.py")
     assert problems == [
         "bad.py: imports random",
-        "bad.py: imports activities (not workflow-safe code)",
-        "bad.py: imports activities.read_model (not workflow-safe code)",
+        "bad.py: imports readmodel (not workflow-safe code)",
+        "bad.py: imports readmodel.store (not workflow-safe code)",
         "bad.py:5: calls .now()",
         "bad.py:6: calls open()",
         "bad.py:7: calls hash()",

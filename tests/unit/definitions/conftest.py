@@ -8,7 +8,7 @@ import pytest
 
 from definitions.catalog import Catalog
 from definitions.loader import load_catalog
-from nwd.settings import DEFAULT_CATALOG_DIR
+from runtime.settings import DEFAULT_CATALOG_DIR
 
 
 @pytest.fixture(scope="session")

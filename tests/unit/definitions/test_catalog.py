@@ -14,7 +14,7 @@ from definitions.errors import DefinitionErrors, UnknownService
 from definitions.loader import load_catalog, load_service_file
 from definitions.models import CallStep, ServiceSnapshot
 from nwd.cli import main
-from nwd.settings import DEFAULT_CATALOG_DIR
+from runtime.settings import DEFAULT_CATALOG_DIR
 
 
 def _reversed_keys(value: Any) -> Any:

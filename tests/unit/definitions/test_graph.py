@@ -9,7 +9,7 @@ import pytest
 from definitions.catalog import Catalog
 from definitions.graph import mermaid
 from definitions.models import CallStep, ServiceDefinition
-from nwd.settings import PROJECT_ROOT
+from runtime.settings import PROJECT_ROOT
 
 SERVICES = ["change-of-address", "report-a-death", "register-a-business"]
 

@@ -12,7 +12,7 @@ import pytest
 
 from definitions.schema import SCHEMA_FILE, json_schema
 from nwd.cli import main
-from nwd.settings import DEFAULT_CATALOG_DIR
+from runtime.settings import DEFAULT_CATALOG_DIR
 
 CATALOG_FILES = [
     DEFAULT_CATALOG_DIR / "agencies.yaml",

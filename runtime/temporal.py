@@ -7,9 +7,11 @@ import dataclasses
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
+from temporalio.runtime import Runtime
 
-from nwd.codec import EncryptionCodec, load_key
-from nwd.settings import Settings
+from runtime.codec import EncryptionCodec, load_key
+from runtime.settings import Settings
+from runtime.telemetry import tracing_interceptors
 
 
 def data_converter(key: bytes) -> DataConverter:
@@ -25,9 +27,14 @@ def converter_for(settings: Settings) -> DataConverter:
     return data_converter(load_key(settings.state_dir, settings.encryption_key))
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(
+    settings: Settings, runtime: Runtime | None = None, *, otel: bool = False
+) -> Client:
+    """A client of the configured namespace, on ``runtime`` (its metrics), traced if asked."""
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=converter_for(settings),
+        runtime=runtime,
+        interceptors=tracing_interceptors(otel),
     )

@@ -1,6 +1,6 @@
 """Versioned schema migrations for the read model, applied by the engine itself at start-up.
 
-Files ``migrations/NNNN_name.sql`` run once each, in order, inside one transaction per file,
+Files ``sql/NNNN_name.sql`` run once each, in order, inside one transaction per file,
 under an advisory lock so a worker and the intake starting together do not race.
 """
 
@@ -18,7 +18,7 @@ _LOCK_ID = 0x4E57_4430  # "NWD0": any constant, shared by every process applying
 def migration_files() -> list[tuple[int, str, str]]:
     """(version, name, sql) of every migration shipped with the package, in order."""
     found = []
-    for entry in resources.files("activities").joinpath("migrations").iterdir():
+    for entry in resources.files("readmodel").joinpath("sql").iterdir():
         if entry.name.endswith(".sql"):
             version = int(entry.name.split("_", 1)[0])
             found.append((version, entry.name, entry.read_text(encoding="utf-8")))

@@ -19,11 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
-from temporalio.client import Client, Interceptor
+from temporalio.client import Interceptor
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-
-from nwd.client import converter_for
-from nwd.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -130,16 +127,3 @@ def tracing_interceptors(enabled: bool) -> list[Interceptor]:
         return []
     log.info("tracing_enabled", interceptor="temporalio.contrib.opentelemetry.TracingInterceptor")
     return [TracingInterceptor()]
-
-
-async def connect_observed(
-    settings: Settings, runtime: Runtime | None, *, otel: bool = False
-) -> Client:
-    """Like :func:`nwd.client.connect`, on ``runtime`` (its metrics) and with tracing if asked."""
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        data_converter=converter_for(settings),
-        runtime=runtime,
-        interceptors=tracing_interceptors(otel),
-    )

@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from definitions.requests import ItemOutcome, RecordRequestInput, StepOutcome
+from runtime.messages import ItemOutcome, RecordRequestInput, StepOutcome
 
 
 @dataclass(frozen=True)

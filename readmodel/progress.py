@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
-from activities.read_model import ItemProgress, ReadModel
+from readmodel.store import ItemProgress, ReadModel
 
 MAX_BATCH = 500
 """Rows per statement at most (the arrays of one statement stay small)."""
