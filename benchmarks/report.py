@@ -9,7 +9,8 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped,unused-ignore]
 
-from benchmarks.harness import MODE_NOTES, BenchReport
+from benchmarks.runs import BenchReport
+from benchmarks.scenarios import MODE_NOTES
 
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("requests_per_s", "req/s", "{:.2f}"),

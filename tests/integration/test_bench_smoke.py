@@ -8,7 +8,6 @@ every mode, and the DBOS runs must have made every agency call.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,21 +16,12 @@ import pytest
 import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
-from benchmarks.harness import (
-    AgenciesProcess,
-    BenchEnv,
-    Harness,
-    new_database,
-    postmaster_pid,
-    scenarios,
-)
+from benchmarks.harness import Harness
+from benchmarks.measure import postmaster_pid
+from benchmarks.processes import AgenciesProcess, BenchEnv, new_database
 from benchmarks.report import table
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from benchmarks.scenarios import scenarios
+from tests.conftest import free_port
 
 
 @pytest_asyncio.fixture
@@ -40,7 +30,7 @@ async def bench(
 ) -> AsyncIterator[tuple[AgenciesProcess, BenchEnv]]:
     """The reference agencies in their own process, and the session's servers as a BenchEnv."""
     agencies = AgenciesProcess(
-        await new_database(postgres_server, "bench_agencies"), _free_port(),
+        await new_database(postgres_server, "bench_agencies"), free_port(),
         tmp_path / "agencies.log",
     )
     try:

@@ -5,22 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
-from benchmarks import agency_call
-from benchmarks.harness import (
-    MODE_NOTES,
-    BenchReport,
-    Mode,
-    RunResult,
-    Scenario,
-    _cpu_s,
-    _tree_cpu_s,
-    rotated,
-    scenarios,
-)
+from benchmarks import agency_call, cli
+from benchmarks.measure import CpuProbe, cpu_s, tree_cpu_s
 from benchmarks.report import table
+from benchmarks.runs import BenchReport, RunResult
+from benchmarks.scenarios import MODE_NOTES, Mode, Scenario, rotated, scenarios
 from benchmarks.stats import latency_summary, median, median_of_runs, percentile, ratio, ratios
 from runtime.settings import PROJECT_ROOT
 
@@ -150,13 +143,13 @@ def test_tree_cpu_counts_the_children() -> None:
     try:
         child.wait(timeout=30)
         me = os.getpid()
-        own = _cpu_s(me)
-        tree = _tree_cpu_s(me)  # the child, reaped, is in children_user/children_system
+        own = cpu_s(me)
+        tree = tree_cpu_s(me)  # the child, reaped, is in children_user/children_system
         assert own is not None and tree is not None
         assert tree > own
     finally:
         child.kill()
-    assert _tree_cpu_s(None) is None
+    assert tree_cpu_s(None) is None
 
 
 async def test_dbos_client_is_configured_as_the_engines() -> None:
@@ -198,19 +191,63 @@ def test_total_cpu_per_request_counts_each_process_once() -> None:
     assert _run("5x5", "engine", 8.0).figures(0.05)["total_cpu_ms_per_request"] is None
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    (("--failure-rate", "1.5"), "--failure-rate must be at least 0 and below 1"),
-    (("--failure-rate", "-0.1"), "--failure-rate must be at least 0 and below 1"),
-    (("--scenario", "9x9"), "unknown scenario 9x9"),
-    (("--repetitions", "0"), "--repetitions must be at least 1"),
-    (("--requests", "0"), "--requests must be at least 1"),
-])
-def test_bench_refuses_bad_options_before_starting_anything(
-    args: tuple[str, ...], expected: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from nwd.cli import main
+class TestCommandLine:
+    """``python -m benchmarks`` checks its options first; ``nwd bench`` only launches it."""
 
-    assert main(["bench", *args]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("nwd: error: ") and expected in err, err
-    assert "Traceback" not in err
+    @pytest.mark.parametrize(("args", "expected"), [
+        (("--failure-rate", "1.5"), "--failure-rate must be at least 0 and below 1"),
+        (("--failure-rate", "-0.1"), "--failure-rate must be at least 0 and below 1"),
+        (("--scenario", "9x9"), "unknown scenario 9x9"),
+        (("--repetitions", "0"), "--repetitions must be at least 1"),
+        (("--requests", "0"), "--requests must be at least 1"),
+    ])
+    def test_refuses_bad_options_before_starting_anything(
+        self, args: tuple[str, ...], expected: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        assert cli.main(list(args)) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("python -m benchmarks: error: ") and expected in err, err
+        assert "Traceback" not in err
+
+    def test_plan_applies_the_profile_and_the_overrides(self) -> None:
+        """--full means 3 repetitions; --requests replaces every scenario's R, keeping N."""
+        args = cli.build_parser().parse_args(
+            ["--full", "--scenario", "10x500", "--scenario", "200x5", "--requests", "4"])
+        checked = cli.plan(args)
+        assert checked.repetitions == 3
+        assert [(s.name, s.requests, s.calls) for s in checked.scenarios] == [
+            ("200x5", 4, 5), ("10x500", 4, 500)]
+
+    def test_nwd_bench_passes_arguments_and_exit_code_through(
+        self, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        """`nwd bench ARGS` is `python -m benchmarks ARGS`: its message, its exit code."""
+        from nwd.cli import main
+
+        assert main(["bench", "--quick", "--scenario", "9x9"]) == 2
+        err = capfd.readouterr().err
+        assert "python -m benchmarks: error: unknown scenario 9x9" in err, err
+        assert "Traceback" not in err
+
+    def test_nwd_bench_help_is_the_programs(self, capfd: pytest.CaptureFixture[str]) -> None:
+        from nwd.cli import main
+
+        assert main(["bench", "--help"]) == 0
+        out = capfd.readouterr().out
+        assert out.startswith("usage: python -m benchmarks"), out
+        for option in ("--quick", "--full", "--scenario", "--failure-rate", "--mode", "--out"):
+            assert option in out
+
+
+def test_cpu_probe_reads_each_process_and_subtracts() -> None:
+    """A reading minus an earlier one is each process's CPU in between; unmeasured stays None."""
+    me = os.getpid()
+    probe = CpuProbe(server=None, worker=me, agencies=None, postgres=me, client=me)
+    before = probe.read()
+    busy_until = time.process_time() + 0.2
+    while time.process_time() < busy_until:
+        pass
+    spent = probe.read() - before
+    assert spent.server is None and spent.agencies is None
+    for figure in (spent.worker, spent.postgres, spent.client):
+        assert figure is not None and 0.15 < figure < 5.0, spent
