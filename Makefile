@@ -56,8 +56,10 @@ ps: $(STAMP)
 stop:
 	@if [ -x $(BIN)/nwd ]; then $(BIN)/nwd down; else echo "nothing to stop (no $(VENV))"; fi
 
+# ruff, then the import-layer contracts of pyproject.toml ([tool.importlinter]).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy $(APP_PACKAGES) $(APP_MODULES)
