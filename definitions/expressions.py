@@ -188,10 +188,3 @@ def _path_of(node: Tree[Token] | Token) -> tuple[str, ...] | None:
         return (*head, str(node.children[1]))
     return None
 
-
-def sample_value(field_type: str) -> Any:
-    """A value of a field type, used to type-check expressions before any request exists."""
-    return {
-        "text": "text", "email": "a@example.org", "phone": "+15550100", "enum": "value",
-        "integer": 1, "number": 1.5, "boolean": True, "date": "2026-01-01",
-    }.get(field_type)

@@ -29,6 +29,8 @@ from pydantic import (
     model_validator,
 )
 
+from definitions.field_types import FieldType, rule_problem, rules_json_schema
+
 ID_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 """Ids appear in workflow ids, idempotency keys, URLs and metric labels: keep them plain."""
 
@@ -134,14 +136,13 @@ class Model(BaseModel):
 
 # --------------------------------------------------------------------------- data schemas
 
-FieldType = Literal[
-    "text", "integer", "number", "boolean", "date", "email", "phone", "address", "enum",
-    "list", "object",
-]
-
-
 class FieldSpec(Model):
     """One typed field of a submission or of an agency operation's input or output."""
+
+    # What a `type` means (the rules it takes, how values are checked, samples) is that type's
+    # object in definitions.field_types; this model holds the keys and asks the registry. The
+    # docstring above is the JSON Schema's description, hence this comment.
+    model_config = ConfigDict(json_schema_extra=rules_json_schema)
 
     type: FieldType = Field(description="The field's type.")
     required: bool = Field(True, description="Whether the field must be present.")
@@ -167,36 +168,9 @@ class FieldSpec(Model):
 
     @model_validator(mode="after")
     def _rules_fit_type(self) -> FieldSpec:
-        if self.type == "enum" and not self.values:
-            raise ValueError("an enum field needs 'values'")
-        if self.type != "enum" and self.values is not None:
-            raise ValueError(f"'values' applies to enum fields, not {self.type}")
-        if self.type == "list" and self.items is None:
-            raise ValueError("a list field needs 'items' (the type of each item)")
-        if self.type != "list" and (self.items or self.min_items is not None or self.max_items):
-            raise ValueError(
-                f"'items', 'min_items' and 'max_items' apply to lists, not {self.type}"
-            )
-        if self.type == "object" and not self.fields:
-            raise ValueError("an object field needs 'fields'")
-        if self.type != "object" and self.fields is not None:
-            raise ValueError(f"'fields' applies to object fields, not {self.type}")
-        text_like = ("text", "email", "phone")
-        if self.type not in text_like and (
-            self.min_length is not None or self.max_length is not None or self.pattern
-        ):
-            raise ValueError(
-                f"'min_length', 'max_length' and 'pattern' apply to text, not {self.type}"
-            )
-        if self.type not in ("integer", "number") and (
-            self.minimum is not None or self.maximum is not None
-        ):
-            raise ValueError(f"'minimum' and 'maximum' apply to numbers, not {self.type}")
-        if self.pattern is not None:
-            try:
-                re.compile(self.pattern)
-            except re.error as exc:
-                raise ValueError(f"'pattern' is not a valid regular expression: {exc}") from exc
+        problem = rule_problem(self)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
 

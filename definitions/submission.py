@@ -5,25 +5,24 @@ request, reports every bad field at once with its full path (``("benefits", 0,
 "case_number")``), and its messages are written for the citizen-facing form. Fields the
 schema does not declare are rejected, not dropped: the engine must not hold data it was not
 asked to hold (data minimisation).
+
+This module walks the structure — unknown and missing fields, paths, list items, fields
+inside objects and addresses — and asks each field's type (:mod:`definitions.field_types`)
+to judge and normalise the value itself; the personal-data helpers walk the same way.
 """
 
 from __future__ import annotations
 
-import datetime
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from definitions.field_types import ADDRESS_FIELDS
-from definitions.models import DataSchema, FieldSpec
+from definitions.field_types import InvalidValue, kind_of
+
+if TYPE_CHECKING:
+    from definitions.models import DataSchema, FieldSpec
 
 REDACTED = "***"
-
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_PHONE = re.compile(r"^\+?[0-9][0-9 ()-]{5,19}$")
 
 FieldLoc = tuple[str | int, ...]
 
@@ -93,77 +92,20 @@ def _object(
 
 
 def _value(spec: FieldSpec, value: Any, loc: FieldLoc, errors: list[FieldError]) -> Any:
-    def bad(message: str) -> _Bad:
-        errors.append(FieldError(loc, message))
-        return _BAD
-
-    kind = spec.type
-    if kind in ("text", "email", "phone"):
-        if not isinstance(value, str):
-            return bad("must be text")
-        if spec.min_length is not None and len(value) < spec.min_length:
-            return bad(f"must be at least {spec.min_length} characters long")
-        if spec.max_length is not None and len(value) > spec.max_length:
-            return bad(f"must be at most {spec.max_length} characters long")
-        if spec.pattern is not None and not _compiled(spec.pattern).search(value):
-            return bad(f"does not have the expected format ({spec.pattern})")
-        if kind == "email" and not _EMAIL.match(value):
-            return bad("must be an email address such as name@example.org")
-        if kind == "phone" and not _PHONE.match(value):
-            return bad("must be a phone number such as +44 20 7946 0000")
-        return value
-    if kind in ("integer", "number"):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return bad(f"must be {'a whole number' if kind == 'integer' else 'a number'}")
-        if kind == "integer" and isinstance(value, float):
-            if not value.is_integer():
-                return bad("must be a whole number")
-            value = int(value)
-        if spec.minimum is not None and value < spec.minimum:
-            return bad(f"must be at least {spec.minimum:g}")
-        if spec.maximum is not None and value > spec.maximum:
-            return bad(f"must be at most {spec.maximum:g}")
-        return value
-    if kind == "boolean":
-        return value if isinstance(value, bool) else bad("must be true or false")
-    if kind == "date":
-        return _date(value, bad)
-    if kind == "enum":
-        allowed = spec.values or ()
-        if not isinstance(value, str) or value not in allowed:
-            return bad(f"must be one of: {', '.join(allowed)}")
-        return value
-    if kind == "list":
-        if not isinstance(value, list | tuple):
-            return bad("must be a list")
-        if spec.min_items is not None and len(value) < spec.min_items:
-            return bad(f"must have at least {spec.min_items} item(s)")
-        if spec.max_items is not None and len(value) > spec.max_items:
-            return bad(f"must have at most {spec.max_items} item(s)")
-        assert spec.items is not None  # a list spec always has items (model rule)
-        items = [_value(spec.items, item, (*loc, i), errors) for i, item in enumerate(value)]
-        return _BAD if any(isinstance(item, _Bad) for item in items) else items
-    if kind == "address":
-        return _object(ADDRESS_FIELDS, value, loc, errors)
-    return _object(spec.fields or {}, value, loc, errors)  # object
-
-
-def _date(value: Any, bad: Any) -> Any:
-    if isinstance(value, datetime.datetime):
-        return bad("must be a date (YYYY-MM-DD), without a time")
-    if isinstance(value, datetime.date):
-        return value.isoformat()
-    if not isinstance(value, str) or not _DATE.match(value):
-        return bad("must be a date written YYYY-MM-DD")
+    kind = kind_of(spec)
     try:
-        return datetime.date.fromisoformat(value).isoformat()
-    except ValueError:
-        return bad("is not a real date")
-
-
-@lru_cache(maxsize=1024)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+        checked = kind.check(spec, value)
+    except InvalidValue as exc:
+        errors.append(FieldError(loc, exc.message))
+        return _BAD
+    fields = kind.fields(spec)
+    if fields is not None:
+        return _object(fields, checked, loc, errors)
+    item = kind.item(spec)
+    if item is not None:
+        items = [_value(item, one, (*loc, i), errors) for i, one in enumerate(checked)]
+        return _BAD if any(isinstance(one, _Bad) for one in items) else items
+    return checked
 
 
 # --------------------------------------------------------------------------- personal data
@@ -185,17 +127,19 @@ def _collect(spec: FieldSpec, path: str, paths: set[str]) -> None:
     if spec.personal:
         paths.add(path)
         return
-    if spec.type == "list" and spec.items is not None:
-        _collect(spec.items, f"{path}[]", paths)
-    elif spec.type == "object":
-        for name, inner in (spec.fields or {}).items():
-            _collect(inner, f"{path}.{name}", paths)
+    kind = kind_of(spec)
+    item = kind.item(spec)
+    if item is not None:
+        _collect(item, f"{path}[]", paths)
+    for name, inner in (kind.fields(spec) or {}).items():
+        _collect(inner, f"{path}.{name}", paths)
 
 
 def redact(schema: DataSchema, data: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``data`` with every personal value replaced by ``"***"`` (for logs, operators).
 
-    Fields the schema does not know are masked too: what is not declared is not trusted.
+    Fields the schema does not know are masked too, at any depth (inside an object or an
+    address): what is not declared is not trusted.
     """
     return _redact_object(schema.fields, data)
 
@@ -213,8 +157,11 @@ def _redact_value(spec: FieldSpec, value: Any) -> Any:
         return None
     if spec.personal:
         return REDACTED
-    if spec.type == "list" and spec.items is not None and isinstance(value, list):
-        return [_redact_value(spec.items, item) for item in value]
-    if spec.type == "object" and isinstance(value, Mapping):
-        return _redact_object(spec.fields or {}, value)
+    kind = kind_of(spec)
+    item = kind.item(spec)
+    if item is not None and isinstance(value, list):
+        return [_redact_value(item, one) for one in value]
+    fields = kind.fields(spec)
+    if fields is not None and isinstance(value, Mapping):
+        return _redact_object(fields, value)
     return value

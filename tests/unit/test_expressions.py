@@ -13,7 +13,6 @@ from definitions.expressions import (
     is_plain_path,
     parse,
     references,
-    sample_value,
 )
 
 DATA: dict[str, Any] = {
@@ -102,9 +101,3 @@ class TestEvaluate:
     def test_parse_is_cached(self) -> None:
         """The same text gives the same compiled tree object (no re-parse per event)."""
         assert parse("submission.age + 1") is parse("submission.age + 1")
-
-    def test_sample_values_by_type(self) -> None:
-        """Samples have the type their field type promises."""
-        assert isinstance(sample_value("boolean"), bool)
-        assert isinstance(sample_value("integer"), int)
-        assert sample_value("date") == "2026-01-01"

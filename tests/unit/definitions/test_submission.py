@@ -175,3 +175,10 @@ class TestPersonalData:
     def test_redact_masks_undeclared_fields(self, schema: DataSchema) -> None:
         """A field the schema does not know is masked: it is not trusted to be harmless."""
         assert redact(schema, {"note": "secret"}) == {"note": REDACTED}
+
+    def test_redact_masks_undeclared_keys_inside_an_address(self, catalog: Catalog) -> None:
+        """An address walks its declared parts like an object: a stray key inside is masked."""
+        schema = catalog.services["register-a-business"].input
+        assert not schema.fields["business_address"].personal
+        masked = redact(schema, {"business_address": {**ADDRESS, "note": "secret"}})
+        assert masked["business_address"] == {**ADDRESS, "note": REDACTED}
