@@ -7,6 +7,10 @@ Outcomes map onto Temporal's retry contract by exception *type name*:
   step's policy (``Retry-After`` honoured);
 - a malformed answer: ``AgencyProtocolError``, non-retryable (retrying will not fix it).
 Every call carries an ``Idempotency-Key``, so a retry never makes a second effect.
+
+The contract itself (headers, envelopes, reply models, retryable statuses, signing) is the
+agency kit's (:mod:`agency_kit.contract`, :mod:`agency_kit.signing`), the one copy both sides
+import; this module only decides what each answer means for the workflow.
 """
 
 from __future__ import annotations
@@ -19,12 +23,28 @@ from typing import Any
 
 import aiohttp
 import structlog
+from pydantic import TypeAdapter, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import metrics
 from activities.agency_directory import AgencyDirectory, AgencyMisconfigured
-from activities.signing import signature
+from agency_kit.contract import (
+    IDEMPOTENCY_HEADER,
+    MAX_BODY_BYTES,
+    REFERENCE_HEADER,
+    RETRY_AFTER_HEADER,
+    RETRYABLE_STATUS,
+    Answer,
+    CancelRequest,
+    Completed,
+    InformationRequest,
+    NeedsInformation,
+    OperationRequest,
+    Rejected,
+    StepEnvelope,
+)
+from agency_kit.signing import signed_headers
 from readmodel.progress import ProgressWriter
 from readmodel.store import ItemProgress, ReadModel
 from runtime import callback_tokens as tokens
@@ -40,14 +60,12 @@ from runtime.messages import (
 log = structlog.get_logger(__name__)
 
 MAX_RESPONSE_BYTES = 256 * 1024
-"""Agency answers go into workflow history (2 MiB payload limit): refuse bigger ones early."""
+"""Agency answers go into workflow history (2 MiB payload limit): refuse bigger ones early.
 
-REJECTED = AGENCY_REJECTED
-UNAVAILABLE = AGENCY_UNAVAILABLE
-PROTOCOL = AGENCY_PROTOCOL_ERROR
-MISCONFIGURED = AGENCY_MISCONFIGURED
+Not the contract's ``MAX_BODY_BYTES`` (what an agency accepts): this one is the engine's own."""
 
 _PATHS = {"operation": "", "information": "/information", "cancel": "/cancel"}
+_ANSWER: TypeAdapter[Answer] = TypeAdapter(Answer)
 
 
 @dataclass(frozen=True)
@@ -119,43 +137,41 @@ class AgencyCalls:
         )
         return result
 
+
     async def _call(self, call: AgencyCallInput, attempt: int) -> AgencyCallResult:
         try:
             base_url = self._directory.base_url(call.endpoint)
             secret = self._directory.secret(call.endpoint)
         except AgencyMisconfigured as exc:
-            raise ApplicationError(str(exc), type=MISCONFIGURED, non_retryable=True) from exc
+            raise ApplicationError(str(exc), type=AGENCY_MISCONFIGURED, non_retryable=True) from exc
         url = f"{base_url}/operations/{call.operation}{_PATHS[call.action]}"
-        body = json.dumps(self._body(call), separators=(",", ":")).encode()
-        timestamp = int(time.time())
+        body = request_body(call, self._callback_url(call))
         headers = {
             "Content-Type": "application/json",
-            "Idempotency-Key": call.idempotency_key,
-            "X-NWD-Reference": call.reference,
-            "X-NWD-Timestamp": str(timestamp),
+            IDEMPOTENCY_HEADER: call.idempotency_key,
+            REFERENCE_HEADER: call.reference,
+            **signed_headers(secret, body),  # a fresh timestamp on every attempt
         }
-        if secret is not None:
-            headers["X-NWD-Signature"] = signature(secret, timestamp, body)
         try:
             async with self._http.post(
                 url, data=body, headers=headers,
                 timeout=aiohttp.ClientTimeout(total=call.timeout_seconds),
             ) as answer:
                 response = AgencyResponse(
-                    answer.status, await answer.read(), answer.headers.get("Retry-After", "")
+                    answer.status, await answer.read(), answer.headers.get(RETRY_AFTER_HEADER, "")
                 )
         except TimeoutError as exc:
             raise ApplicationError(
                 f"{call.endpoint.agency_id} did not answer {call.operation} within "
                 f"{call.timeout_seconds:g}s ({url})",
-                type=UNAVAILABLE,
+                type=AGENCY_UNAVAILABLE,
             ) from exc
         except aiohttp.ClientError as exc:
             raise ApplicationError(
                 f"{call.endpoint.agency_id} is unreachable at {url}: {exc.__class__.__name__}",
-                type=UNAVAILABLE,
+                type=AGENCY_UNAVAILABLE,
             ) from exc
-        return self._interpret(call, url, response, attempt)
+        return interpret(call, url, response, attempt)
 
     def _callback_url(self, call: AgencyCallInput) -> str | None:
         """The single-use callback URL for this call (stable across retries of the call)."""
@@ -164,75 +180,6 @@ class AgencyCalls:
         token = tokens.issue(self._callback_key, tokens.CallbackTarget(
             call.reference, call.step_id, call.item_key, call.endpoint.agency_id))
         return f"{call.callback_url.rstrip('/')}/callbacks/{token}"
-
-    def _body(self, call: AgencyCallInput) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "reference": call.reference, "step": call.step_id, "item": call.item_key,
-            "language": call.language,
-        }
-        if call.action == "operation":
-            body["input"] = call.payload
-            body["callback_url"] = self._callback_url(call)
-        else:
-            body.update(call.payload)
-        return body
-
-    def _interpret(
-        self, call: AgencyCallInput, url: str, response: AgencyResponse, attempt: int
-    ) -> AgencyCallResult:
-        agency = call.endpoint.agency_id
-        code = response.status
-        if len(response.content) > MAX_RESPONSE_BYTES:
-            raise ApplicationError(
-                f"{agency} answered {call.operation} with {len(response.content)} bytes "
-                f"(limit {MAX_RESPONSE_BYTES})",
-                type=PROTOCOL, non_retryable=True,
-            )
-        if code >= 500 or code in (408, 429):
-            retry_after = response.retry_after
-            raise ApplicationError(
-                f"{agency} answered HTTP {code} to {call.operation} ({url}); will retry",
-                {"status": code},
-                type=UNAVAILABLE,
-                next_retry_delay=_seconds(retry_after),
-            )
-        try:
-            data = json.loads(response.content)
-        except ValueError as exc:
-            raise ApplicationError(
-                f"{agency} answered HTTP {code} to {call.operation} with a body that is not JSON",
-                type=PROTOCOL, non_retryable=True,
-            ) from exc
-        if not isinstance(data, dict):
-            raise ApplicationError(
-                f"{agency} answered {call.operation} with JSON that is not an object",
-                type=PROTOCOL, non_retryable=True,
-            )
-        if code >= 400:
-            reason = str(data.get("reason") or data.get("detail") or f"HTTP {code}")
-            raise ApplicationError(
-                f"{agency} rejected {call.operation}: {reason}",
-                {"status": code, "code": data.get("code"), "reason": reason,
-                 "errors": data.get("errors")},
-                type=REJECTED, non_retryable=True,
-            )
-        status = data.get("status")
-        if code == 202 or status == "accepted":
-            status = "accepted"
-        if status not in ("completed", "accepted", "needs_information", "cancelled"):
-            raise ApplicationError(
-                f"{agency} answered {call.operation} with unknown status {status!r}",
-                type=PROTOCOL, non_retryable=True,
-            )
-        output = data.get("output") or {}
-        return AgencyCallResult(
-            status=status,
-            agency_reference=data.get("agency_reference"),
-            output=output if isinstance(output, dict) else {},
-            fields=data.get("fields"),
-            message=data.get("message"),
-            attempts=attempt,
-        )
 
     async def _record(
         self, call: AgencyCallInput, status: str, agency_reference: str | None, attempt: int,
@@ -250,6 +197,137 @@ class AgencyCalls:
         except Exception as exc:  # the read model is a view: it must not fail the agency call
             log.warning("read_model_write_failed", reference=call.reference,
                         step=call.step_id, error=exc.__class__.__name__)
+
+
+def request_body(call: AgencyCallInput, callback_url: str | None) -> bytes:
+    """The exact bytes sent (and signed): the contract's envelope for the call's action.
+
+    Raises ``AgencyRejected`` for a body over the contract's size limit, without sending it
+    (every agency answers such a body 413, final), and ``AgencyProtocolError`` for a payload
+    the envelope cannot hold (an answer or a cancel without an agency reference). Both are
+    non-retryable: a retry would build the same body.
+    """
+    common: dict[str, Any] = {
+        "reference": call.reference, "step": call.step_id, "item": call.item_key,
+        "language": call.language,
+    }
+    envelope: StepEnvelope
+    try:
+        if call.action == "operation":
+            envelope = OperationRequest(**common, input=call.payload, callback_url=callback_url)
+        elif call.action == "information":
+            envelope = InformationRequest.model_validate({**common, **call.payload})
+        else:
+            envelope = CancelRequest.model_validate({**common, **call.payload})
+    except ValidationError as exc:
+        raise ApplicationError(
+            f"cannot send {call.action} {call.operation} to {call.endpoint.agency_id}: "
+            f"the body would not follow the contract ({_problems(exc)})",
+            type=AGENCY_PROTOCOL_ERROR, non_retryable=True,
+        ) from exc
+    body = envelope.model_dump_json().encode()
+    if len(body) > MAX_BODY_BYTES:
+        reason = (f"the request body is {len(body)} bytes, over the contract's limit of "
+                  f"{MAX_BODY_BYTES}; nothing was sent")
+        raise ApplicationError(
+            f"{call.endpoint.agency_id} would refuse {call.operation}: {reason}",
+            {"status": 413, "code": "too_large", "reason": reason, "errors": None},
+            type=AGENCY_REJECTED, non_retryable=True,
+        )
+    return body
+
+
+def interpret(
+    call: AgencyCallInput, url: str, response: AgencyResponse, attempt: int
+) -> AgencyCallResult:
+    """An agency's HTTP answer as the call's result, or the error Temporal's retry acts on.
+
+    The engine is a tolerant reader: keys an answer holds beyond the contract's are ignored
+    (validated with ``extra="ignore"``), so an agency adding a key, or a later contract
+    version, breaks no call. Keys the contract requires must be there, or the answer is a
+    protocol error. The kit's reply models stay strict for the agencies that build them.
+    """
+    agency = call.endpoint.agency_id
+    code = response.status
+    if len(response.content) > MAX_RESPONSE_BYTES:
+        raise ApplicationError(
+            f"{agency} answered {call.operation} with {len(response.content)} bytes "
+            f"(limit {MAX_RESPONSE_BYTES})",
+            type=AGENCY_PROTOCOL_ERROR, non_retryable=True,
+        )
+    if code >= 500 or code in RETRYABLE_STATUS:
+        raise ApplicationError(
+            f"{agency} answered HTTP {code} to {call.operation} ({url}); will retry",
+            {"status": code},
+            type=AGENCY_UNAVAILABLE,
+            next_retry_delay=_seconds(response.retry_after),
+        )
+    try:
+        data = json.loads(response.content)
+    except ValueError as exc:
+        raise ApplicationError(
+            f"{agency} answered HTTP {code} to {call.operation} with a body that is not JSON",
+            type=AGENCY_PROTOCOL_ERROR, non_retryable=True,
+        ) from exc
+    if not isinstance(data, dict):
+        raise ApplicationError(
+            f"{agency} answered {call.operation} with JSON that is not an object",
+            type=AGENCY_PROTOCOL_ERROR, non_retryable=True,
+        )
+    if code >= 400:
+        rejection, reason, errors = _rejection(data, code)
+        raise ApplicationError(
+            f"{agency} rejected {call.operation}: {reason}",
+            {"status": code, "code": rejection, "reason": reason, "errors": errors},
+            type=AGENCY_REJECTED, non_retryable=True,
+        )
+    if code == 202:  # accepted, whatever the body's status says
+        data = {**data, "status": "accepted"}
+    try:
+        answer = _ANSWER.validate_python(data, extra="ignore")
+    except ValidationError as exc:
+        status = data.get("status")
+        unknown = any(e["type"].startswith("union_tag_") for e in exc.errors())
+        raise ApplicationError(
+            f"{agency} answered {call.operation} with unknown status {status!r}" if unknown
+            else f"{agency} answered {call.operation} with a {status} reply that does not "
+            f"follow the contract ({_problems(exc)})",
+            type=AGENCY_PROTOCOL_ERROR, non_retryable=True,
+        ) from exc
+    information = answer if isinstance(answer, NeedsInformation) else None
+    return AgencyCallResult(
+        status=answer.status,
+        agency_reference=answer.agency_reference,
+        output=answer.output if isinstance(answer, Completed) else {},
+        fields=information.fields if information is not None else None,
+        message=information.message if information is not None else None,
+        attempts=attempt,
+    )
+
+
+def _rejection(data: dict[str, Any], status: int) -> tuple[str | None, str, Any]:
+    """The code, reason and field errors of a 4xx answer.
+
+    A body in the contract's :class:`Rejected` shape is read as one. Any other 4xx body (a
+    proxy's, or a web framework's ``{"detail": "Not Found"}``) fails the call all the same, a
+    4xx being final, with whatever code and reason it gives.
+    """
+    try:
+        rejected = Rejected.model_validate(data, extra="ignore")
+    except ValidationError:
+        code = data.get("code")
+        reason = str(data.get("reason") or data.get("detail") or f"HTTP {status}")
+        return (None if code is None else str(code)), reason, None
+    errors = None if rejected.errors is None else [e.model_dump() for e in rejected.errors]
+    return rejected.code, rejected.reason or f"HTTP {status}", errors
+
+
+def _problems(exc: ValidationError) -> str:
+    """Where and what is wrong, never the values (a body may carry personal data)."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}"
+        for error in exc.errors(include_input=False, include_url=False)
+    )
 
 
 def _seconds(value: str) -> timedelta | None:

@@ -11,21 +11,26 @@ Agency -> engine: one of :class:`Completed` (200), :class:`Accepted` (202, outco
 callback), :class:`NeedsInformation` (200), :class:`Rejected` (4xx), :class:`Cancelled` (200);
 and later, for accepted calls, a signed :class:`Callback` to the request's ``callback_url``.
 
-Request envelopes ignore unknown keys (a tolerant reader, so the engine can add envelope
-fields); an operation's ``input`` itself is strict (see :mod:`agency_kit.validation`).
-The full text is ``docs/agency-contract.md``; the OpenAPI document is
-``docs/openapi/agency-contract.yaml``.
+Both sides import these models: the engine builds its request bodies from the envelopes and
+reads answers with the reply models; an agency does the reverse. Each side is strict in what it
+writes and tolerant in what it reads. Request envelopes ignore unknown keys (the engine may add
+envelope fields; an operation's ``input`` itself is strict, see :mod:`agency_kit.validation`).
+Reply models forbid unknown keys, so an agency building one with a misspelt key fails at once
+(the OpenAPI document says ``additionalProperties: false``); a reader that must survive an
+agency adding keys validates with ``extra="ignore"`` (the engine does: see
+``activities/agency_calls.py``). The full text is ``docs/agency-contract.md``; the OpenAPI
+document is ``docs/openapi/agency-contract.yaml``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 CONTRACT_VERSION = "v1"
 MAX_BODY_BYTES = 1024 * 1024
-"""Bodies above 1 MiB are refused with 413."""
+"""Request bodies above 1 MiB are refused with 413 (the engine does not send them)."""
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REFERENCE_HEADER = "X-NWD-Reference"
@@ -36,8 +41,14 @@ RETRYABLE_STATUS = frozenset({408, 429})
 
 
 def idempotency_key(reference: str, step: str, item: str | None, *suffix: str) -> str:
-    """``{reference}:{step}:{item or "-"}`` plus suffixes (``undo``; ``info``, n; ``callback``)."""
-    return ":".join([reference, step, item or "-", *suffix])
+    """``{reference}:{step}:{item or "-"}`` then each non-empty suffix, colon-separated.
+
+    Suffixes: ``undo`` (a compensation), ``cancel``, ``info:{n}`` (or ``"info", n``) for the
+    n-th information answer, ``callback``. An empty suffix adds nothing, so a caller passing
+    "no suffix" as ``""`` gets the plain key. Only ``None`` means "no item": an item key that is
+    an empty string stays empty, as the engine has always sent it.
+    """
+    return ":".join([reference, step, "-" if item is None else item, *(s for s in suffix if s)])
 
 
 class Envelope(BaseModel):
@@ -46,40 +57,42 @@ class Envelope(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-class OperationRequest(Envelope):
-    """``POST /operations/{operation_id}``: do the operation once for this request step/item."""
+class StepEnvelope(Envelope):
+    """What every request names: the request, the step (and item) it is for, the language.
+
+    The field order is the order the engine has always written these keys in.
+    """
 
     reference: str = Field(min_length=1, description="The engine's request reference.")
     step: str = Field(min_length=1, description="The step id within the citizen's request.")
     item: str | None = Field(None, description="The item key inside a for-each step, else null.")
+    language: str = Field("en", description="The citizen's preferred language.")
+
+
+class OperationRequest(StepEnvelope):
+    """``POST /operations/{operation_id}``: do the operation once for this request step/item."""
+
     input: dict[str, Any] = Field(default_factory=dict, description="The operation's input.")
     callback_url: str | None = Field(
         None, description="Where to POST the outcome of an accepted (202) call."
     )
-    language: str = Field("en", description="The citizen's preferred language.")
 
 
-class InformationRequest(Envelope):
+class InformationRequest(StepEnvelope):
     """``POST /operations/{operation_id}/information``: the citizen's answers."""
 
-    reference: str = Field(min_length=1)
-    step: str = Field(min_length=1)
-    item: str | None = None
     agency_reference: str = Field(min_length=1, description="From the needs_information answer.")
     answers: dict[str, Any] = Field(default_factory=dict)
 
 
-class CancelRequest(Envelope):
+class CancelRequest(StepEnvelope):
     """``POST /operations/{operation_id}/cancel``: withdraw an accepted call."""
 
-    reference: str = Field(min_length=1)
-    step: str = Field(min_length=1)
-    item: str | None = None
     agency_reference: str = Field(min_length=1)
 
 
 class Reply(BaseModel):
-    """Base of response bodies."""
+    """Base of response bodies: strict when built (see the module docstring for reading)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -146,3 +159,9 @@ class Callback(Reply):
     code: str | None = None
     fields: dict[str, dict[str, Any]] | None = None
     message: dict[str, str] | None = None
+
+
+Answer = Annotated[
+    Completed | Accepted | NeedsInformation | Cancelled, Field(discriminator="status")
+]
+"""A 2xx answer to a call, told apart by its ``status`` (a 202 is always :class:`Accepted`)."""

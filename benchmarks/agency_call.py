@@ -3,7 +3,9 @@
 One POST as the engine makes it (same URL, contract body, headers and idempotency key), the
 models around it, and the agency client's settings. It imports neither Temporal nor the
 engine's worker, so the DBOS process (:mod:`benchmarks.dbos_app`) loads only what a DBOS
-application would: its peak RSS is then comparable with the Temporal workers'.
+application would: its peak RSS is then comparable with the Temporal workers'. The contract's
+header names and key format come from the agency kit, as any agency client's would (the kit
+needs only pydantic and the standard library).
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from typing import Any
 
 import aiohttp
 from pydantic import BaseModel
+
+from agency_kit.contract import IDEMPOTENCY_HEADER, REFERENCE_HEADER, idempotency_key
+from agency_kit.signing import TIMESTAMP_HEADER
 
 HTTP_MAX_CONNECTIONS = 200
 """As ``worker.HTTP_MAX_CONNECTIONS`` (a unit test keeps the two equal)."""
@@ -81,9 +86,9 @@ async def post_agency_call(
         call.url, data=body, timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S),
         headers={
             "Content-Type": "application/json",
-            "Idempotency-Key": call.idempotency_key,
-            "X-NWD-Reference": reference,
-            "X-NWD-Timestamp": str(int(time.time())),
+            IDEMPOTENCY_HEADER: call.idempotency_key,
+            REFERENCE_HEADER: reference,
+            TIMESTAMP_HEADER: str(int(time.time())),
         },
     ) as response:
         if response.status >= 500:
@@ -100,8 +105,6 @@ def baseline_input(
     reference: str, calls: list[tuple[str, str, str | None, dict[str, Any]]], sequential: bool
 ) -> BaselineInput:
     """The baseline's input: ``(url, step, item, input)`` per call, keys as the engine makes."""
-    from runtime.messages import idempotency_key
-
     return BaselineInput(
         reference=reference,
         sequential=sequential,

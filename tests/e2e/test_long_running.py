@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from activities.signing import signature
+from agency_kit.signing import sign
 from runtime import callback_tokens as tokens
 from runtime.messages import RequestOptions, RequestProgress, RequestResult
 from tests.e2e.conftest import EXAMPLES, Engine
@@ -42,7 +42,7 @@ async def signed_post(engine: Engine, url: str, agency: str, body: dict[str, Any
     stamp = int(time.time())
     return await engine.intake.post(url, content=raw, headers={
         "Content-Type": "application/json", "X-NWD-Timestamp": str(stamp),
-        "X-NWD-Signature": signature(secret.encode(), stamp, raw),
+        "X-NWD-Signature": sign(secret, stamp, raw),
     })
 
 

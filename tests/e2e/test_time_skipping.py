@@ -19,7 +19,7 @@ import pytest_asyncio
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from activities.signing import signature
+from agency_kit.signing import sign
 from definitions.catalog import Catalog
 from runtime import callback_tokens as tokens
 from runtime.messages import RequestProgress, RequestResult, StepOutcome
@@ -78,7 +78,7 @@ async def agency_calls_back(engine: Engine, reference: str) -> int:
     secret = engine.agencies.env["NWD_AGENCY_ELECTORAL_REGISTRATION_SECRET"]
     response = await engine.intake.post(f"/callbacks/{token}", content=body, headers={
         "Content-Type": "application/json", "X-NWD-Timestamp": str(stamp),
-        "X-NWD-Signature": signature(secret.encode(), stamp, body)})
+        "X-NWD-Signature": sign(secret, stamp, body)})
     return response.status_code
 
 
