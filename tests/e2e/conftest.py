@@ -40,9 +40,16 @@ from runtime.messages import RequestResult
 from runtime.settings import DEFAULT_CATALOG_DIR
 from runtime.temporal import data_converter
 from tests.conftest import free_ports, new_database
+from tests.tiers import mark_folder
 from worker import agency_http_session, build_worker
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/e2e/ drives the whole engine, and carries the ``e2e`` marker."""
+    mark_folder(items, Path(__file__).parent, pytest.mark.e2e)
 
 
 def free_port() -> int:
