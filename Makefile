@@ -2,6 +2,7 @@
 #   make demo   start the embedded stack and run the demo requests (stack stays up)
 #   make dev    run the whole stack in the foreground until Ctrl-C
 #   make test   lint, type-check and run the test suite (what CI runs)
+#   make test-fast  lint and the fast tier: unit, replay and workflow tests (docs/testing.md)
 #   make stop   stop the stack;  make clean  stop it and delete .state/
 
 .DEFAULT_GOAL := help
@@ -18,10 +19,10 @@ APP_PACKAGES := definitions workflows activities runtime readmodel intake agency
 APP_MODULES := $(wildcard worker.py)
 PYTEST_ARGS ?=
 
-.PHONY: help install demo dev up stop ps lint typecheck test bench clean
+.PHONY: help install demo dev up stop ps lint typecheck test test-fast bench clean
 
 help:
-	@echo "make demo | dev | up | stop | ps | test | lint | typecheck | bench | clean"
+	@echo "make demo | dev | up | stop | ps | test | test-fast | lint | typecheck | bench | clean"
 
 $(BIN)/python:
 	@if [ -z "$(PYTHON)" ]; then \
@@ -65,10 +66,17 @@ typecheck: $(STAMP)
 	$(BIN)/mypy $(APP_PACKAGES) $(APP_MODULES)
 
 # pytest exit code 5 means "no tests collected": a test run that tests nothing is a failure.
-test: lint typecheck
-	@set +e; $(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+run_pytest = set +e; $(BIN)/pytest $(1) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests; the suite must run tests" >&2; exit 1; fi; \
 	exit $$rc
+
+test: lint typecheck
+	@$(call run_pytest,)
+
+# The tiers are folders, marked by their conftests: this leaves out tests/integration/ and
+# tests/e2e/ (no PostgreSQL, no reference agencies; the workflow tests use the dev server).
+test-fast: lint
+	@$(call run_pytest,-m "not integration and not e2e")
 
 bench: $(STAMP)
 	$(BIN)/nwd bench --quick

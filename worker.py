@@ -22,7 +22,6 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.agency_calls import AgencyCalls
 from activities.agency_directory import AgencyDirectory
-from activities.metrics import METRIC_ACTIVITIES
 from activities.notifications import OperatorNotifications
 from activities.recording import RequestRecording
 from readmodel.migrations import apply_migrations
@@ -108,7 +107,6 @@ def build_worker(
         agency_calls.call_agency,
         RequestRecording(read_model).record_request,
         OperatorNotifications(read_model).notify_operator,
-        *METRIC_ACTIVITIES,  # operations: record_escalation, record_agency_wait
     ]
     return Worker(
         client,

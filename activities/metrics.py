@@ -1,22 +1,23 @@
 """The engine's own metrics, recorded from inside activities.
 
-The activities know everything an operator wants counted: ``record_request`` knows the service,
-the status at start and finish and the submission time (so the end-to-end duration);
+The activities know most of what an operator wants counted: ``record_request`` knows the
+service, the status at start and finish and the submission time (so the end-to-end duration);
 ``call_agency`` knows the agency, operation, outcome, latency and attempt (attempt > 1 is a
-retry). They record through ``activity.metric_meter()``, so the figures leave the process by the
-same Prometheus endpoint as the SDK's (see :mod:`runtime.telemetry` for names and buckets).
+retry); ``notify_operator`` knows each escalation. They record through
+``activity.metric_meter()``, so the figures leave the process by the same Prometheus endpoint as
+the SDK's (see :mod:`runtime.telemetry` for names and buckets).
+
+Two figures are recorded elsewhere, by whoever knows them: the time a request waited for an
+agency's callback or a citizen's answer by the workflow's own ``workflow.metric_meter()``
+(into the same ``nwd_agency_wait_seconds``), and the start of a request the front door wrote
+itself by the intake (the workflow then has no start record to count it).
 
 Labels are ids only: service, agency, operation, action, step id, status, outcome. Never a
 reference or anything a citizen typed. Recording a metric never fails an activity.
-
-Two activities let the workflow record what only it knows, when it wants to:
-``record_escalation`` (a step handed to a caseworker) and ``record_agency_wait`` (the time an
-asynchronous agency took to call back).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
@@ -49,6 +50,8 @@ def outcome_label(status_or_error_type: str) -> str:
 
 
 def request_started(service: str) -> None:
+    """Count a request whose workflow recorded its own start (it was not started by the front
+    door with a read model: ``nwd submit``, the demo, the benchmark)."""
     meter = _meter()
     if meter is None:
         return
@@ -94,64 +97,16 @@ def agency_call(*, agency: str, operation: str, action: str, outcome: str, attem
             1, {"agency": agency, "operation": operation})
     if final and first_scheduled is not None:
         waited = (datetime.now(UTC) - first_scheduled).total_seconds()
-        agency_wait(agency=agency, operation=operation, outcome=label, seconds=waited,
-                    meter=meter)
-
-
-def agency_wait(*, agency: str, operation: str, outcome: str, seconds: float,
-                meter: MetricMeter | None = None) -> None:
-    meter = meter or _meter()
-    if meter is None:
-        return
-    meter.create_histogram_float(
-        names.AGENCY_WAIT, "Time a request waited on an agency", "s"
-    ).record(max(seconds, 0.0), {"agency": agency, "operation": operation, "outcome": outcome})
+        meter.create_histogram_float(
+            names.AGENCY_WAIT, "Time a request waited on an agency", "s"
+        ).record(max(waited, 0.0), {"agency": agency, "operation": operation, "outcome": label})
 
 
 def escalation(*, service: str, agency: str | None, step: str) -> None:
+    """Count a step escalated to a caseworker or operator (``notify_operator`` calls it)."""
     meter = _meter()
     if meter is None:
         return
     meter.create_counter(names.ESCALATIONS, "Steps escalated to a caseworker", "1").add(
         1, {"service": service, "agency": agency or "", "step": step})
 
-
-# ------------------------------------------------------------ activities the workflow can call
-
-
-@dataclass(frozen=True)
-class EscalationInput:
-    """A step handed to a caseworker (ids only: no personal data)."""
-
-    service: str
-    step_id: str
-    agency: str | None = None
-
-
-@dataclass(frozen=True)
-class AgencyWaitInput:
-    """How long an agency took to answer asynchronously (accepted → callback)."""
-
-    agency: str
-    operation: str
-    seconds: float
-    outcome: str = "completed"
-
-
-@activity.defn(name="record_escalation")
-async def record_escalation(escalated: EscalationInput) -> None:
-    """Count one escalation. Cheap: call it as a local activity."""
-    escalation(service=escalated.service, agency=escalated.agency, step=escalated.step_id)
-    log.info("step_escalated", service=escalated.service, step=escalated.step_id,
-             agency=escalated.agency)
-
-
-@activity.defn(name="record_agency_wait")
-async def record_agency_wait(wait: AgencyWaitInput) -> None:
-    """Observe the callback wait of an asynchronous agency. Cheap: call it as a local activity."""
-    agency_wait(agency=wait.agency, operation=wait.operation, outcome=outcome_label(wait.outcome),
-                seconds=wait.seconds)
-
-
-METRIC_ACTIVITIES = (record_escalation, record_agency_wait)
-"""Registered by ``worker.build_worker`` beside the engine's other activities."""

@@ -23,7 +23,8 @@ class RequestRecording:
     @activity.defn(name="record_request")
     async def record_request(self, record: RecordRequestInput) -> None:
         await self._read_model.record_request(record)
-        # metrics (operations): requests started / finished by service, end-to-end duration
+        # Requests finished by service and their end-to-end duration; a start only where this
+        # record is the start's only trace (the front door counts the starts it records).
         if record.finished:
             metrics.request_finished(record.service, record.status, record.submitted_at)
         else:

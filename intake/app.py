@@ -37,6 +37,7 @@ from definitions.submission import SubmissionInvalid
 from intake.bodies import MAX_BODY_BYTES, read_limited
 from intake.submissions import Submissions
 from readmodel.store import ReadModel
+from runtime import telemetry
 from runtime.messages import RequestProgress
 
 log = structlog.get_logger(__name__)
@@ -63,18 +64,29 @@ def create_app(
     """The front door's ASGI app. Collaborators are owned by the caller (see intake.__main__).
 
     ``codec`` and ``codec_token`` enable the codec server (both needed); ``metrics`` returns this
-    process's Prometheus text; ``meter`` counts submissions (see :mod:`runtime.telemetry`).
+    process's Prometheus text; ``meter`` counts submissions, and the requests they start when
+    the front door records them (see :mod:`runtime.telemetry`).
     """
     app = FastAPI(title="No Wrong Door — intake", version="1")
     # ---------------------------------------------------------- operations: metrics, codec
     submissions_counter = (
-        meter.create_counter("nwd_intake_submissions", "Submissions, by outcome", "1")
+        meter.create_counter(telemetry.SUBMISSIONS, "Submissions, by outcome", "1")
         if meter is not None else None
+    )
+    # The front door writes a new request's first row itself when it has the read model (its
+    # Submissions get the same one), and the workflow then skips its start record — where the
+    # worker counts starts. So such a request is counted here, once, when it is new; without
+    # a read model the workflow's start record counts it instead.
+    started_counter = (
+        meter.create_counter(telemetry.REQUESTS_STARTED, "Requests started", "1")
+        if meter is not None and read_model is not None else None
     )
 
     def count(service_id: str, outcome: str) -> None:
         if submissions_counter is not None:
             submissions_counter.add(1, {"service": service_id, "outcome": outcome})
+        if outcome == "created" and started_counter is not None:
+            started_counter.add(1, {"service": service_id})
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:

@@ -1,8 +1,8 @@
 """Telemetry of the engine's processes: one Prometheus ``/metrics`` endpoint each, optional tracing.
 
 Metrics go through the Temporal SDK's own runtime: the SDK's metrics (workflow and activity
-task latencies, polls, schedule-to-start, ...) and the engine's metrics (below, recorded by the
-activities through ``activity.metric_meter()``) come out of the same Prometheus endpoint. No
+task latencies, polls, schedule-to-start, ...) and the engine's metrics (below, recorded through
+the SDK's meters by the activities, the workflow and the intake) come out of the same endpoint. No
 extra dependency: the SDK's core exports Prometheus text itself.
 
 The engine's metrics carry only service ids, agency ids, operation names, statuses and outcomes
@@ -29,7 +29,8 @@ DEFAULT_WORKER_METRICS_ADDRESS = "127.0.0.1:9464"
 
 # ------------------------------------------------------------------ the engine's metric names
 REQUESTS_STARTED = "nwd_requests_started"
-"""Counter {service}: requests whose workflow began (recorded once, at the start record)."""
+"""Counter {service}: new requests, once each — by the intake when it wrote the request's first
+row (``POST /requests``), else by the worker at the workflow's start record."""
 REQUESTS_COMPLETED = "nwd_requests_completed"
 """Counter {service}: requests that finished with status ``completed``."""
 REQUESTS_FAILED = "nwd_requests_failed"
@@ -46,10 +47,12 @@ AGENCY_CALL_RETRIES = "nwd_agency_call_retries"
 """Counter {agency, operation}: attempts after the first (attempt > 1)."""
 AGENCY_WAIT = "nwd_agency_wait_seconds"
 """Histogram {agency, operation, outcome}: first schedule of a call to its final answer
-(attempts, back-off and ``Retry-After`` included), seconds; asynchronous completions add
-their callback wait through the ``record_agency_wait`` activity."""
+(attempts, back-off and ``Retry-After`` included), seconds, by ``call_agency``; the workflow's
+own metric meter adds the wait for a callback or a citizen's answer (outcome ``callback`` or
+``information``)."""
 ESCALATIONS = "nwd_escalations"
-"""Counter {service, agency, step}: steps escalated to a caseworker (``record_escalation``)."""
+"""Counter {service, agency, step}: steps escalated because a deadline or a decision's due date
+passed (``notify_operator``; ``agency`` is empty: the notice names the step, not its agency)."""
 SUBMISSIONS = "nwd_intake_submissions"
 """Counter {service, outcome}: submissions the intake accepted, found again or refused."""
 

@@ -12,7 +12,7 @@ import os
 import secrets
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +24,8 @@ import pytest
 import pytest_asyncio
 import uvicorn
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import MetricMeter
+from temporalio.converter import PayloadCodec
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -40,9 +42,16 @@ from runtime.messages import RequestResult
 from runtime.settings import DEFAULT_CATALOG_DIR
 from runtime.temporal import data_converter
 from tests.conftest import free_ports, new_database
+from tests.tiers import mark_folder
 from worker import agency_http_session, build_worker
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/e2e/ drives the whole engine, and carries the ``e2e`` marker."""
+    mark_folder(items, Path(__file__).parent, pytest.mark.e2e)
 
 
 def free_port() -> int:
@@ -172,8 +181,17 @@ async def running_engine(
     encryption_key: bytes,
     task_queue: str,
     search_attributes: bool = True,
+    meter: MetricMeter | None = None,
+    metrics: Callable[[], Awaitable[str]] | None = None,
+    codec: PayloadCodec | None = None,
+    codec_token: str | None = None,
 ) -> AsyncIterator[Engine]:
-    """A worker, an engine database and an intake (with the callback routes) on ``client``."""
+    """A worker, an engine database and an intake (with the callback routes) on ``client``.
+
+    The intake is wired as ``intake.__main__`` wires it: its submissions write the request's
+    first row. ``meter``, ``metrics``, ``codec`` and ``codec_token`` are the intake's options
+    of the same names (submission counters, ``GET /metrics``, the codec server).
+    """
     database_url = await new_database(postgres_server, "engine")
     pool = await open_pool(database_url, max_size=5)
     await apply_migrations(pool)
@@ -185,7 +203,8 @@ async def running_engine(
                               callback_base_url=intake_url, search_attributes=search_attributes,
                               read_model=read_model)
     app = create_app(client=client, submissions=submissions, read_model=read_model,
-                     ui_url="http://127.0.0.1:8233")
+                     ui_url="http://127.0.0.1:8233", meter=meter, metrics=metrics, codec=codec,
+                     codec_token=codec_token)
     app.include_router(interactions.router(
         client, interactions.CallbackVerifier(key, catalog, agencies.env)))
     intake_server, intake_task = await serve(app, intake_port)

@@ -1,10 +1,18 @@
-"""The worker's Prometheus endpoint exposes the engine's named series with the right counts.
+"""The engine's Prometheus endpoints expose its named series with the right counts.
 
-A real worker (on a Temporal runtime exporting Prometheus on a free port, exactly as
-``worker.py`` builds it) runs three known change-of-address requests against the reference
-agencies: one through a short outage of the electoral roll (one retry), one plain, one whose
-required tax step is rejected (the request fails). The scrape must then show exactly those
-counts, labelled by service/agency/operation/status only.
+A real worker and intake, wired as ``worker.py`` and ``intake.__main__`` wire them, share a
+Temporal runtime exporting Prometheus on a free port, so one scrape shows both processes'
+series (in production each process has its own endpoint; sum them by service):
+
+- three known change-of-address requests started as ``nwd submit`` starts them (the worker's
+  start record counts them): one through a short outage of the electoral roll (one retry),
+  one plain, one whose required tax step is rejected (the request fails);
+- a request through the intake's ``POST /requests`` (the front door writes its first row and
+  counts it), and the same idempotency key again (counted as a submission, not a request);
+- a request of the tests' licensed-business service whose registration misses its 1 s
+  deadline: the real workflow escalates it through ``notify_operator``.
+
+Labels are service/agency/operation/status ids only.
 """
 
 from __future__ import annotations
@@ -12,31 +20,28 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest_asyncio
-from temporalio import workflow
 from temporalio.client import Client
-from temporalio.runtime import Runtime
-from temporalio.worker import Worker
 
-from activities.agency_directory import AgencyDirectory
-from activities.metrics import EscalationInput, record_escalation
 from definitions.catalog import Catalog
 from intake.submissions import Submissions
-from readmodel.migrations import apply_migrations
-from readmodel.store import ReadModel, open_pool
 from runtime import telemetry
+from runtime.messages import RequestResult
 from runtime.temporal import data_converter
-from tests.e2e.conftest import EXAMPLES, Agencies, new_database
-from worker import agency_http_session, build_worker
+from tests.e2e.conftest import EXAMPLES, Agencies, Engine, running_engine
+from workflows.request_workflow import CitizenRequestWorkflow
 
 SERVICE = "change-of-address"
+LICENSED = "licensed-business"
+TOKEN = "test-codec-token"
 LINE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
@@ -67,26 +72,50 @@ def total(samples: list[Sample], name: str, **labels: str) -> float:
 
 @dataclass
 class ObservedEngine:
-    client: Client
-    submissions: Submissions
-    agencies: Agencies
-    metrics_url: str
-    task_queue: str
-    runtime: Runtime
+    """The engine of ``running_engine`` on a client whose runtime exports Prometheus."""
 
-    async def run(self, data: dict[str, Any]) -> Any:
-        submitted = await self.submissions.submit(SERVICE, data,
-                                                  idempotency_key=str(uuid.uuid4()))
-        handle = self.submissions.handle(submitted.reference)
-        return await asyncio.wait_for(handle.result(), 60)
+    engine: Engine
+    metrics_url: str
 
     async def scrape(self) -> list[Sample]:
         async with httpx.AsyncClient() as http:
             response = await http.get(self.metrics_url)
         response.raise_for_status()
-        # every engine series of this test carries its own task queue: ignore other tests'
-        return [s for s in parse(response.text)
-                if s.labels.get("task_queue") in (None, self.task_queue)]
+        return parse(response.text)
+
+    async def post_request(self, service: str, data: dict[str, Any],
+                           key: str | None = None) -> httpx.Response:
+        """``POST /requests`` on the intake, as a citizen's browser sends it."""
+        response = await self.engine.intake.post(
+            "/requests", json={"service": service, "submission": data},
+            headers={"Idempotency-Key": key or str(uuid.uuid4())})
+        if response.status_code == 202:
+            self.engine.started.append(response.json()["reference"])
+        return response
+
+
+@asynccontextmanager
+async def observed_engine(
+    temporal_address: str, postgres_server: str, agencies: Agencies, catalog: Catalog,
+    encryption_key: bytes, task_queue: str,
+) -> AsyncIterator[ObservedEngine]:
+    address = telemetry.free_local_address()
+    runtime = telemetry.prometheus_runtime(address)
+    client = await Client.connect(temporal_address, runtime=runtime,
+                                  data_converter=data_converter(encryption_key))
+    metrics_url = f"http://{address}/metrics"
+
+    async def metrics_text() -> str:
+        async with httpx.AsyncClient() as http:
+            return (await http.get(metrics_url)).text
+
+    async with running_engine(
+        client, postgres_server=postgres_server, agencies=agencies, catalog=catalog,
+        encryption_key=encryption_key, task_queue=task_queue, meter=runtime.metric_meter,
+        metrics=metrics_text, codec=data_converter(encryption_key).payload_codec,
+        codec_token=TOKEN,
+    ) as engine:
+        yield ObservedEngine(engine=engine, metrics_url=metrics_url)
 
 
 @pytest_asyncio.fixture
@@ -94,61 +123,55 @@ async def observed(
     temporal_address: str, postgres_server: str, agencies: Agencies, catalog: Catalog,
     encryption_key: bytes, task_queue: str,
 ) -> AsyncIterator[ObservedEngine]:
-    address = telemetry.free_local_address()
-    runtime: Runtime = telemetry.prometheus_runtime(address)
-    client = await Client.connect(temporal_address, runtime=runtime,
-                                  data_converter=data_converter(encryption_key))
-    database_url = await new_database(postgres_server, "metrics")
-    pool = await open_pool(database_url, max_size=5)
-    await apply_migrations(pool)
-    async with agency_http_session() as http:
-        worker = build_worker(client, task_queue=task_queue, http=http,
-                              read_model=ReadModel(pool),
-                              directory=AgencyDirectory(agencies.env), sandboxed=True)
-        async with worker:
-            yield ObservedEngine(
-                client=client,
-                submissions=Submissions(client, catalog, task_queue=task_queue),
-                agencies=agencies, metrics_url=f"http://{address}/metrics",
-                task_queue=task_queue, runtime=runtime,
-            )
-    await pool.close()
+    """An observed engine on the shipped catalog."""
+    async with observed_engine(temporal_address, postgres_server, agencies, catalog,
+                               encryption_key, task_queue) as observed:
+        yield observed
 
 
-def example() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((EXAMPLES / f"{SERVICE}.json").read_text())
+@pytest_asyncio.fixture
+async def observed_licensed(
+    temporal_address: str, postgres_server: str, agencies: Agencies,
+    licensed_catalog: Catalog, encryption_key: bytes, task_queue: str,
+) -> AsyncIterator[ObservedEngine]:
+    """The tests' licensed-business service (tests/e2e/catalog), with its 1 s deadline."""
+    async with observed_engine(temporal_address, postgres_server, agencies, licensed_catalog,
+                               encryption_key, task_queue) as observed:
+        yield observed
+
+
+def example(name: str = SERVICE) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((EXAMPLES / f"{name}.json").read_text())
     return data
 
 
-@workflow.defn(sandboxed=False)
-class EscalateTwice:
-    """Stands in for the workflow's escalation path: records two escalations."""
-
-    @workflow.run
-    async def run(self) -> None:
-        for step in ("update_tax_address", "update_tax_address"):
-            await workflow.execute_local_activity(
-                "record_escalation",
-                EscalationInput(service=SERVICE, step_id=step, agency="tax-authority"),
-                start_to_close_timeout=timedelta(seconds=5),
-            )
-
-
 async def test_metrics_endpoint_counts_known_requests(observed: ObservedEngine) -> None:
+    """Requests started outside the intake are counted by the worker's start record; calls,
+    retries, waits and durations by the activities."""
+    engine = observed.engine
+    # started as `nwd submit`, the demo and the benchmark start them: no row at submit
+    elsewhere = Submissions(engine.client, engine.submissions.catalog,
+                            task_queue=engine.task_queue)
+
+    async def run(data: dict[str, Any]) -> RequestResult:
+        submitted = await elsewhere.submit(SERVICE, data, idempotency_key=str(uuid.uuid4()))
+        engine.started.append(submitted.reference)
+        return await engine.result(submitted.reference)
+
     # 1. the electoral roll is down for ~1 s: one 503 (Retry-After), then a retry completes
-    await observed.agencies.set_behaviour("electoral-registration",
-                                          {"outage": {"duration_s": 1.0}})
-    first = await observed.run(example())
+    await engine.agencies.set_behaviour("electoral-registration",
+                                        {"outage": {"duration_s": 1.0}})
+    first = await run(example())
     assert first.status == "completed"
-    await observed.agencies.set_behaviour("electoral-registration", {})
+    await engine.agencies.set_behaviour("electoral-registration", {})
     # 2. a plain request
-    second = await observed.run(example())
+    second = await run(example())
     assert second.status == "completed"
     # 3. the tax authority refuses the required step: the request fails
-    await observed.agencies.set_behaviour(
+    await engine.agencies.set_behaviour(
         "tax-authority", {"reject": {"code": "unknown_taxpayer", "reason": "No such taxpayer",
                                      "status": 409}})
-    third = await observed.run(example())
+    third = await run(example())
     assert third.status == "failed"
 
     samples = await observed.scrape()
@@ -204,145 +227,145 @@ async def test_metrics_endpoint_counts_known_requests(observed: ObservedEngine) 
                  activity_type="call_agency") > 0
 
 
-async def test_escalations_are_counted_by_the_record_escalation_activity(
+async def test_the_intake_counts_a_new_request_once_and_a_repeated_key_not_again(
     observed: ObservedEngine,
 ) -> None:
-    queue = f"{observed.task_queue}-escalations"
-    async with Worker(observed.client, task_queue=queue, workflows=[EscalateTwice],
-                      activities=[record_escalation]):
-        await observed.client.execute_workflow(EscalateTwice.run, id=f"esc-{uuid.uuid4()}",
-                                               task_queue=queue)
-    async with httpx.AsyncClient() as http:
-        text = (await http.get(observed.metrics_url)).text
-    samples = [s for s in parse(text) if s.labels.get("task_queue") == queue]
-    assert total(samples, telemetry.ESCALATIONS, service=SERVICE, agency="tax-authority",
-                 step="update_tax_address") == 2
+    """A submission through the front door, which writes the request's first row (so the
+    workflow skips its start record), is counted as started once, by the intake; the same
+    idempotency key again is an `existing` submission and no new request."""
+    key = str(uuid.uuid4())
+    first = await observed.post_request(SERVICE, example(), key)
+    assert first.status_code == 202, first.text
+    reference = first.json()["reference"]
+    result = await observed.engine.result(reference)
+    assert result.status == "completed"
+    again = await observed.post_request(SERVICE, example(), key)
+    assert again.status_code == 200 and again.json()["created"] is False
+
+    scraped = await observed.engine.intake.get("/metrics")
+    assert scraped.status_code == 200
+    samples = parse(scraped.text)
+    assert total(samples, telemetry.REQUESTS_STARTED, service=SERVICE) == 1
+    assert total(samples, telemetry.REQUESTS_FINISHED, service=SERVICE) == 1
+    assert total(samples, telemetry.SUBMISSIONS, service=SERVICE, outcome="created") == 1
+    assert total(samples, telemetry.SUBMISSIONS, service=SERVICE, outcome="existing") == 1
 
 
-
-# ------------------------------------------------------------------ the intake process
-TOKEN = "test-codec-token"
-
-
-def intake_app(observed: ObservedEngine, encryption_key: bytes) -> Any:
-    from intake.app import create_app
-
-    async def metrics_text() -> str:
-        async with httpx.AsyncClient() as http:
-            return (await http.get(observed.metrics_url)).text
-
-    return create_app(
-        client=observed.client, submissions=observed.submissions, read_model=None,
-        ui_url="http://127.0.0.1:8233", codec=data_converter(encryption_key).payload_codec,
-        codec_token=TOKEN, metrics=metrics_text, meter=observed.runtime.metric_meter,
-    )
-
-
-async def test_intake_metrics_and_codec_server(
-    observed: ObservedEngine, encryption_key: bytes
+async def test_a_missed_deadline_is_counted_and_audited_once(
+    observed_licensed: ObservedEngine,
 ) -> None:
+    """The registry answers 1.5 s after its 1 s deadline: the workflow escalates the step
+    once through `notify_operator`, which counts it and writes the audit row."""
+    engine = observed_licensed.engine
+    await engine.agencies.set_behaviour(
+        "business-registry", {"mode": "callback", "callback_delay_s": 2.5})
+    submitted = await observed_licensed.post_request(LICENSED, example("register-a-business"))
+    assert submitted.status_code == 202, submitted.text
+    reference = submitted.json()["reference"]
+    handle = engine.client.get_workflow_handle_for(CitizenRequestWorkflow.run, reference)
+    deadline = time.monotonic() + 20
+    while True:  # the registry called back; the caseworker's decision is awaited
+        progress = await handle.query(CitizenRequestWorkflow.progress)
+        if any(s.step_id == "approve_trading" and s.status == "waiting" for s in progress.steps):
+            break
+        assert time.monotonic() < deadline, progress
+        await asyncio.sleep(0.1)
+    decided = await engine.intake.post(f"/requests/{reference}/decisions", json={
+        "step_id": "approve_trading", "approve": True, "decided_by": "sam",
+        "role": "licensing-officer"})  # well inside the decision's 2 s: no second escalation
+    assert decided.status_code == 200, decided.text
+    result = await engine.result(reference)
+    assert result.status == "completed"
+
+    samples = await observed_licensed.scrape()
+    assert total(samples, telemetry.ESCALATIONS, service=LICENSED,
+                 step="register_company") == 1
+    assert total(samples, telemetry.ESCALATIONS) == 1
+    # the callback's wait is the workflow's own figure, in the activities' series
+    assert total(samples, f"{telemetry.AGENCY_WAIT}_count", agency="business-registry",
+                 operation="register-company", outcome="callback") == 1
+    audit = await engine.pool.fetch(
+        "SELECT step_id, detail FROM request_events WHERE reference = $1"
+        " AND kind = 'escalated'", reference)
+    assert [row["step_id"] for row in audit] == ["register_company"]
+    assert json.loads(audit[0]["detail"])["role"] == "registry-liaison"
+    row = await engine.read_model.get_request(reference)
+    assert row is not None
+    assert {s.step_id for s in row.steps if s.escalated} == {"register_company"}
+
+
+async def test_intake_metrics_and_codec_server(observed: ObservedEngine) -> None:
+    """The intake's /metrics counts its submissions by outcome; its codec server opens the
+    sealed history for a caller with the token, and only for the UI's origins."""
     from google.protobuf import json_format
     from temporalio.api.common.v1 import Payloads
 
-    app = intake_app(observed, encryption_key)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://intake") as intake:
-        submitted = await intake.post("/requests", json={"service": SERVICE,
-                                                         "submission": example()})
-        assert submitted.status_code == 202, submitted.text
-        reference = submitted.json()["reference"]
-        refused = await intake.post("/requests", json={"service": SERVICE, "submission": {}})
-        assert refused.status_code == 422
+    intake = observed.engine.intake
+    submitted = await observed.post_request(SERVICE, example())
+    assert submitted.status_code == 202, submitted.text
+    reference = submitted.json()["reference"]
+    refused = await intake.post("/requests", json={"service": SERVICE, "submission": {}})
+    assert refused.status_code == 422
 
-        # GET /metrics: the intake's own counter and the SDK's client metrics, one endpoint
-        scraped = await intake.get("/metrics")
-        assert scraped.status_code == 200
-        samples = parse(scraped.text)
-        assert total(samples, telemetry.SUBMISSIONS, service=SERVICE, outcome="created") == 1
-        assert total(samples, telemetry.SUBMISSIONS, service=SERVICE, outcome="invalid") == 1
-        assert any(s.name.startswith("temporal_request") for s in samples)
+    # GET /metrics: the intake's own counter and the SDK's client metrics, one endpoint
+    scraped = await intake.get("/metrics")
+    assert scraped.status_code == 200
+    samples = parse(scraped.text)
+    assert total(samples, telemetry.SUBMISSIONS, service=SERVICE, outcome="created") == 1
+    assert total(samples, telemetry.SUBMISSIONS, service=SERVICE, outcome="invalid") == 1
+    assert any(s.name.startswith("temporal_request") for s in samples)
 
-        # the history holds only ciphertext ...
-        handle = observed.client.get_workflow_handle(reference)
-        await asyncio.wait_for(handle.result(), 60)
-        history = await handle.fetch_history()
-        started = history.events[0].workflow_execution_started_event_attributes
-        sealed = json_format.MessageToDict(started.input)
-        assert sealed["payloads"][0]["metadata"]["encoding"] == "YmluYXJ5L2VuY3J5cHRlZA=="
-        assert b"Alex Example" not in started.input.SerializeToString()
+    # the history holds only ciphertext ...
+    handle = observed.engine.client.get_workflow_handle(reference)
+    await asyncio.wait_for(handle.result(), 60)
+    history = await handle.fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    sealed = json_format.MessageToDict(started.input)
+    assert sealed["payloads"][0]["metadata"]["encoding"] == "YmluYXJ5L2VuY3J5cHRlZA=="
+    assert b"Alex Example" not in started.input.SerializeToString()
 
-        # ... which the codec server opens for a caller with the token (as the UI does)
-        ui = {"Origin": "http://localhost:8233", "X-Namespace": "default"}
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
-            denied = await intake.post("/codec/decode", json=sealed, headers={**ui, **headers})
-            assert denied.status_code == 401
-        opened = await intake.post("/codec/decode", json=sealed,
-                                   headers={**ui, "Authorization": f"Bearer {TOKEN}"})
-        assert opened.status_code == 200
-        assert opened.headers["access-control-allow-origin"] == "http://localhost:8233"
-        plain = json_format.ParseDict(opened.json(), Payloads())
-        assert plain.payloads[0].metadata["encoding"] == b"json/plain"
-        assert b"Alex Example" in plain.payloads[0].data
+    # ... which the codec server opens for a caller with the token (as the UI does)
+    ui = {"Origin": "http://localhost:8233", "X-Namespace": "default"}
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+        denied = await intake.post("/codec/decode", json=sealed, headers={**ui, **headers})
+        assert denied.status_code == 401
+    opened = await intake.post("/codec/decode", json=sealed,
+                               headers={**ui, "Authorization": f"Bearer {TOKEN}"})
+    assert opened.status_code == 200
+    assert opened.headers["access-control-allow-origin"] == "http://localhost:8233"
+    plain = json_format.ParseDict(opened.json(), Payloads())
+    assert plain.payloads[0].metadata["encoding"] == b"json/plain"
+    assert b"Alex Example" in plain.payloads[0].data
 
-        # the embedded stack's UI endpoint carries the token in its path instead
-        in_path = await intake.post(f"/codec/{TOKEN}/decode", json=sealed, headers=ui)
-        assert in_path.status_code == 200 and in_path.json() == opened.json()
-        wrong_path = await intake.post("/codec/not-the-token/decode", json=sealed, headers=ui)
-        assert wrong_path.status_code == 401
+    # the embedded stack's UI endpoint carries the token in its path instead
+    in_path = await intake.post(f"/codec/{TOKEN}/decode", json=sealed, headers=ui)
+    assert in_path.status_code == 200 and in_path.json() == opened.json()
+    wrong_path = await intake.post("/codec/not-the-token/decode", json=sealed, headers=ui)
+    assert wrong_path.status_code == 401
 
-        # encode then decode gives the payload back
-        encoded = await intake.post("/codec/encode", json=opened.json(),
-                                    headers={"Authorization": f"Bearer {TOKEN}"})
-        assert encoded.status_code == 200
-        again = json_format.ParseDict(encoded.json(), Payloads())
-        assert again.payloads[0].metadata["encoding"] == b"binary/encrypted"
-        assert again.payloads[0].data != plain.payloads[0].data
-        decoded = await intake.post("/codec/decode", json=encoded.json(),
-                                    headers={"Authorization": f"Bearer {TOKEN}"})
-        assert decoded.json() == opened.json()
+    # encode then decode gives the payload back
+    encoded = await intake.post("/codec/encode", json=opened.json(),
+                                headers={"Authorization": f"Bearer {TOKEN}"})
+    assert encoded.status_code == 200
+    again = json_format.ParseDict(encoded.json(), Payloads())
+    assert again.payloads[0].metadata["encoding"] == b"binary/encrypted"
+    assert again.payloads[0].data != plain.payloads[0].data
+    decoded = await intake.post("/codec/decode", json=encoded.json(),
+                                headers={"Authorization": f"Bearer {TOKEN}"})
+    assert decoded.json() == opened.json()
 
-        # CORS preflight: the UI's origins only
-        for origin in ("http://localhost:8233", "http://127.0.0.1:8233"):
-            preflight = await intake.options("/codec/decode", headers={
-                "Origin": origin, "Access-Control-Request-Method": "POST",
-                "Access-Control-Request-Headers": "authorization,content-type,x-namespace"})
-            assert preflight.status_code == 204
-            assert preflight.headers["access-control-allow-origin"] == origin
-            assert "Authorization" in preflight.headers["access-control-allow-headers"]
-        stranger = await intake.options("/codec/decode", headers={
-            "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
-        assert stranger.status_code == 403
-        assert "access-control-allow-origin" not in stranger.headers
-        garbage = await intake.post("/codec/decode", content=b"not json",
-                                    headers={"Authorization": f"Bearer {TOKEN}"})
-        assert garbage.status_code == 400
-
-
-def test_tracing_switch_is_off_by_default_and_says_when_it_cannot_trace() -> None:
-    import importlib.util
-
-    from structlog.testing import capture_logs
-
-    assert telemetry.TelemetrySettings.from_env({}, default_address=None).otel is False
-    assert telemetry.TelemetrySettings.from_env({"NWD_OTEL": "1"}, default_address=None).otel
-    assert telemetry.tracing_interceptors(False) == []
-    with capture_logs() as logs:
-        interceptors = telemetry.tracing_interceptors(True)
-    if importlib.util.find_spec("opentelemetry.sdk") is None:
-        assert interceptors == []
-        assert [entry["event"] for entry in logs] == ["tracing_unavailable"]
-        assert "not installed" in logs[0]["reason"]
-    else:
-        from temporalio.contrib.opentelemetry import TracingInterceptor
-
-        assert [type(i) for i in interceptors] == [TracingInterceptor]
-
-
-def test_metrics_address_setting() -> None:
-    settings = telemetry.TelemetrySettings.from_env
-    default = telemetry.DEFAULT_WORKER_METRICS_ADDRESS
-    assert settings({}, default_address=default).metrics_address == "127.0.0.1:9464"
-    assert settings({"NWD_METRICS_ADDRESS": "0.0.0.0:9000"},
-                    default_address=default).metrics_address == "0.0.0.0:9000"
-    assert settings({"NWD_METRICS_ADDRESS": "off"}, default_address=default).metrics_address is None
-    assert settings({}, default_address=None).metrics_address is None
+    # CORS preflight: the UI's origins only
+    for origin in ("http://localhost:8233", "http://127.0.0.1:8233"):
+        preflight = await intake.options("/codec/decode", headers={
+            "Origin": origin, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type,x-namespace"})
+        assert preflight.status_code == 204
+        assert preflight.headers["access-control-allow-origin"] == origin
+        assert "Authorization" in preflight.headers["access-control-allow-headers"]
+    stranger = await intake.options("/codec/decode", headers={
+        "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+    assert stranger.status_code == 403
+    assert "access-control-allow-origin" not in stranger.headers
+    garbage = await intake.post("/codec/decode", content=b"not json",
+                                headers={"Authorization": f"Bearer {TOKEN}"})
+    assert garbage.status_code == 400

@@ -1,8 +1,16 @@
 """Representative runs whose histories feed the replay tests (tests/replay/).
 
-Every run here is replayed against the current workflow code at once; with
-``NWD_RECORD_HISTORIES=1`` the histories are also written to tests/replay/histories/, sealed
-with the replay suite's fixed test key, to be committed after an intended workflow change.
+One of them — a callback and a request for information, the protocol's two long waits — runs
+in every suite: its fresh history must replay with today's code, directly and under the
+sandbox, before any history of it could be committed. Recording all of them happens only
+on purpose, after an intended (patched) workflow change::
+
+    NWD_RECORD_HISTORIES=1 .venv/bin/pytest tests/e2e/test_record_histories.py
+
+which replays each run and writes it to tests/replay/histories/, sealed with the replay
+suite's fixed test key, to be committed. What the other scenarios show as they run is tested
+where that behaviour lives (docs/testing.md lists where); that their histories keep replaying
+is tests/replay's job.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from definitions.catalog import Catalog
@@ -30,6 +39,7 @@ from worker import workflow_runner
 from workflows.request_workflow import CitizenRequestWorkflow
 
 HISTORY_DIR = Path(__file__).resolve().parents[1] / "replay" / "histories"
+RECORDING = os.environ.get("NWD_RECORD_HISTORIES") == "1"
 
 
 @pytest.fixture(scope="module")
@@ -55,18 +65,18 @@ def waiting(step: str) -> Callable[[RequestProgress], bool]:
     return lambda p: any(s.step_id == step and s.status == "waiting" for s in p.steps)
 
 
-async def completed_with_retries(engine: Engine) -> str:
+async def completed_with_retries(engine: Engine, _licensed: Catalog) -> str:
     await engine.agencies.set_behaviour("tax-authority", {"error_every": 2})
     return await engine.submit("change-of-address", example("change-of-address"))
 
 
-async def compensated(engine: Engine) -> str:
+async def compensated(engine: Engine, _licensed: Catalog) -> str:
     await engine.agencies.set_behaviour("tax-authority", {
         "latency_ms": 800, "reject": {"code": "unknown_taxpayer", "reason": "unknown"}})
     return await engine.submit("change-of-address", example("change-of-address"))
 
 
-async def callback_and_information(engine: Engine) -> str:
+async def callback_and_information(engine: Engine, _licensed: Catalog) -> str:
     await engine.agencies.set_behaviour(
         "electoral-registration", {"mode": "callback", "callback_delay_s": 0.5})
     await engine.agencies.set_behaviour("tax-authority", {"needs_information": {
@@ -79,7 +89,7 @@ async def callback_and_information(engine: Engine) -> str:
     return reference
 
 
-async def cancelled(engine: Engine) -> str:
+async def cancelled(engine: Engine, _licensed: Catalog) -> str:
     await engine.agencies.set_behaviour(
         "benefits-agency", {"mode": "callback", "callback_delay_s": 30})
     reference = await engine.submit("change-of-address", example("change-of-address"))
@@ -89,10 +99,10 @@ async def cancelled(engine: Engine) -> str:
     return reference
 
 
-async def decided_after_escalations(engine: Engine) -> str:
+async def decided_after_escalations(engine: Engine, licensed: Catalog) -> str:
     await engine.agencies.set_behaviour(
         "business-registry", {"mode": "callback", "callback_delay_s": 1.5})
-    submissions = Submissions(engine.client, LICENSED[0], task_queue=engine.task_queue,
+    submissions = Submissions(engine.client, licensed, task_queue=engine.task_queue,
                               callback_base_url=engine.intake_url)
     submitted = await submissions.submit("licensed-business", example("register-a-business"),
                                          idempotency_key=str(uuid.uuid4()))
@@ -105,7 +115,7 @@ async def decided_after_escalations(engine: Engine) -> str:
     return submitted.reference
 
 
-async def continued_as_new(engine: Engine) -> str:
+async def continued_as_new(engine: Engine, _licensed: Catalog) -> str:
     await engine.agencies.set_behaviour(
         "benefits-agency", {"mode": "callback", "callback_delay_s": 2})
     snapshot = engine.submissions.catalog.snapshot("change-of-address")
@@ -122,7 +132,7 @@ async def continued_as_new(engine: Engine) -> str:
     return reference
 
 
-SCENARIOS: dict[str, Callable[[Engine], Awaitable[str]]] = {
+SCENARIOS: dict[str, Callable[[Engine, Catalog], Awaitable[str]]] = {
     "decided_after_escalations": decided_after_escalations,
     "continued_as_new": continued_as_new,
     "completed_with_retries": completed_with_retries,
@@ -132,24 +142,39 @@ SCENARIOS: dict[str, Callable[[Engine], Awaitable[str]]] = {
 }
 
 
-LICENSED: list[Catalog] = []
-
-
-@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-async def test_run_replays_and_is_recorded(
-    engine: Engine, licensed_catalog: Catalog, scenario: str
-) -> None:
-    """The scenario finishes and its history replays deterministically with today's code."""
-    LICENSED[:] = [licensed_catalog]
-    reference = await SCENARIOS[scenario](engine)
+async def run_and_replay(engine: Engine, licensed: Catalog, scenario: str) -> WorkflowHistory:
+    """Run ``scenario`` to its end; its history, replayed with today's code by both runners."""
+    reference = await SCENARIOS[scenario](engine, licensed)
     handle = engine.client.get_workflow_handle_for(CitizenRequestWorkflow.run, reference)
     await asyncio.wait_for(handle.result(), 60)
     history = await handle.fetch_history()
-    replayer = Replayer(workflows=[CitizenRequestWorkflow],
-                        data_converter=data_converter(REPLAY_KEY),
-                        workflow_runner=workflow_runner())
-    replayed = await replayer.replay_workflow(history, raise_on_replay_failure=True)
-    assert replayed.replay_failure is None
-    if os.environ.get("NWD_RECORD_HISTORIES") == "1":
+    for sandboxed in (False, True):
+        replayer = Replayer(workflows=[CitizenRequestWorkflow],
+                            data_converter=data_converter(REPLAY_KEY),
+                            workflow_runner=workflow_runner(sandboxed))
+        # raises on any non-determinism: a history that does not replay is never written
+        await replayer.replay_workflow(history, raise_on_replay_failure=True)
+    return history
+
+
+async def test_callback_and_information_run_replays_with_todays_code(
+    engine: Engine, licensed_catalog: Catalog
+) -> None:
+    """A fresh run through a callback and an answered request for information completes, and
+    its history replays directly and sandboxed (so it could be recorded as it is)."""
+    history = await run_and_replay(engine, licensed_catalog, "callback_and_information")
+    result = await engine.result(history.workflow_id)
+    assert result.status == "completed"
+    steps = {s.step_id: s for s in result.steps}
+    assert steps["update_voter_registration"].status == "completed"
+    assert steps["update_tax_address"].status == "completed"
+
+
+if RECORDING:
+    @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+    async def test_record_history(engine: Engine, licensed_catalog: Catalog,
+                                  scenario: str) -> None:
+        """Run the scenario, check its history replays, and write it for tests/replay."""
+        history = await run_and_replay(engine, licensed_catalog, scenario)
         HISTORY_DIR.mkdir(parents=True, exist_ok=True)
         (HISTORY_DIR / f"{scenario}.json").write_text(history.to_json())

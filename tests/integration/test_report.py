@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.unit.test_report import COA, seed
+from tests.integration.test_report_figures import COA, seed
 
 NWD = str(Path(sys.executable).parent / "nwd")
 

@@ -1,24 +1,87 @@
 """The table of invalid catalogs: each folder under cases/ breaks one rule.
 
 Each case holds ``agencies.yaml``, ``services/x.yaml`` and ``expected.yaml`` (the problem's
-code, file, line and the substrings its message must contain). The same table drives the
-loader and ``nwd definitions check``, so the command prints what the loader finds.
+code, file, line and the substrings its message must contain); ``missing-file`` leaves out
+the ``agencies.yaml`` it is about. The same table drives the loader and
+``nwd definitions check``, so the command prints what the loader finds.
+
+The codes the table must cover are read from the source of :mod:`definitions` (every literal
+code a problem is made with), not written out here: a new code without a case fails the
+table, and so does a case whose code nothing emits any more.
 """
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 from ruamel.yaml import YAML
 
-from definitions.errors import DefinitionErrors, DefinitionProblem
+import definitions
+from definitions.errors import DefinitionErrors, DefinitionProblem, Issue
 from definitions.loader import load_catalog
 from nwd.cli import main
 
 CASES = Path(__file__).parent / "cases"
 CASE_NAMES = sorted(p.name for p in CASES.iterdir() if p.is_dir())
+SOURCES = sorted(Path(definitions.__file__).parent.rglob("*.py"))
+
+PROBLEM_TYPES = {
+    cls.__name__: [field.name for field in dataclasses.fields(cls)].index("code")
+    for cls in (Issue, DefinitionProblem)
+}
+"""The types a problem is made with, and the position of their ``code`` argument."""
+
+
+def _code_argument(call: ast.Call) -> ast.expr | None:
+    for keyword in call.keywords:
+        if keyword.arg == "code":
+            return keyword.value
+    position = PROBLEM_TYPES[_called_name(call)]
+    return call.args[position] if len(call.args) > position else None
+
+
+def _called_name(call: ast.Call) -> str:
+    func = call.func
+    return func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+
+
+def _literal(node: ast.expr | None) -> str | None:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    return None
+
+
+def emitted_codes() -> dict[str, str]:
+    """Every literal code in ``definitions``, with where it is written (``file:line``).
+
+    Two shapes carry a code: the ``code`` argument of ``Issue(...)`` or
+    ``DefinitionProblem(...)``, and the first item of the ``(code, message)`` pairs returned
+    by the checks annotated ``-> tuple[str, str] | None`` (their caller makes the Issue).
+    """
+    codes: dict[str, str] = {}
+    for path in SOURCES:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            found: list[ast.expr | None] = []
+            if isinstance(node, ast.Call) and _called_name(node) in PROBLEM_TYPES:
+                found.append(_code_argument(node))
+            elif (isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+                  and node.returns is not None
+                  and "tuple[str, str]" in ast.unparse(node.returns)):
+                found.extend(
+                    returned.value.elts[0] for returned in ast.walk(node)
+                    if isinstance(returned, ast.Return) and isinstance(returned.value, ast.Tuple)
+                    and returned.value.elts
+                )
+            for expr in found:
+                code = _literal(expr)
+                if code is not None and expr is not None:
+                    codes.setdefault(code, f"{path.name}:{expr.lineno}")
+    return codes
 
 
 def _expected(case: str) -> dict[str, Any]:
@@ -34,14 +97,13 @@ def _matching(problems: list[DefinitionProblem], expected: dict[str, Any]) -> De
 
 
 def test_every_error_code_has_a_case() -> None:
-    """Each code the validator can emit is exercised by at least one case."""
-    codes = {_expected(case)["code"] for case in CASE_NAMES}
-    assert codes >= {
-        "unknown-agency", "unknown-operation", "unknown-step", "needs-cycle", "not-upstream",
-        "bad-expression", "unknown-reference", "ill-typed-expression", "unknown-operation-field",
-        "missing-required-field", "duplicate-id", "unknown-key", "invalid-value", "missing-key",
-        "yaml-syntax",
-    }
+    """Each code the loader and validator can emit has a case, and each case's code is one
+    they emit."""
+    emitted = emitted_codes()
+    cased = {_expected(case)["code"] for case in CASE_NAMES}
+    uncovered = {code: where for code, where in emitted.items() if code not in cased}
+    assert not uncovered, f"codes without a case under cases/: {uncovered}"
+    assert cased <= set(emitted), f"cases for codes nothing emits: {cased - set(emitted)}"
 
 
 @pytest.mark.parametrize("case", CASE_NAMES)
