@@ -100,7 +100,7 @@ def baseline_input(
     reference: str, calls: list[tuple[str, str, str | None, dict[str, Any]]], sequential: bool
 ) -> BaselineInput:
     """The baseline's input: ``(url, step, item, input)`` per call, keys as the engine makes."""
-    from runtime.messages import idempotency_key
+    from agency_kit.contract import idempotency_key
 
     return BaselineInput(
         reference=reference,

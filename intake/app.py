@@ -38,6 +38,7 @@ from intake.bodies import MAX_BODY_BYTES, read_limited
 from intake.submissions import Submissions
 from readmodel.store import ReadModel
 from runtime.messages import RequestProgress
+from workflows.request_workflow import CitizenRequestWorkflow
 
 log = structlog.get_logger(__name__)
 
@@ -220,8 +221,7 @@ def create_app(
         row = await read_model.get_request(reference) if read_model is not None else None
         live: RequestProgress | None = None
         try:
-            live = await submissions.handle(reference).query("progress",
-                                                             result_type=RequestProgress)
+            live = await submissions.handle(reference).query(CitizenRequestWorkflow.progress)
         except RPCError:
             live = None
         if row is None and live is None:
