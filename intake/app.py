@@ -39,6 +39,7 @@ from intake.submissions import Submissions
 from readmodel.store import ReadModel
 from runtime import telemetry
 from runtime.messages import RequestProgress
+from workflows.request_workflow import CitizenRequestWorkflow
 
 log = structlog.get_logger(__name__)
 
@@ -232,8 +233,7 @@ def create_app(
         row = await read_model.get_request(reference) if read_model is not None else None
         live: RequestProgress | None = None
         try:
-            live = await submissions.handle(reference).query("progress",
-                                                             result_type=RequestProgress)
+            live = await submissions.handle(reference).query(CitizenRequestWorkflow.progress)
         except RPCError:
             live = None
         if row is None and live is None:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.workflow import UpdateMethodMultiParam
 
 from agency_kit.signing import SignatureError, verify_headers
 from definitions.catalog import Catalog
@@ -37,10 +38,10 @@ from runtime.messages import (
     CaseworkerDecision,
     InformationAnswer,
 )
+from workflows.request_workflow import CitizenRequestWorkflow
 
 log = structlog.get_logger(__name__)
 M = TypeVar("M", bound=BaseModel)
-
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,20 @@ class Outcome:
         return JSONResponse(status_code=self.status, content=body)
 
 
-async def send(client: Client, reference: str, update: str, message: BaseModel) -> Outcome:
-    """Deliver one update to a request; map every refusal to a status a caller understands."""
-    handle = client.get_workflow_handle(reference)
+async def send(
+    client: Client,
+    reference: str,
+    update: UpdateMethodMultiParam[[CitizenRequestWorkflow, M], str],
+    message: M,
+) -> Outcome:
+    """Deliver one update to a request; map every refusal to a status a caller understands.
+
+    ``update`` is one of the workflow's update methods (``CitizenRequestWorkflow.decide``),
+    so the message type is checked against the handler's.
+    """
+    handle = client.get_workflow_handle_for(CitizenRequestWorkflow.run, reference)
     try:
-        answer = await handle.execute_update(update, message, result_type=str)
+        answer = await handle.execute_update(update, message)
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         if isinstance(cause, ApplicationError):
@@ -85,7 +95,9 @@ async def send(client: Client, reference: str, update: str, message: BaseModel) 
         if exc.status == RPCStatusCode.FAILED_PRECONDITION:
             return Outcome(410, "request_finished", f"request {reference} has finished")
         raise
-    return Outcome(200, answer, f"{update.replace('_', ' ')}: {answer}")
+    # an update method's name is its registered name (agency_callback, decide, ...)
+    label = str(getattr(update, "__name__", "update")).replace("_", " ")
+    return Outcome(200, answer, f"{label}: {answer}")
 
 
 class CallbackVerifier:
@@ -141,7 +153,8 @@ def router(client: Client, verifier: CallbackVerifier) -> APIRouter:
             )
         except (ValueError, ValidationError) as exc:
             return Outcome(422, "invalid", f"the callback body is not valid: {exc}").response()
-        outcome = await send(client, target.reference, "agency_callback", callback)
+        outcome = await send(client, target.reference, CitizenRequestWorkflow.agency_callback,
+                             callback)
         bound.info("callback", outcome=outcome.code, status=outcome.status)
         return outcome.response()
 
@@ -150,21 +163,22 @@ def router(client: Client, verifier: CallbackVerifier) -> APIRouter:
         parsed = await _model(request, InformationAnswer)
         if isinstance(parsed, Outcome):
             return parsed.response()
-        return (await send(client, reference, "answer_information", parsed)).response()
+        return (await send(client, reference, CitizenRequestWorkflow.answer_information,
+                             parsed)).response()
 
     @routes.post("/requests/{reference}/decisions")
     async def decide(reference: str, request: Request) -> JSONResponse:
         parsed = await _model(request, CaseworkerDecision)
         if isinstance(parsed, Outcome):
             return parsed.response()
-        return (await send(client, reference, "decide", parsed)).response()
+        return (await send(client, reference, CitizenRequestWorkflow.decide, parsed)).response()
 
     @routes.post("/requests/{reference}/cancel")
     async def cancel(reference: str, request: Request) -> JSONResponse:
         parsed = await _model(request, CancelRequest)
         if isinstance(parsed, Outcome):
             return parsed.response()
-        return (await send(client, reference, "cancel", parsed)).response()
+        return (await send(client, reference, CitizenRequestWorkflow.cancel, parsed)).response()
 
     return routes
 

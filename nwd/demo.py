@@ -23,6 +23,7 @@ from nwd.commands.requests import render_progress
 from runtime.messages import RequestProgress
 from runtime.settings import PROJECT_ROOT, Settings
 from runtime.temporal import connect
+from workflows.request_workflow import CitizenRequestWorkflow
 
 SERVICE = "change-of-address"
 EXAMPLE = PROJECT_ROOT / "examples" / f"{SERVICE}.json"
@@ -60,7 +61,7 @@ async def run_demo(settings: Settings, *, example: Path = EXAMPLE, timeout_s: fl
     started = time.monotonic()
     progress: RequestProgress | None = None
     while time.monotonic() - started < timeout_s:
-        progress = await handle.query("progress", result_type=RequestProgress)
+        progress = await handle.query(CitizenRequestWorkflow.progress)
         live.show(render_progress(progress))
         if progress.status != "running":
             break

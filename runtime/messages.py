@@ -41,12 +41,6 @@ def request_reference(service_id: str, idempotency_key: str) -> str:
     return f"{service_id}-{code[:4]}-{code[4:8]}-{code[8:12]}".upper().replace("_", "-")
 
 
-def idempotency_key(reference: str, step_id: str, item_key: str | None, suffix: str = "") -> str:
-    """The key an agency deduplicates on: request reference + step + item (+ undo/info suffix)."""
-    key = f"{reference}:{step_id}:{item_key if item_key is not None else '-'}"
-    return f"{key}:{suffix}" if suffix else key
-
-
 # --------------------------------------------------------------------------- workflow I/O
 
 

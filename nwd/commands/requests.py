@@ -8,8 +8,9 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from pydantic import BaseModel
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 from temporalio.client import Client
@@ -21,6 +22,15 @@ from definitions.submission import SubmissionInvalid
 from nwd.cli import UserError
 from runtime.messages import RequestProgress, StepOutcome
 from runtime.settings import Settings
+
+if TYPE_CHECKING:
+    from temporalio.workflow import UpdateMethodMultiParam
+
+    from workflows.request_workflow import CitizenRequestWorkflow
+
+M = TypeVar("M", bound=BaseModel)
+UNSUCCESSFUL = ("failed", "cancelled")
+"""Outcomes `nwd submit --wait` reports with exit status 1."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -134,18 +144,22 @@ async def _submit(args: argparse.Namespace) -> int:
         print("(this idempotency key was submitted before: same request, not started again)",
               file=sys.stderr)
     if args.wait:
-        await submissions.handle(submitted.reference).result()
+        result = await submissions.handle(submitted.reference).result()
         progress = await _progress(client, submitted.reference)
         if progress is not None:
             print(render_progress(progress))
+        if result.status in UNSUCCESSFUL:
+            print(f"request {submitted.reference} ended {result.status}", file=sys.stderr)
+            return 1
     return 0
 
 
 async def _progress(client: Client, reference: str) -> RequestProgress | None:
+    from workflows.request_workflow import CitizenRequestWorkflow
+
+    handle = client.get_workflow_handle_for(CitizenRequestWorkflow.run, reference)
     try:
-        progress: RequestProgress = await client.get_workflow_handle(reference).query(
-            "progress", result_type=RequestProgress
-        )
+        progress = await handle.query(CitizenRequestWorkflow.progress)
     except RPCError as exc:
         if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
             return None
@@ -202,7 +216,9 @@ def render_progress(progress: RequestProgress) -> str:
     return "\n".join(lines)
 
 
-async def _deliver(reference: str, update: str, message: Any) -> int:
+async def _deliver(
+    reference: str, update: UpdateMethodMultiParam[[CitizenRequestWorkflow, M], str], message: M
+) -> int:
     from intake.interactions import send
 
     client = await connect_or_explain(client_settings())
@@ -218,27 +234,31 @@ async def _deliver(reference: str, update: str, message: Any) -> int:
 
 async def _answer(args: argparse.Namespace) -> int:
     from runtime.messages import InformationAnswer
+    from workflows.request_workflow import CitizenRequestWorkflow
 
     answers = read_submission(args.file)
     if not isinstance(answers, dict):
         raise UserError(f"{args.file} must hold an object of answers by field name")
-    return await _deliver(args.reference, "answer_information",
+    return await _deliver(args.reference, CitizenRequestWorkflow.answer_information,
                           InformationAnswer(step_id=args.step, item_key=args.item,
                                             answers=answers))
 
 
 async def _decide(args: argparse.Namespace) -> int:
     from runtime.messages import CaseworkerDecision
+    from workflows.request_workflow import CitizenRequestWorkflow
 
-    return await _deliver(args.reference, "decide", CaseworkerDecision(
+    return await _deliver(args.reference, CitizenRequestWorkflow.decide, CaseworkerDecision(
         step_id=args.step, approve=args.decision == "approve", reason=args.reason,
         decided_by=args.by, role=args.role))
 
 
 async def _cancel(args: argparse.Namespace) -> int:
     from runtime.messages import CancelRequest
+    from workflows.request_workflow import CitizenRequestWorkflow
 
-    return await _deliver(args.reference, "cancel", CancelRequest(reason=args.reason))
+    return await _deliver(args.reference, CitizenRequestWorkflow.cancel,
+                          CancelRequest(reason=args.reason))
 
 
 def _worker(args: argparse.Namespace) -> int:

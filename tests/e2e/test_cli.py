@@ -78,3 +78,21 @@ class TestCommandLine:
             assert err.startswith("nwd: error: "), err
             assert expected in err, (args, err)
             assert "Traceback" not in err
+
+    async def test_submit_wait_exits_1_when_the_request_fails(
+        self, cli_env: Engine, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        """--wait on a request that ends failed shows its steps, says so, and exits 1."""
+        await cli_env.agencies.set_behaviour(
+            "business-registry", {"reject": {"code": "name_taken", "reason": "name is taken"}})
+        capfd.readouterr()  # the agencies' own log lines
+        code = await nwd("submit", "register-a-business",
+                         str(EXAMPLES / "register-a-business.json"), "--wait",
+                         "--idempotency-key", "cli-test-fails")
+        out, err = capfd.readouterr()
+        reference = next(line for line in out.splitlines()
+                         if line.startswith("REGISTER-A-BUSINESS-"))
+        cli_env.started.append(reference)
+        assert code == 1
+        assert "status: failed" in out and "name is taken" in out
+        assert f"request {reference} ended failed" in err

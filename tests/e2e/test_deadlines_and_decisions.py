@@ -36,10 +36,10 @@ async def start(engine: Engine, catalog: Catalog) -> str:
 
 
 async def until(engine: Engine, reference: str, check: Any, wait_s: float = 20) -> RequestProgress:
-    handle = engine.client.get_workflow_handle(reference)
+    handle = engine.client.get_workflow_handle_for(CitizenRequestWorkflow.run, reference)
     deadline = time.monotonic() + wait_s
     while True:
-        progress: RequestProgress = await handle.query("progress", result_type=RequestProgress)
+        progress = await handle.query(CitizenRequestWorkflow.progress)
         if check(progress):
             return progress
         assert time.monotonic() < deadline, progress

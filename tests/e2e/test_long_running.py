@@ -12,6 +12,7 @@ from agency_kit.signing import sign
 from runtime import callback_tokens as tokens
 from runtime.messages import RequestOptions, RequestProgress, RequestResult
 from tests.e2e.conftest import EXAMPLES, Engine
+from workflows.request_workflow import CitizenRequestWorkflow
 
 
 def example(service: str) -> dict[str, Any]:
@@ -25,7 +26,7 @@ async def wait_for(
     handle = engine.submissions.handle(reference)
     deadline = time.monotonic() + wait_s
     while True:
-        progress = await handle.query("progress", result_type=RequestProgress)
+        progress = await handle.query(CitizenRequestWorkflow.progress)
         if check(progress):
             return progress
         assert time.monotonic() < deadline, f"condition not reached: {progress}"
@@ -177,7 +178,6 @@ class TestContinueAsNew:
         from datetime import UTC, datetime
 
         from runtime.messages import RequestInput
-        from workflows.request_workflow import CitizenRequestWorkflow
 
         reference = f"CAN-TEST-{int(time.time() * 1000)}"
         from definitions.submission import validate_submission
@@ -202,7 +202,7 @@ class TestContinueAsNew:
                 break
             await asyncio.sleep(0.1)
         assert (await latest.describe()).run_id != first_run  # it did continue as new
-        after = await latest.query("progress", result_type=RequestProgress)
+        after = await latest.query(CitizenRequestWorkflow.progress)
         assert step_of(after, "update_licence").items[0].agency_reference == step_of(
             before, "update_licence").items[0].agency_reference
         result: RequestResult = await asyncio.wait_for(latest.result(), 60)

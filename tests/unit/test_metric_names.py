@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from runtime import telemetry
-from workflows.request_workflow import AGENCY_WAIT_METRIC
+from workflows.call_steps import AGENCY_WAIT_METRIC
 
 
 def test_workflow_wait_metric_is_the_shared_series() -> None:

@@ -1,0 +1,73 @@
+"""How long each activity may take, how it retries, and what the Temporal UI calls it.
+
+One place for the options of the three activities a request starts:
+
+==================  =====================================  ====================================
+activity            timeouts                               retries
+==================  =====================================  ====================================
+``call_agency``     the step's ``timeout`` + 5 s a call    the step's ``retry``; the agency's
+                    (the HTTP call gives up first, so the  final answers (``AgencyRejected``,
+                    activity reports why)                  protocol errors, misconfiguration)
+                                                           never retry
+``notify_operator`` 30 s a try                             forever, at most every 5 minutes:
+                                                           an escalation must reach someone
+``record_request``  30 s a try, 2 minutes in all           local activity; then the request
+                                                           goes on (the read model is a view)
+==================  =====================================  ====================================
+
+Summaries name the step, the agency, the operation and the item, so the Event History reads
+as the request's story; they are encrypted by the codec with the rest of the payloads.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+from definitions.models import CallStep, RetrySpec
+from runtime.messages import NON_RETRYABLE_ERRORS, AgencyCallInput
+
+CALL_GRACE = timedelta(seconds=5)
+"""Time on top of the step's HTTP timeout for the activity to report its own failure."""
+NOTICE_TIMEOUT = timedelta(seconds=30)
+NOTICE_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=5))
+RECORD_TIMEOUT = timedelta(seconds=30)
+RECORD_GIVE_UP = timedelta(minutes=2)
+
+
+def retry_policy(retry: RetrySpec) -> RetryPolicy:
+    """A step's declared retry, with the agency's final answers never retried."""
+    return RetryPolicy(
+        initial_interval=retry.initial_interval,
+        backoff_coefficient=retry.backoff,
+        maximum_interval=retry.max_interval,
+        maximum_attempts=retry.max_attempts,
+        non_retryable_error_types=list(NON_RETRYABLE_ERRORS),
+    )
+
+
+def call_agency(step: CallStep, call: AgencyCallInput, agency_name: str) -> workflow.ActivityConfig:
+    item = f" · item {call.item_key}" if call.item_key is not None else ""
+    return workflow.ActivityConfig(
+        start_to_close_timeout=step.timeout + CALL_GRACE,
+        retry_policy=retry_policy(step.retry),
+        summary=f"{step.id}: {agency_name} · {call.operation} ({call.action}){item}",
+    )
+
+
+def notify_operator(step_id: str, role: str | None) -> workflow.ActivityConfig:
+    return workflow.ActivityConfig(
+        start_to_close_timeout=NOTICE_TIMEOUT,
+        retry_policy=NOTICE_RETRY,
+        summary=f"escalate {step_id} to {role or 'operators'}",
+    )
+
+
+def record_request(*, finished: bool) -> workflow.LocalActivityConfig:
+    return workflow.LocalActivityConfig(
+        start_to_close_timeout=RECORD_TIMEOUT,
+        schedule_to_close_timeout=RECORD_GIVE_UP,
+        summary=f"record request ({'finished' if finished else 'started'})",
+    )

@@ -1,0 +1,39 @@
+"""A decision step: the request waits for a caseworker of the step's role to decide.
+
+::
+
+    waiting ──▶ decide(approve)            ──▶ completed; output {decision, reason, decided_by}
+       │    └─▶ decide(reject, with reason) ──▶ failed ("rejected by <role>: <reason>")
+       └──────▶ the request stops, or the deadline fails ──▶ cancelled
+
+The decision arrives as the ``decide`` update, whose validator (in the workflow) refuses a
+wrong role, a rejection without a reason, and a second decision, before anything enters
+history. A missed ``due`` escalates to the role (:mod:`workflows.deadlines`) and the step
+goes on waiting unless its deadline says ``on_miss: fail``.
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+from definitions.models import DecisionStep
+from workflows.state import Inbox, RequestState
+from workflows.visibility import Visibility
+
+
+async def run_decision_step(
+    step: DecisionStep, state: RequestState, inbox: Inbox, visibility: Visibility
+) -> bool:
+    """Wait for the decision; whether the step completed (approved)."""
+    state.step_waiting_for_decision(step.id)
+    visibility.publish_awaited(state.steps.values())
+    await workflow.wait_condition(lambda: step.id in inbox.decisions or state.stopped(step.id))
+    decision = inbox.decisions.get(step.id)
+    if decision is None:
+        state.step_cancelled(step.id, state.halting or "deadline passed")
+        return False
+    if decision.approve:
+        state.step_approved(step.id, decision)
+        return True
+    state.step_rejected(step.id, decision)
+    return False
