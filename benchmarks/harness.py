@@ -38,9 +38,9 @@ from benchmarks.agency_call import BaselineResult
 from benchmarks.baseline_workflow import BaselineFanOut, baseline_input
 from definitions.catalog import Catalog
 from definitions.loader import load_catalog
-from intake.submissions import Submissions
+from intake.submissions import build_submissions
 from readmodel.store import ReadModel, open_pool
-from runtime.settings import PROJECT_ROOT
+from runtime.settings import PROJECT_ROOT, Settings
 from runtime.temporal import data_converter
 
 DEFINITIONS = Path(__file__).resolve().parent / "definitions"
@@ -523,8 +523,8 @@ class Harness:
             # row at submission (in this process, as the intake would).
             if mode == "engine" and database_url is not None:
                 pool = await open_pool(database_url, max_size=5)
-            submissions = Submissions(client, self.catalog, task_queue=task_queue,
-                                      read_model=ReadModel(pool) if pool else None)
+            submissions = build_submissions(Settings(task_queue=task_queue), client,
+                                            self.catalog, ReadModel(pool) if pool else None)
             if mode == "dbos":
                 # DBOS's front door is the app's own HTTP API (see benchmarks.dbos_app); every
                 # request holds a connection while it waits for its result, hence no limit.

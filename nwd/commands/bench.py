@@ -108,15 +108,15 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _with_stack(args: argparse.Namespace, selected: list[Any], repetitions: int) -> int:
     from benchmarks.harness import DEFINITIONS, BenchEnv
-    from nwd.stack import Stack, StackPorts
+    from nwd.stack import Stack
     from runtime.settings import Settings
 
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     state_dir = Path(tempfile.mkdtemp(prefix="nwd-bench-"))
     env = dict(os.environ)
-    external_temporal = bool(env.get("TEMPORAL_ADDRESS"))
-    settings = Settings.from_env(env)
+    settings = Settings.from_environment()
+    external_temporal = settings.temporal_external
     settings = Settings(
         temporal_address=settings.temporal_address,
         temporal_namespace=settings.temporal_namespace,
@@ -125,10 +125,11 @@ def _with_stack(args: argparse.Namespace, selected: list[Any], repetitions: int)
         catalog_dir=DEFINITIONS,
         agencies_url=f"http://127.0.0.1:{_free_port()}",
         intake_url=f"http://127.0.0.1:{_free_port()}",
+        temporal_port=_free_port(), temporal_ui_port=_free_port(),
+        temporal_metrics_port=_free_port(), postgres_port=_free_port(),
+        worker_metrics_address=None,
     )
-    ports = StackPorts(temporal=_free_port(), temporal_ui=_free_port(),
-                       temporal_metrics=_free_port(), postgres=_free_port())
-    stack = Stack(settings, ports=ports, external_temporal=external_temporal, env=env,
+    stack = Stack(settings, external_temporal=external_temporal, env=env,
                   echo=lambda line: print(f"  stack: {line}", flush=True))
     failing = f", {args.failure_rate:.0%} of calls failing" if args.failure_rate else ""
     print(f"nwd bench: {args.profile} profile, {repetitions} repetition(s), agencies "

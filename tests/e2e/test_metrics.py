@@ -32,6 +32,7 @@ from intake.submissions import Submissions
 from readmodel.migrations import apply_migrations
 from readmodel.store import ReadModel, open_pool
 from runtime import telemetry
+from runtime.settings import Settings
 from runtime.temporal import data_converter
 from tests.e2e.conftest import EXAMPLES, Agencies, new_database
 from worker import agency_http_session, build_worker
@@ -323,8 +324,8 @@ def test_tracing_switch_is_off_by_default_and_says_when_it_cannot_trace() -> Non
 
     from structlog.testing import capture_logs
 
-    assert telemetry.TelemetrySettings.from_env({}, default_address=None).otel is False
-    assert telemetry.TelemetrySettings.from_env({"NWD_OTEL": "1"}, default_address=None).otel
+    assert Settings().otel is False
+    assert Settings(otel="1").otel
     assert telemetry.tracing_interceptors(False) == []
     with capture_logs() as logs:
         interceptors = telemetry.tracing_interceptors(True)
@@ -336,13 +337,3 @@ def test_tracing_switch_is_off_by_default_and_says_when_it_cannot_trace() -> Non
         from temporalio.contrib.opentelemetry import TracingInterceptor
 
         assert [type(i) for i in interceptors] == [TracingInterceptor]
-
-
-def test_metrics_address_setting() -> None:
-    settings = telemetry.TelemetrySettings.from_env
-    default = telemetry.DEFAULT_WORKER_METRICS_ADDRESS
-    assert settings({}, default_address=default).metrics_address == "127.0.0.1:9464"
-    assert settings({"NWD_METRICS_ADDRESS": "0.0.0.0:9000"},
-                    default_address=default).metrics_address == "0.0.0.0:9000"
-    assert settings({"NWD_METRICS_ADDRESS": "off"}, default_address=default).metrics_address is None
-    assert settings({}, default_address=None).metrics_address is None

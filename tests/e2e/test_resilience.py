@@ -45,7 +45,7 @@ def start_worker_process(
         "DATABASE_URL": database_url,
         "NWD_ENCRYPTION_KEY": base64.b64encode(key).decode(),
         "NWD_STATE_DIR": str(state_dir),
-        "NWD_METRICS_ADDRESS": "off",
+        "NWD_WORKER_METRICS_ADDRESS": "off",
         "NWD_LOG_FORMAT": "json",
     }
     log = log_path.open("ab")
