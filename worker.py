@@ -1,7 +1,8 @@
 """Composition root of the engine's worker: client, data converter, activities, workflow.
 
 Run it with ``python worker.py`` or ``nwd worker``; configuration comes from the environment
-(see :mod:`runtime.settings`) and is read here, once.
+(see :mod:`runtime.settings`) and is read here, once. :func:`run_worker` is the one wiring of
+an engine worker process: the benchmark's worker process runs it too.
 """
 
 from __future__ import annotations
@@ -27,14 +28,9 @@ from activities.recording import RequestRecording
 from readmodel.migrations import apply_migrations
 from readmodel.store import ReadModel, open_pool
 from runtime.callback_tokens import callback_key
-from runtime.codec import load_key
 from runtime.logs import configure_logging
-from runtime.settings import Settings
-from runtime.telemetry import (
-    DEFAULT_WORKER_METRICS_ADDRESS,
-    TelemetrySettings,
-    prometheus_runtime,
-)
+from runtime.settings import InvalidSettings, Settings, print_problems
+from runtime.telemetry import prometheus_runtime
 from runtime.temporal import connect
 from workflows.request_workflow import CitizenRequestWorkflow
 
@@ -124,7 +120,9 @@ async def engine_resources(
 ) -> AsyncIterator[tuple[aiohttp.ClientSession, ReadModel]]:
     """The HTTP client and database pool a worker needs, closed on exit."""
     if settings.database_url is None:
-        raise SystemExit("DATABASE_URL is not set: start the stack with `nwd up`, or set it")
+        raise InvalidSettings(
+            ("DATABASE_URL is not set: start the stack with `nwd up`, or set it",)
+        )
     pool = await open_pool(settings.database_url, max_size=10)
     try:
         await apply_migrations(pool)
@@ -134,12 +132,30 @@ async def engine_resources(
         await pool.close()
 
 
-async def run_worker(settings: Settings, telemetry: TelemetrySettings | None = None) -> None:
-    # operations: one Prometheus /metrics endpoint per process (SDK + engine metrics), tracing
-    telemetry = telemetry or TelemetrySettings()
-    runtime = (prometheus_runtime(telemetry.metrics_address)
-               if telemetry.metrics_address else None)
-    client = await connect(settings, runtime, otel=telemetry.otel)
+async def run_worker(
+    settings: Settings, *, on_ready: Callable[[], None] | None = None
+) -> None:
+    """Run an engine worker until SIGINT/SIGTERM: metrics endpoint, client, pool, HTTP client.
+
+    Args:
+        settings: the process's settings; ``worker_metrics_address`` (None: no endpoint),
+            ``otel``, ``task_queue``, ``workflow_sandbox``, the database and the agencies'
+            variables (``agency_env``) are used here.
+        on_ready: called once the worker polls its task queue (the benchmark prints READY).
+
+    Raises:
+        InvalidSettings: the metrics address is taken, or no database is configured.
+    """
+    runtime = None
+    if settings.worker_metrics_address is not None:
+        try:
+            runtime = prometheus_runtime(settings.worker_metrics_address)
+        except ValueError as exc:  # the SDK's "Failed starting Prometheus exporter: ..."
+            raise InvalidSettings((
+                f"NWD_WORKER_METRICS_ADDRESS={settings.worker_metrics_address!r} cannot be "
+                f"served ({exc}); set it to a free HOST:PORT, or off",
+            )) from None
+    client = await connect(settings, runtime)
     async with engine_resources(settings) as (http, read_model):
         worker = build_worker(
             client,
@@ -147,33 +163,38 @@ async def run_worker(settings: Settings, telemetry: TelemetrySettings | None = N
             http=http,
             read_model=read_model,
             directory=AgencyDirectory(settings.agency_env),
-            callback_key=callback_key(load_key(settings.state_dir, settings.encryption_key)),
+            callback_key=callback_key(settings.payload_key()),
             sandboxed=settings.workflow_sandbox,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        log.info("worker_started", task_queue=settings.task_queue,
-                 temporal=settings.temporal_address,
-                 metrics=f"http://{telemetry.metrics_address}/metrics"
-                 if telemetry.metrics_address else None)
         async with worker:
+            log.info("worker_started", task_queue=settings.task_queue,
+                     temporal=settings.temporal_address,
+                     metrics=f"http://{settings.worker_metrics_address}/metrics"
+                     if settings.worker_metrics_address else None)
+            if on_ready is not None:
+                on_ready()
             await stop.wait()
         log.info("worker_stopped")
 
 
 def main() -> None:
-    settings = Settings.from_env()
-    configure_logging(settings.log_format)
-    telemetry = TelemetrySettings.from_env(os.environ,
-                                           default_address=DEFAULT_WORKER_METRICS_ADDRESS)
-    asyncio.run(run_worker(settings, telemetry))
+    code = 0
+    try:
+        settings = Settings.from_environment()
+        configure_logging(settings.log_format)
+        asyncio.run(run_worker(settings))
+    except InvalidSettings as exc:
+        print_problems("worker", exc)
+        code = 2
     # The SDK's native runtime can crash during interpreter shutdown (sdk-python#300):
     # everything is closed by now, so leave without running it.
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import structlog
@@ -34,9 +33,9 @@ def configure_logging(log_format: str) -> None:
 
 def main() -> int:
     try:
-        config = AgenciesConfig.from_env(os.environ)
+        config = AgenciesConfig.from_environment()
     except ConfigError as exc:
-        print(f"agency_kit: {exc}", file=sys.stderr)
+        print(f"agency_kit: error: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log_format)
     app = create_app(config.registry, config.database_url, config.secrets, config.behaviour)

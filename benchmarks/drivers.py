@@ -35,8 +35,9 @@ from benchmarks.baseline_workflow import BaselineFanOut, baseline_input
 from benchmarks.processes import BenchEnv, WorkerProcess, drop_database, new_database
 from benchmarks.scenarios import Mode, Scenario
 from definitions.catalog import Catalog
-from intake.submissions import Submissions
+from intake.submissions import Submissions, build_submissions
 from readmodel.store import ReadModel, open_pool
+from runtime.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -181,8 +182,8 @@ class EngineDriver(_TemporalRun):
         # at submission (in this process, as the intake would).
         pool = await open_pool(database_url, max_size=5)
         self._owned.push_async_callback(pool.close)
-        self._submissions = Submissions(self.ctx.client, self.ctx.catalog,
-                                        task_queue=self.task_queue, read_model=ReadModel(pool))
+        self._submissions = build_submissions(Settings(task_queue=self.task_queue),
+                                              self.ctx.client, self.ctx.catalog, ReadModel(pool))
         return pid
 
     async def request(self, index: int) -> tuple[str, bool]:

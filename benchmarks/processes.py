@@ -25,7 +25,7 @@ import asyncpg
 import httpx
 
 from benchmarks.scenarios import AGENCY_COUNT
-from nwd.stack import Stack, StackPorts
+from nwd.stack import Stack
 from runtime.settings import PROJECT_ROOT, Settings
 
 DEFINITIONS = Path(__file__).resolve().parent / "definitions"
@@ -67,20 +67,20 @@ def bench_stack(
     to use instead (their CPU is then measured only if they run here). Stopped on exit.
     """
     env = dict(environ)
-    from_env = Settings.from_env(env)
+    given = Settings.from_environment()
     settings = Settings(
-        temporal_address=from_env.temporal_address,
-        temporal_namespace=from_env.temporal_namespace,
-        database_url=from_env.database_url,
+        temporal_address=given.temporal_address,
+        temporal_namespace=given.temporal_namespace,
+        database_url=given.database_url,
         state_dir=state_dir,
         catalog_dir=DEFINITIONS,
         agencies_url=f"http://127.0.0.1:{free_port()}",
         intake_url=f"http://127.0.0.1:{free_port()}",
+        temporal_port=free_port(), temporal_ui_port=free_port(),
+        temporal_metrics_port=free_port(), postgres_port=free_port(),
+        worker_metrics_address=None,
     )
-    ports = StackPorts(temporal=free_port(), temporal_ui=free_port(),
-                       temporal_metrics=free_port(), postgres=free_port())
-    stack = Stack(settings, ports=ports, external_temporal=bool(env.get("TEMPORAL_ADDRESS")),
-                  env=env, echo=echo)
+    stack = Stack(settings, external_temporal=given.temporal_external, env=env, echo=echo)
     try:
         stack.up(["postgres", "temporal", "agencies"])
         yield BenchEnv(

@@ -2,67 +2,63 @@
 
 ``python -m benchmarks.worker_proc --mode engine|baseline --task-queue Q`` with the environment
 ``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, ``NWD_ENCRYPTION_KEY`` (base64), ``DATABASE_URL``
-(engine only) and the agencies' ``NWD_BENCH_AGENCY_<N>_URL``. Both modes share the engine's
-HTTP client (``worker.agency_http_session``), timeout and data converter. Prints ``READY`` on
-stdout once polling; stops on SIGTERM/SIGINT. ``--cprofile FILE`` profiles the whole process.
+(engine only) and the agencies' ``NWD_BENCH_AGENCY_<N>_URL``, read once as the engine's
+:class:`runtime.settings.Settings`. The engine mode runs the production worker itself
+(:func:`worker.run_worker`) on the given task queue, without a metrics endpoint; the baseline
+shares the engine's HTTP client (``worker.agency_http_session``), timeout, data converter and
+workflow runner. Prints ``READY`` on stdout once polling; stops on SIGTERM/SIGINT.
+``--cprofile FILE`` profiles the whole process.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import cProfile
 import os
 import signal
 import sys
 
-from temporalio.client import Client
 from temporalio.worker import Worker
 
 from benchmarks.baseline_workflow import BaselineActivities, BaselineFanOut
 from runtime.logs import configure_logging
-from runtime.temporal import data_converter
+from runtime.settings import InvalidSettings, Settings, print_problems
+from runtime.temporal import connect
 
 
-async def run(mode: str, task_queue: str) -> None:
-    from activities.agency_directory import AgencyDirectory
-    from readmodel.migrations import apply_migrations
-    from readmodel.store import ReadModel, open_pool
-    from worker import agency_http_session, build_worker, workflow_runner
+def ready() -> None:
+    print("READY", flush=True)
 
-    env = os.environ
-    client = await Client.connect(
-        env["TEMPORAL_ADDRESS"],
-        namespace=env.get("TEMPORAL_NAMESPACE", "default"),
-        data_converter=data_converter(base64.b64decode(env["NWD_ENCRYPTION_KEY"])),
-    )
+
+async def run_baseline(settings: Settings) -> None:
+    from worker import agency_http_session, workflow_runner
+
+    client = await connect(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    pool = None
     async with agency_http_session() as http:
-        if mode == "engine":
-            pool = await open_pool(env["DATABASE_URL"], max_size=10)
-            await apply_migrations(pool)
-            worker = build_worker(
-                client, task_queue=task_queue, http=http, read_model=ReadModel(pool),
-                directory=AgencyDirectory(dict(env)),
-            )
-        else:
-            worker = Worker(
-                client, task_queue=task_queue, workflows=[BaselineFanOut],
-                activities=[BaselineActivities(http).baseline_call],
-                max_concurrent_activities=500,
-                # the engine's workflow runner (direct), so the comparison is about the workflow
-                workflow_runner=workflow_runner(),
-            )
+        worker = Worker(
+            client, task_queue=settings.task_queue, workflows=[BaselineFanOut],
+            activities=[BaselineActivities(http).baseline_call],
+            max_concurrent_activities=500,
+            # the engine's workflow runner (direct), so the comparison is about the workflow
+            workflow_runner=workflow_runner(),
+        )
         async with worker:
-            print("READY", flush=True)
+            ready()
             await stop.wait()
-    if pool is not None:
-        await pool.close()
+
+
+async def run(mode: str, settings: Settings) -> None:
+    if mode == "engine":
+        from worker import run_worker
+
+        await run_worker(settings, on_ready=ready)
+    else:
+        await run_baseline(settings)
 
 
 def main() -> None:
@@ -71,11 +67,18 @@ def main() -> None:
     parser.add_argument("--task-queue", required=True)
     parser.add_argument("--cprofile", default=None)
     args = parser.parse_args()
-    configure_logging(os.environ.get("NWD_LOG_FORMAT", "json"))
+    try:
+        settings = Settings.from_environment().replace(
+            task_queue=args.task_queue, worker_metrics_address=None
+        )
+    except InvalidSettings as exc:
+        print_problems("benchmarks.worker_proc", exc)
+        sys.exit(2)
+    configure_logging(settings.log_format)
     profiler = cProfile.Profile() if args.cprofile else None
     if profiler is not None:
         profiler.enable()
-    asyncio.run(run(args.mode, args.task_queue))
+    asyncio.run(run(args.mode, settings))
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(args.cprofile)

@@ -13,29 +13,30 @@ import uvicorn
 from definitions.loader import load_catalog
 from intake import interactions
 from intake.app import create_app
-from intake.submissions import Submissions
+from intake.submissions import build_submissions
 from readmodel.migrations import apply_migrations
 from readmodel.store import ReadModel, open_pool
 from runtime.callback_tokens import callback_key
-from runtime.codec import load_key
 from runtime.logs import configure_logging
-from runtime.settings import Settings
-from runtime.telemetry import (
-    TelemetrySettings,
-    free_local_address,
-    prometheus_runtime,
-)
+from runtime.settings import InvalidSettings, Settings, print_problems, reveal
+from runtime.telemetry import free_local_address, prometheus_runtime
 from runtime.temporal import connect, converter_for
 
 
-async def serve(settings: Settings, telemetry: TelemetrySettings | None = None) -> None:
+async def serve(settings: Settings) -> None:
+    """Serve the front door until stopped; every part is built from ``settings`` here."""
     catalog = load_catalog(settings.catalog_dir)
-    # operations: the SDK's Prometheus exporter listens on a private loopback port; the
-    # intake's own GET /metrics serves its text (one endpoint for this process)
-    telemetry = telemetry or TelemetrySettings(metrics_address=None)
-    metrics_address = telemetry.metrics_address or free_local_address()
-    runtime = prometheus_runtime(metrics_address)
-    client = await connect(settings, runtime, otel=telemetry.otel)
+    # The SDK's Prometheus exporter listens on a private loopback port; the intake's own
+    # GET /metrics serves its text (one endpoint for this process).
+    metrics_address = settings.intake_metrics_address or free_local_address()
+    try:
+        runtime = prometheus_runtime(metrics_address)
+    except ValueError as exc:  # the SDK's "Failed starting Prometheus exporter: ..."
+        raise InvalidSettings((
+            f"NWD_INTAKE_METRICS_ADDRESS={metrics_address!r} cannot be served ({exc}); "
+            "set it to a free HOST:PORT, or leave it unset",
+        )) from None
+    client = await connect(settings, runtime)
 
     async def metrics_text() -> str:
         async with httpx.AsyncClient(timeout=5) as http:
@@ -51,20 +52,19 @@ async def serve(settings: Settings, telemetry: TelemetrySettings | None = None) 
         read_model = ReadModel(pool) if pool is not None else None
         app = create_app(
             client=client,
-            submissions=Submissions(client, catalog, task_queue=settings.task_queue,
-                                    callback_base_url=settings.intake_url,
-                                    read_model=read_model),
+            submissions=build_submissions(settings, client, catalog, read_model),
             read_model=read_model,
             ui_url=settings.temporal_ui_url,
             namespace=settings.temporal_namespace,
             codec=converter_for(settings).payload_codec,
-            codec_token=settings.codec_token,
+            codec_token=reveal(settings.codec_token),
             metrics=metrics_text,
             meter=runtime.metric_meter,
         )
-        key = load_key(settings.state_dir, settings.encryption_key)
         app.include_router(interactions.router(
-            client, interactions.CallbackVerifier(callback_key(key), catalog, settings.agency_env)
+            client, interactions.CallbackVerifier(
+                callback_key(settings.payload_key()), catalog, settings.agency_env
+            )
         ))
         address = urlsplit(settings.intake_url)
         config = uvicorn.Config(app, host=address.hostname or "127.0.0.1",
@@ -76,18 +76,18 @@ async def serve(settings: Settings, telemetry: TelemetrySettings | None = None) 
 
 
 def main() -> None:
-    settings = Settings.from_env()
-    configure_logging(settings.log_format)
-    # NWD_INTAKE_METRICS_ADDRESS pins the SDK exporter's private port (default: any free one)
-    telemetry = TelemetrySettings.from_env(
-        {**os.environ, "NWD_METRICS_ADDRESS": os.environ.get("NWD_INTAKE_METRICS_ADDRESS", "")},
-        default_address=None,
-    )
-    asyncio.run(serve(settings, telemetry))
+    code = 0
+    try:
+        settings = Settings.from_environment()
+        configure_logging(settings.log_format)
+        asyncio.run(serve(settings))
+    except InvalidSettings as exc:
+        print_problems("intake", exc)
+        code = 2
     # The SDK's native runtime can crash during interpreter shutdown (sdk-python#300).
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """Turning one citizen submission into one request: validate, derive the reference, start.
 
-Shared by the HTTP front door and `nwd submit`. Bad input changes nothing: validation runs
-before anything is written or started. Start is idempotent: the workflow id is the request
-reference derived from the submission's idempotency key, and an existing request is returned
-as it is, never started twice.
+Shared by the HTTP front door, `nwd submit`, the demo, the benchmarks and the tests, all built
+by :func:`build_submissions`. Bad input changes nothing: validation runs before anything is
+written or started. Start is idempotent: the workflow id is the request reference derived from
+the submission's idempotency key, and an existing request — running or closed — is returned as
+it is, never started twice: the start refuses an existing id (``FAIL`` while it runs,
+``REJECT_DUPLICATE`` once it closed), and that refusal, ``WorkflowAlreadyStartedError``, is how
+the server says "this request exists".
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from runtime.messages import (
     RequestResult,
     request_reference,
 )
+from runtime.settings import Settings
 from workflows import search_attributes as sa
 from workflows.request_workflow import CitizenRequestWorkflow
 
@@ -108,7 +112,7 @@ class Submissions:
                 request,
                 id=reference,
                 task_queue=self._task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 search_attributes=sa_pairs(service.service, service.version,
                                            snapshot.content_hash, snapshot, now)
@@ -127,10 +131,7 @@ class Submissions:
         except BaseException:
             await self._forget_submitted(reference, recorded)
             raise
-        created = _was_started(handle)
-        if not created:
-            await self._forget_submitted(reference, recorded)
-        return Submitted(reference=reference, created=created)
+        return Submitted(reference=handle.id, created=True)
 
     async def _record_submitted(self, request: RequestInput) -> bool:
         assert self._read_model is not None
@@ -150,10 +151,33 @@ class Submissions:
         return self._client.get_workflow_handle_for(CitizenRequestWorkflow.run, reference)
 
 
-def _was_started(handle: WorkflowHandle[Any, Any]) -> bool:
-    """USE_EXISTING returns the running workflow's handle; the server's reply says which it was."""
-    response = getattr(handle, "_start_workflow_response", None)
-    return bool(getattr(response, "started", True))
+def build_submissions(
+    settings: Settings,
+    client: Client,
+    catalog: Catalog,
+    read_model: ReadModel | None = None,
+    *,
+    search_attributes: bool = True,
+) -> Submissions:
+    """The one wiring of :class:`Submissions`, for every process that starts requests.
+
+    Args:
+        settings: ``task_queue`` and ``intake_url`` (the agencies' callback base) are used.
+        client: connected client; owned by the caller.
+        catalog: the services requests may be started for.
+        read_model: where the front door writes each request's first row before starting it
+            (None: the workflow records its start itself, e.g. ``nwd submit``).
+        search_attributes: set the engine's search attributes at start (off only for a server
+            that cannot register them, such as the time-skipping test server).
+    """
+    return Submissions(
+        client,
+        catalog,
+        task_queue=settings.task_queue,
+        callback_base_url=settings.intake_url,
+        search_attributes=search_attributes,
+        read_model=read_model,
+    )
 
 
 def sa_pairs(

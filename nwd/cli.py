@@ -2,7 +2,8 @@
 
 Each group of commands lives in its own module under :mod:`nwd.commands` and exposes
 ``register(subparsers)``; a command returns its exit code. A user mistake is reported as one
-line on stderr (``nwd: error: ...``), never a traceback.
+line on stderr (``nwd: error: ...``), never a traceback — a bad setting too: one line per
+variable, naming it and its rule (:class:`runtime.settings.InvalidSettings`).
 """
 
 from __future__ import annotations
@@ -39,12 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from runtime.settings import InvalidSettings, print_problems
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         code: int = args.handler(args)
     except UserError as exc:
         print(f"nwd: error: {exc}", file=sys.stderr)
+        return 2
+    except InvalidSettings as exc:
+        print_problems("nwd", exc)
         return 2
     except KeyboardInterrupt:
         return 130

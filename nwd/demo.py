@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from definitions.loader import load_catalog
-from intake.submissions import Submissions
+from intake.submissions import build_submissions
 from nwd.commands.requests import render_progress
 from runtime.messages import RequestProgress
 from runtime.settings import PROJECT_ROOT, Settings
@@ -48,8 +48,7 @@ async def run_demo(settings: Settings, *, example: Path = EXAMPLE, timeout_s: fl
     catalog = load_catalog(settings.catalog_dir)
     client = await connect(settings)
     await configure_agencies(settings.agencies_url)
-    submissions = Submissions(client, catalog, task_queue=settings.task_queue,
-                              callback_base_url=settings.intake_url)
+    submissions = build_submissions(settings, client, catalog)
     data = json.loads(example.read_text())  # noqa: ASYNC240 - one small file, before any work
     print(f"\nSubmitting one '{SERVICE}' request for a citizen who moved house "
           f"({example.relative_to(PROJECT_ROOT)}).")
@@ -80,8 +79,7 @@ async def run_demo(settings: Settings, *, example: Path = EXAMPLE, timeout_s: fl
     print("    with its summary; inputs are encrypted — the UI decrypts them through the intake's")
     print("    codec server (/codec), which the embedded stack configures for you.")
     print("  - filter all runs: CitizenService=\"change-of-address\" in the list's query box.")
-    print(f"Follow it from the command line:  .venv/bin/nwd status {reference}")
-    print("The stack keeps running for exploring; stop it with `make stop`.\n")
+    print(f"Follow it from the command line:  .venv/bin/nwd status {reference}\n")
     return 0 if result.status == "completed" else 1
 
 

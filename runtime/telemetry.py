@@ -8,7 +8,9 @@ extra dependency: the SDK's core exports Prometheus text itself.
 The engine's metrics carry only service ids, agency ids, operation names, statuses and outcomes
 as labels — never a reference, a name or anything else a citizen typed.
 
-Tracing (OpenTelemetry) is off by default; ``NWD_OTEL=1`` turns it on for a process when the
+Where each endpoint listens and whether to trace are settings (``NWD_WORKER_METRICS_ADDRESS``,
+``NWD_INTAKE_METRICS_ADDRESS``, ``NWD_OTEL``: :mod:`runtime.settings`). Tracing
+(OpenTelemetry) is off by default; ``NWD_OTEL=1`` turns it on for a process when the
 ``opentelemetry-sdk`` package is installed (see :func:`tracing_interceptors`).
 """
 
@@ -16,16 +18,12 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import structlog
 from temporalio.client import Interceptor
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 log = structlog.get_logger(__name__)
-
-DEFAULT_WORKER_METRICS_ADDRESS = "127.0.0.1:9464"
-"""Where the worker serves ``/metrics`` unless ``NWD_METRICS_ADDRESS`` says otherwise."""
 
 # ------------------------------------------------------------------ the engine's metric names
 REQUESTS_STARTED = "nwd_requests_started"
@@ -68,26 +66,6 @@ SECONDS_BUCKETS: Mapping[str, Sequence[float]] = {
                        5 * 86400, 30 * 86400),
 }
 """Histogram buckets in seconds: a call lasts milliseconds, a request can last weeks."""
-
-
-@dataclass(frozen=True)
-class TelemetrySettings:
-    """Telemetry switches of one process, read from the environment at its composition root."""
-
-    metrics_address: str | None = DEFAULT_WORKER_METRICS_ADDRESS
-    """``host:port`` of the Prometheus endpoint; None or empty: no endpoint."""
-    otel: bool = False
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str], *, default_address: str | None) -> TelemetrySettings:
-        """``NWD_METRICS_ADDRESS`` (``off`` disables it) and ``NWD_OTEL`` (``1``/``true``)."""
-        address = env.get("NWD_METRICS_ADDRESS", default_address or "")
-        if address.lower() in ("", "off", "none", "0"):
-            address = ""
-        return cls(
-            metrics_address=address or None,
-            otel=env.get("NWD_OTEL", "").lower() in ("1", "true", "yes", "on"),
-        )
 
 
 def prometheus_runtime(bind_address: str) -> Runtime:

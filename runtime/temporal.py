@@ -9,7 +9,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.runtime import Runtime
 
-from runtime.codec import EncryptionCodec, load_key
+from runtime.codec import EncryptionCodec
 from runtime.settings import Settings
 from runtime.telemetry import tracing_interceptors
 
@@ -24,17 +24,16 @@ def data_converter(key: bytes) -> DataConverter:
 
 
 def converter_for(settings: Settings) -> DataConverter:
-    return data_converter(load_key(settings.state_dir, settings.encryption_key))
+    return data_converter(settings.payload_key())
 
 
-async def connect(
-    settings: Settings, runtime: Runtime | None = None, *, otel: bool = False
-) -> Client:
-    """A client of the configured namespace, on ``runtime`` (its metrics), traced if asked."""
+async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
+    """A client of the configured namespace, on ``runtime`` (its metrics), traced when
+    ``settings.otel`` says so."""
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=converter_for(settings),
         runtime=runtime,
-        interceptors=tracing_interceptors(otel),
+        interceptors=tracing_interceptors(settings.otel),
     )

@@ -37,7 +37,7 @@ def stack_facts() -> tuple[str, str, str, str]:
 
     stack = Stack.from_env()
     settings = stack.client_settings()
-    token = os.environ.get("NWD_CODEC_TOKEN") or stack.secrets().codec_token
+    token = stack.codec_token()
     return stack.temporal_ui_url, settings.temporal_namespace, settings.intake_url, token
 
 

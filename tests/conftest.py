@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
-from nwd.stack import DEV_SERVER_DYNAMIC_CONFIG, Stack, StackPorts, temporal_binary
+from nwd.stack import DEV_SERVER_DYNAMIC_CONFIG, Stack, temporal_binary
 from runtime.settings import Settings
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
@@ -58,8 +58,7 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """DSN of the maintenance database ``postgres`` on a real embedded PostgreSQL (TCP)."""
     state_dir = tmp_path_factory.mktemp("pg-stack")
     stack = Stack(
-        Settings(state_dir=state_dir),
-        ports=StackPorts(postgres=free_port()),
+        Settings(state_dir=state_dir, postgres_port=free_port()),
         env={},
         echo=lambda _line: None,
     )
@@ -97,14 +96,24 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def quiet_settings(state_dir: Path) -> Settings:
+    """Settings of a stack of our own: every port it may open is a free one (none of the
+    defaults a developer's stack uses), nothing read from the caller's environment."""
+    temporal, ui, metrics, postgres, intake, agencies, worker_metrics = free_ports(7)
+    return Settings(
+        state_dir=state_dir,
+        temporal_port=temporal, temporal_ui_port=ui, temporal_metrics_port=metrics,
+        postgres_port=postgres,
+        intake_url=f"http://127.0.0.1:{intake}", agencies_url=f"http://127.0.0.1:{agencies}",
+        worker_metrics_address=f"127.0.0.1:{worker_metrics}",
+    )
+
+
 def quiet_stack(state_dir: Path, *, start_timeout: float) -> Stack:
-    """A stack of our own on free ports (Temporal, its UI and metrics, PostgreSQL), silent,
-    with only PATH from the caller's environment."""
-    temporal, ui, metrics, postgres = free_ports(4)
+    """A stack of our own on free ports (:func:`quiet_settings`), silent, with only PATH from
+    the caller's environment."""
     return Stack(
-        Settings(state_dir=state_dir),
-        ports=StackPorts(temporal=temporal, temporal_ui=ui, temporal_metrics=metrics,
-                         postgres=postgres),
+        quiet_settings(state_dir),
         env={"PATH": os.environ.get("PATH", "")},
         start_timeout=start_timeout,
         echo=lambda _line: None,

@@ -1,22 +1,43 @@
 """Start-up configuration of the reference agencies, read once from the environment.
 
+This is the agencies' own configuration, not the engine's: an agency system is a separate
+program that must run without the engine installed, so it has its own small settings model
+(pydantic-settings, like the engine's ``runtime.settings``) and imports nothing of the engine
+(an import-linter contract holds it). Some names are shared with the engine on purpose — the
+embedded stack hands both the same environment.
+
 - ``DATABASE_URL`` (required): PostgreSQL DSN; each agency gets schema ``agency_<id>``.
 - ``NWD_AGENCIES_URL`` (default ``http://127.0.0.1:8090``): the address to listen on.
 - ``NWD_CATALOG_DIR`` (default: the repository's ``definitions/``): the registry is
   ``agencies.yaml`` in it.
-- For each agency with ``auth_secret: SOME_VAR``: the secret is the value of ``SOME_VAR``.
 - ``NWD_AGENCY_BEHAVIOUR`` (optional): behaviour JSON (see
   :mod:`agency_kit.reference.behaviour`).
 - ``NWD_LOG_FORMAT`` (``auto`` | ``json`` | ``console``).
+- For each agency with ``auth_secret: SOME_VAR``: the secret is the value of ``SOME_VAR``
+  (the registry names these variables, so they are looked up by name, not fields).
+
+A wrong value stops the agencies at start-up with one line naming the variable
+(:class:`ConfigError`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, Field, ValidationError
+from pydantic_core import PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from agency_kit.reference.behaviour import AgencyBehaviour, parse_behaviours
 from definitions.loader import load_registry_file
@@ -31,6 +52,81 @@ class ConfigError(Exception):
     """The environment does not describe a runnable set of reference agencies."""
 
 
+def _listen_url(value: str) -> str:
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if parts.scheme != "http" or not parts.hostname or port == 0:
+        raise PydanticCustomError("listen_url", "must look like http://HOST:PORT")
+    return value
+
+
+def _behaviour(value: str) -> str:
+    try:
+        parse_behaviours(json.loads(value))
+    except ValueError as exc:
+        reason = str(exc).splitlines()[0]
+        raise PydanticCustomError(
+            "behaviour", "is not valid behaviour JSON: {reason}", {"reason": reason}
+        ) from None
+    return value
+
+
+class AgenciesSettings(BaseSettings):
+    """The variables the reference agencies read (documented in docs/cli.md)."""
+
+    model_config = SettingsConfigDict(
+        frozen=True, case_sensitive=True, env_ignore_empty=True, validate_by_name=True,
+        extra="forbid", use_attribute_docstrings=True,
+    )
+
+    database_url: str = Field(validation_alias="DATABASE_URL")
+    """PostgreSQL DSN of the agencies' own tables."""
+    agencies_url: Annotated[str, AfterValidator(_listen_url)] = Field(
+        DEFAULT_AGENCIES_URL, validation_alias="NWD_AGENCIES_URL")
+    """Where the agencies listen."""
+    catalog_dir: Path = Field(DEFAULT_CATALOG_DIR, validation_alias="NWD_CATALOG_DIR")
+    """The catalog folder whose ``agencies.yaml`` is served."""
+    agency_behaviour: Annotated[str, AfterValidator(_behaviour)] | None = Field(
+        None, validation_alias="NWD_AGENCY_BEHAVIOUR")
+    """Start-up behaviour JSON: agency id (or ``*``) -> latency, errors, mode, ..."""
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", validation_alias="NWD_LOG_FORMAT")
+    """``json`` lines, a ``console`` for people, or ``auto``."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only the values passed in: the environment is read by :meth:`from_environment`."""
+        return (init_settings,)
+
+    @classmethod
+    def variables(cls) -> set[str]:
+        """The names of the variables read."""
+        return {str(f.validation_alias) for f in cls.model_fields.values()}
+
+    @classmethod
+    def from_environment(cls) -> AgenciesSettings:
+        """The settings in this process's environment; raises :class:`ConfigError`."""
+        given = {k: v for k, v in EnvSettingsSource(cls)().items() if k in cls.variables()}
+        try:
+            return cls(**given)
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+            name = str(error["loc"][0]) if error["loc"] else "settings"
+            if error["type"] == "missing":
+                raise ConfigError(f"{name} is required") from None
+            raise ConfigError(f"{name}={error.get('input')!r} {error['msg']}") from None
+
+
 @dataclass(frozen=True)
 class AgenciesConfig:
     registry: AgencyRegistry
@@ -42,33 +138,26 @@ class AgenciesConfig:
     log_format: str = "auto"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> AgenciesConfig:
-        database_url = env.get("DATABASE_URL")
-        if not database_url:
-            raise ConfigError("DATABASE_URL is required (a PostgreSQL DSN)")
-        url = urlsplit(env.get("NWD_AGENCIES_URL") or DEFAULT_AGENCIES_URL)
-        if url.scheme != "http" or not url.hostname:
-            raise ConfigError("NWD_AGENCIES_URL must look like http://HOST:PORT")
-        catalog_dir = Path(env.get("NWD_CATALOG_DIR") or DEFAULT_CATALOG_DIR)
-        registry = load_registry(catalog_dir / REGISTRY_FILE)
-        secrets = {
-            agency.id: env[agency.auth_secret]
-            for agency in registry.agencies
-            if agency.auth_secret and env.get(agency.auth_secret)
-        }
-        raw = env.get("NWD_AGENCY_BEHAVIOUR")
-        try:
-            behaviour = parse_behaviours(json.loads(raw)) if raw else {}
-        except ValueError as exc:
-            raise ConfigError(f"NWD_AGENCY_BEHAVIOUR is not valid behaviour JSON: {exc}") from exc
+    def from_environment(cls) -> AgenciesConfig:
+        """Settings from the environment, the registry they name, and its agencies' secrets
+        (looked up in the environment by the names the registry gives)."""
+        settings = AgenciesSettings.from_environment()
+        environ = os.environ
+        registry = load_registry(settings.catalog_dir / REGISTRY_FILE)
+        url = urlsplit(settings.agencies_url)
+        raw: Any = json.loads(settings.agency_behaviour) if settings.agency_behaviour else None
         return cls(
             registry=registry,
-            database_url=database_url,
-            host=url.hostname,
+            database_url=settings.database_url,
+            host=url.hostname or "127.0.0.1",
             port=url.port or 80,
-            secrets=secrets,
-            behaviour=behaviour,
-            log_format=env.get("NWD_LOG_FORMAT", "auto"),
+            secrets={
+                agency.id: environ[agency.auth_secret]
+                for agency in registry.agencies
+                if agency.auth_secret and environ.get(agency.auth_secret)
+            },
+            behaviour=parse_behaviours(raw),
+            log_format=settings.log_format,
         )
 
 

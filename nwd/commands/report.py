@@ -74,7 +74,7 @@ def report_range(start: date | None, end: date | None,
 
 
 def _settings() -> Settings:
-    env_settings = Settings.from_env()
+    env_settings = Settings.from_environment()
     if env_settings.database_url:
         return env_settings
     from nwd.stack import Stack
@@ -162,7 +162,7 @@ async def setup_search_attributes(
 
 
 async def _setup(_args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
+    settings = Settings.from_environment()
     try:
         client = await Client.connect(settings.temporal_address,
                                       namespace=settings.temporal_namespace)

@@ -116,7 +116,7 @@ async def connect_or_explain(settings: Settings) -> Client:
 
 
 async def _submit(args: argparse.Namespace) -> int:
-    from intake.submissions import Submissions
+    from intake.submissions import build_submissions
 
     settings = client_settings()
     data = read_submission(args.file)
@@ -130,8 +130,7 @@ async def _submit(args: argparse.Namespace) -> int:
         args.service.encode() + b"\0" + json.dumps(data, sort_keys=True).encode()
     ).hexdigest()
     client = await connect_or_explain(settings)
-    submissions = Submissions(client, catalog, task_queue=settings.task_queue,
-                              callback_base_url=settings.intake_url)
+    submissions = build_submissions(settings, client, catalog)
     try:
         submitted = await submissions.submit(args.service, data, idempotency_key=key,
                                              language=args.language)

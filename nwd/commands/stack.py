@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import shutil
 import signal
 import sys
+import sysconfig
 import time
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from nwd.cli import UserError
-from nwd.stack import COMPONENTS, ComponentStatus, Stack, StackError, tail
+from nwd.stack import COMPONENTS, ComponentStatus, PortsInUseError, Stack, StackError, tail
+from runtime.settings import InvalidSettings
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -56,6 +61,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def _stack() -> Stack:
+    """The stack of this environment (a bad setting is reported by `nwd` in one line)."""
     try:
         return Stack.from_env()
     except StackError as exc:
@@ -65,33 +71,37 @@ def _stack() -> Stack:
 def _up(stack: Stack, components: list[str] | None) -> list[ComponentStatus]:
     try:
         return stack.up(components or None)
+    except PortsInUseError as exc:  # a setting to change: one `nwd: error:` line per port
+        raise InvalidSettings(exc.problems) from exc
     except StackError as exc:
         raise UserError(str(exc)) from exc
 
 
 def _print_urls(stack: Stack) -> None:
-    running = {s.name for s in stack.status() if s.running}
+    """Every endpoint of the running components (each port the stack opened), and the logs."""
     print()
-    if "temporal" in running:
-        print(f"  Temporal UI       {stack.temporal_ui_url}")
-        print(f"  Temporal address  {stack.temporal_address}")
-        if stack.temporal_metrics_url:
-            print(f"  Prometheus        {stack.temporal_metrics_url}  (Temporal server metrics)")
-    if "intake" in running:
-        print(f"  Intake            {stack.settings.intake_url}")
-    if "agencies" in running:
-        print(f"  Agencies          {stack.settings.agencies_url}")
-    if "postgres" in running:
-        print(f"  PostgreSQL        {stack.database_url}")
-    print(f"  Logs              {stack.logs_dir}/<component>.log  (nwd logs NAME)")
+    for what, url in stack.links():
+        print(f"  {what:<18}{url}")
+    print(f"  {'Logs':<18}{stack.logs_dir}/<component>.log  ({nwd_command()} logs NAME)")
     print()
+
+
+def nwd_command() -> str:
+    """How to call `nwd` from here: `.venv/bin/nwd` is not on PATH unless the venv is active."""
+    installed = Path(sysconfig.get_path("scripts")) / "nwd"
+    if shutil.which("nwd") == str(installed):
+        return "nwd"
+    with contextlib.suppress(ValueError):
+        return str(installed.relative_to(Path.cwd()))
+    return str(installed)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     stack = _stack()
     _up(stack, args.components)
     _print_urls(stack)
-    print("The stack runs in the background; stop it with `nwd down` (or `make stop`).")
+    print(f"The stack runs in the background; stop it with `{nwd_command()} down` "
+          "(or `make stop`).")
     return 0
 
 
@@ -181,7 +191,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from nwd.demo import run_demo  # type: ignore[import-not-found, unused-ignore]
 
     code = asyncio.run(run_demo(stack.client_settings()))
-    print()
+    nwd = nwd_command()
     print(f"The stack is still running: look around in the Temporal UI ({stack.temporal_ui_url}).")
-    print("Stop it with `make stop` (or `nwd down`).")
+    print(f"Stop it with `make stop` (or `{nwd} down`).")
+    if nwd != "nwd":
+        print(f"The command line is {nwd} (or `source .venv/bin/activate`, then `nwd ...`).")
     return int(code)

@@ -34,12 +34,12 @@ from definitions.catalog import Catalog
 from definitions.loader import load_catalog
 from intake import interactions
 from intake.app import create_app
-from intake.submissions import Submissions
+from intake.submissions import Submissions, build_submissions
 from readmodel.migrations import apply_migrations
 from readmodel.store import ReadModel, open_pool
 from runtime.callback_tokens import callback_key
 from runtime.messages import RequestResult
-from runtime.settings import DEFAULT_CATALOG_DIR
+from runtime.settings import DEFAULT_CATALOG_DIR, Settings
 from runtime.temporal import data_converter
 from tests.conftest import free_ports, new_database
 from tests.tiers import mark_folder
@@ -149,6 +149,15 @@ class Engine:
         self.started.append(submitted.reference)
         return submitted.reference
 
+    def submissions_for(self, catalog: Catalog, *, recorded_at_submit: bool = False,
+                        client: Client | None = None) -> Submissions:
+        """Another front door for this engine, wired by the production factory: ``catalog``
+        instead of the default one; without a read model unless ``recorded_at_submit`` (as
+        `nwd submit`, the demo and the benchmark start requests)."""
+        return build_submissions(
+            Settings(task_queue=self.task_queue, intake_url=self.intake_url),
+            client or self.client, catalog, self.read_model if recorded_at_submit else None)
+
     async def result(self, reference: str, wait_s: float = 60) -> RequestResult:
         handle = self.submissions.handle(reference)
         return await asyncio.wait_for(handle.result(), wait_s)
@@ -199,9 +208,9 @@ async def running_engine(
     key = callback_key(encryption_key)
     intake_port = free_port()
     intake_url = f"http://127.0.0.1:{intake_port}"
-    submissions = Submissions(client, catalog, task_queue=task_queue,
-                              callback_base_url=intake_url, search_attributes=search_attributes,
-                              read_model=read_model)
+    submissions = build_submissions(Settings(task_queue=task_queue, intake_url=intake_url),
+                                    client, catalog, read_model,
+                                    search_attributes=search_attributes)
     app = create_app(client=client, submissions=submissions, read_model=read_model,
                      ui_url="http://127.0.0.1:8233", meter=meter, metrics=metrics, codec=codec,
                      codec_token=codec_token)

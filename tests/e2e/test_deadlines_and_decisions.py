@@ -13,7 +13,6 @@ import uuid
 from typing import Any
 
 from definitions.catalog import Catalog
-from intake.submissions import Submissions
 from runtime.messages import RequestProgress, RequestResult
 from tests.e2e.conftest import EXAMPLES, Engine
 from workflows import search_attributes as sa
@@ -28,8 +27,7 @@ def business() -> dict[str, Any]:
 
 
 async def start(engine: Engine, catalog: Catalog) -> str:
-    submissions = Submissions(engine.client, catalog, task_queue=engine.task_queue,
-                              callback_base_url=engine.intake_url)
+    submissions = engine.submissions_for(catalog)
     submitted = await submissions.submit(SERVICE, business(), idempotency_key=str(uuid.uuid4()))
     engine.started.append(submitted.reference)
     return submitted.reference

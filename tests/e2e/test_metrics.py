@@ -32,7 +32,6 @@ import pytest_asyncio
 from temporalio.client import Client
 
 from definitions.catalog import Catalog
-from intake.submissions import Submissions
 from runtime import telemetry
 from runtime.messages import RequestResult
 from runtime.temporal import data_converter
@@ -150,8 +149,7 @@ async def test_metrics_endpoint_counts_known_requests(observed: ObservedEngine) 
     retries, waits and durations by the activities."""
     engine = observed.engine
     # started as `nwd submit`, the demo and the benchmark start them: no row at submit
-    elsewhere = Submissions(engine.client, engine.submissions.catalog,
-                            task_queue=engine.task_queue)
+    elsewhere = engine.submissions_for(engine.submissions.catalog)
 
     async def run(data: dict[str, Any]) -> RequestResult:
         submitted = await elsewhere.submit(SERVICE, data, idempotency_key=str(uuid.uuid4()))

@@ -30,7 +30,6 @@ from temporalio.worker import Replayer
 
 from definitions.catalog import Catalog
 from definitions.submission import validate_submission
-from intake.submissions import Submissions
 from runtime.messages import RequestInput, RequestOptions, RequestProgress
 from runtime.temporal import data_converter
 from tests.e2e.conftest import EXAMPLES, Engine
@@ -102,8 +101,7 @@ async def cancelled(engine: Engine, _licensed: Catalog) -> str:
 async def decided_after_escalations(engine: Engine, licensed: Catalog) -> str:
     await engine.agencies.set_behaviour(
         "business-registry", {"mode": "callback", "callback_delay_s": 1.5})
-    submissions = Submissions(engine.client, licensed, task_queue=engine.task_queue,
-                              callback_base_url=engine.intake_url)
+    submissions = engine.submissions_for(licensed)
     submitted = await submissions.submit("licensed-business", example("register-a-business"),
                                          idempotency_key=str(uuid.uuid4()))
     await until(engine, submitted.reference, waiting("approve_trading"))

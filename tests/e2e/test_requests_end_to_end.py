@@ -137,22 +137,31 @@ class TestIdempotentStart:
     async def test_same_key_twice_is_one_request_with_one_set_of_effects(
         self, engine: Engine
     ) -> None:
-        """Submitting twice with one idempotency key starts one workflow and calls agencies once."""
+        """One idempotency key, submitted while the request runs and after it finished: one
+        workflow run, `created` only the first time, one read-model row, agencies told once."""
         key = str(uuid.uuid4())
         data = example("register-a-business")
+        await engine.agencies.set_behaviour("*", {"latency_ms": 1000})  # still running below
         first = await engine.submissions.submit("register-a-business", data, idempotency_key=key)
-        second = await engine.submissions.submit("register-a-business", data, idempotency_key=key)
-        assert first.reference == second.reference
-        assert first.created and not second.created
         engine.started.append(first.reference)
         handle = engine.client.get_workflow_handle(first.reference)
         run_id = (await handle.describe()).run_id
+        second = await engine.submissions.submit("register-a-business", data, idempotency_key=key)
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+        assert first.reference == second.reference
+        assert first.created and not second.created
         await engine.result(first.reference)
         third = await engine.submissions.submit("register-a-business", data, idempotency_key=key)
         assert third.reference == first.reference and not third.created
-        # the finished run is still the latest: the key started no second run after it
-        latest = await handle.describe()
-        assert (latest.run_id, latest.status) == (run_id, WorkflowExecutionStatus.COMPLETED)
+        described = await handle.describe()
+        assert described.status == WorkflowExecutionStatus.COMPLETED
+        assert described.run_id == run_id  # no second run was started after it closed
+        rows = await engine.pool.fetchval(
+            "SELECT count(*) FROM requests WHERE reference = $1", first.reference)
+        started = await engine.pool.fetchval(
+            "SELECT count(*) FROM request_events WHERE reference = $1"
+            " AND kind = 'request_started'", first.reference)
+        assert (rows, started) == (1, 1)
         assert len(await records_for(engine, "business-registry", first.reference)) == 1
 
 

@@ -22,9 +22,9 @@ import pytest_asyncio
 from temporalio.client import Client
 
 from definitions.loader import load_catalog
-from intake.submissions import Submissions
+from intake.submissions import Submissions, build_submissions
 from runtime.messages import RequestProgress, RequestResult
-from runtime.settings import DEFAULT_CATALOG_DIR, PROJECT_ROOT
+from runtime.settings import DEFAULT_CATALOG_DIR, PROJECT_ROOT, Settings
 from tests.e2e.conftest import EXAMPLES, Agencies, Engine, new_database
 
 
@@ -45,7 +45,7 @@ def start_worker_process(
         "DATABASE_URL": database_url,
         "NWD_ENCRYPTION_KEY": base64.b64encode(key).decode(),
         "NWD_STATE_DIR": str(state_dir),
-        "NWD_METRICS_ADDRESS": "off",
+        "NWD_WORKER_METRICS_ADDRESS": "off",
         "NWD_LOG_FORMAT": "json",
     }
     log = log_path.open("ab")
@@ -106,8 +106,8 @@ async def workers(
     options = {"temporal_address": temporal_address, "task_queue": task_queue,
                "database_url": database_url, "key": encryption_key, "agencies": agencies,
                "state_dir": tmp_path, "log_path": log_path}
-    submissions = Submissions(engine_client_for_key, load_catalog(DEFAULT_CATALOG_DIR),
-                              task_queue=task_queue)
+    submissions = build_submissions(Settings(task_queue=task_queue), engine_client_for_key,
+                                    load_catalog(DEFAULT_CATALOG_DIR))
     return KillableWorkers(options, submissions, database_url, log_path)
 
 
@@ -147,8 +147,7 @@ class TestPinnedDefinition:
         shutil.copytree(DEFAULT_CATALOG_DIR, catalog_dir,
                         ignore=shutil.ignore_patterns("*.py", "__pycache__"))
         before = load_catalog(catalog_dir)
-        submissions = Submissions(engine.client, before, task_queue=engine.task_queue,
-                                  callback_base_url=engine.intake_url)
+        submissions = engine.submissions_for(before)
         await engine.agencies.set_behaviour("tax-authority", {"latency_ms": 2000})
         old = await submissions.submit("register-a-business", example("register-a-business"),
                                        idempotency_key=str(uuid.uuid4()))
@@ -168,7 +167,7 @@ class TestPinnedDefinition:
         steps = {s.step_id: s.status for s in result.steps}
         assert steps["register_employer"] == "completed"  # the old definition still ran it
 
-        fresh = Submissions(engine.client, after, task_queue=engine.task_queue)
+        fresh = engine.submissions_for(after)
         new = await fresh.submit("register-a-business", example("register-a-business"),
                                  idempotency_key=str(uuid.uuid4()))
         engine.started.append(new.reference)

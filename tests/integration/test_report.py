@@ -18,7 +18,7 @@ async def test_nwd_report_prints_tables_and_writes_a_chart(
 ) -> None:
     await seed(database_url)
     chart = tmp_path / "report.png"
-    env = {**os.environ, "DATABASE_URL": database_url, "NWD_LOG_FORMAT": "plain"}
+    env = {**os.environ, "DATABASE_URL": database_url, "NWD_LOG_FORMAT": "console"}
     done = await asyncio.to_thread(
         subprocess.run,
         [NWD, "report", "--from", "2026-11-02", "--to", "2026-11-15", "--sla-days", "5",

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from nwd.stack import COMPONENTS, Stack, port_open, read_secrets
-from tests.conftest import quiet_stack
+from nwd.stack import COMPONENTS, Stack, StackError, port_open, read_secrets
+from runtime.settings import Settings
+from tests.conftest import quiet_settings, quiet_stack
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 pytestmark = pytest.mark.integration
+
+NWD = str(Path(sys.executable).parent / "nwd")
 
 
 def _gone(pid: int) -> bool:
@@ -46,9 +53,9 @@ class TestEmbeddedStack:
         statuses = {s.name: s for s in stack.up(["temporal", "postgres"])}
         assert set(statuses) == {"temporal", "postgres"}
         assert all(s.running and s.pid for s in statuses.values())
-        assert port_open("127.0.0.1", stack.ports.temporal)
-        assert port_open("127.0.0.1", stack.ports.temporal_ui)
-        assert port_open("127.0.0.1", stack.ports.postgres)
+        assert port_open("127.0.0.1", stack.settings.temporal_port)
+        assert port_open("127.0.0.1", stack.settings.temporal_ui_port)
+        assert port_open("127.0.0.1", stack.settings.postgres_port)
         health = stack.temporal_cli("operator", "cluster", "health")
         assert "SERVING" in health.stdout
 
@@ -57,7 +64,7 @@ class TestEmbeddedStack:
         stack.up(["postgres"])
         listed = stack.psql("SELECT datname FROM pg_database")
         assert {"nwd", "agencies"} <= set(listed.stdout.split())
-        assert stack.database_url.endswith(f":{stack.ports.postgres}/nwd")
+        assert stack.database_url.endswith(f":{stack.settings.postgres_port}/nwd")
 
     def test_search_attributes_registered(self, stack: Stack) -> None:
         """Every search attribute of the engine is registered on the dev server."""
@@ -91,6 +98,38 @@ class TestEmbeddedStack:
         assert stack.running_pid("intake") is None
         assert not stack.pid_path("intake").exists()
 
+    def test_reused_pid_is_never_ours(self, stack: Stack) -> None:
+        """A pid file naming a live process of another program (the PID was reused) does not
+        count as running, and `down` does not signal that process."""
+        other = subprocess.Popen(["sleep", "30"])
+        try:
+            stack.pids_dir.mkdir(parents=True, exist_ok=True)
+            stack.pid_path("intake").write_text(f"{other.pid}\n")
+            assert stack.running_pid("intake") is None
+            stack.pid_path("intake").write_text(f"{other.pid}\n")
+            assert "intake" not in stack.down(["intake"])
+            assert other.poll() is None
+        finally:
+            other.kill()
+            other.wait()
+
+    def test_second_stack_on_the_same_ports_is_refused(
+        self, stack: Stack, tmp_path: Path
+    ) -> None:
+        """A second stack on the first one's ports fails before starting anything, one line
+        per taken port naming the variable that moves it."""
+        stack.up(["temporal", "postgres"])
+        second = Stack(stack.settings.replace(state_dir=tmp_path / "second"),
+                       env={"PATH": os.environ.get("PATH", "")}, echo=lambda _line: None)
+        with pytest.raises(StackError) as caught:
+            second.up(["temporal", "postgres"])
+        lines = str(caught.value).splitlines()
+        assert len(lines) == 4
+        for setting in ("NWD_POSTGRES_PORT", "NWD_TEMPORAL_PORT", "NWD_TEMPORAL_UI_PORT",
+                        "NWD_TEMPORAL_METRICS_PORT"):
+            assert sum(f"set {setting} to another port" in line for line in lines) == 1
+        assert not (tmp_path / "second" / "pids").exists()
+
     def test_down_leaves_no_process(self, stack: Stack) -> None:
         """`down` stops every process it started (and PostgreSQL's backends) by PID."""
         pids = [s.pid for s in stack.up(["temporal", "postgres"]) if s.pid]
@@ -105,6 +144,72 @@ class TestEmbeddedStack:
             time.sleep(0.05)
         assert all(_gone(p) for p in pids + backends)
         assert not any(stack.pid_path(name).exists() for name in COMPONENTS)
-        assert not port_open("127.0.0.1", stack.ports.temporal)
-        assert not port_open("127.0.0.1", stack.ports.postgres)
+        assert not port_open("127.0.0.1", stack.settings.temporal_port)
+        assert not port_open("127.0.0.1", stack.settings.postgres_port)
+        assert not any(s.running for s in stack.status())
+
+
+class TestPorts:
+    def test_taken_worker_metrics_port_stops_up_before_anything_starts(
+        self, tmp_path: Path
+    ) -> None:
+        """The worker's metrics port, taken: `up` names it and its variable, starts nothing."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            address = f"127.0.0.1:{taken.getsockname()[1]}"
+            stack = Stack(quiet_settings(tmp_path).replace(worker_metrics_address=address),
+                          env={"PATH": os.environ.get("PATH", "")}, echo=lambda _line: None)
+            with pytest.raises(StackError) as caught:
+                stack.up(["worker"])
+        assert str(caught.value) == (
+            f"worker: port {address} (worker metrics) is in use by a process nwd did not "
+            "start; stop it, or set NWD_WORKER_METRICS_ADDRESS to another port"
+        )
+        assert not any(s.running for s in stack.status())
+
+    def test_nwd_up_names_the_port_and_its_variable(self, tmp_path: Path) -> None:
+        """`nwd up` on a taken port: exit 2, one `nwd: error:` line per port, no traceback."""
+        settings = quiet_settings(tmp_path)
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            env = {k: v for k, v in os.environ.items() if k not in Settings.variables()}
+            env.update(settings.replace(agencies_url=f"http://127.0.0.1:{port}").environment())
+            env.pop("TEMPORAL_ADDRESS")  # the embedded server, on its moved port
+            done = subprocess.run([NWD, "up", "agencies"], env=env, capture_output=True,
+                                  text=True, timeout=60, check=False)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.splitlines() == [
+            f"nwd: error: agencies: port 127.0.0.1:{port} (reference agencies) is in use by a "
+            "process nwd did not start; stop it, or set NWD_AGENCIES_URL to another port"
+        ]
+        assert not (tmp_path / "pids").exists()
+
+
+class TestWholeStack:
+    def test_every_component_on_moved_ports(self, tmp_path: Path) -> None:
+        """All five components on ports off the defaults: each serves, every port it opened
+        is in the summary, the processes run with the stack's settings, `down` stops all."""
+        stack = quiet_stack(tmp_path / "state", start_timeout=60)
+        try:
+            statuses = stack.up()
+            assert all(s.running for s in statuses), statuses
+            links = dict(stack.links())
+            shown = " ".join(links.values())
+            for component in stack.components.values():
+                for claim in component.ports():
+                    assert f":{claim.port}" in shown, (claim, links)
+            metrics = httpx.get(links["Worker metrics"], timeout=5)
+            assert metrics.status_code == 200 and "temporal_" in metrics.text
+            assert httpx.get(f"{links['Intake']}/metrics", timeout=5).status_code == 200
+            env = stack.child_env("worker")
+            assert env["NWD_WORKER_METRICS_ADDRESS"] == stack.settings.worker_metrics_address
+            assert env["TEMPORAL_ADDRESS"] == f"127.0.0.1:{stack.settings.temporal_port}"
+            unset = {"NWD_AGENCIES_DATABASE_URL", "NWD_INTAKE_METRICS_ADDRESS"}  # optional
+            assert set(Settings.variables()) - unset <= set(env)
+        finally:
+            stopped = stack.down()
+        assert set(stopped) == set(COMPONENTS)
         assert not any(s.running for s in stack.status())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import re
 from pathlib import Path
 from typing import Any
@@ -10,15 +9,29 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from nwd.stack import read_agency_env_names
+from agency_kit.reference.config import AgenciesSettings
+from definitions.loader import load_registry_file
+from definitions.models import Agency
 from runtime.settings import PROJECT_ROOT, Settings
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
 ENGINE_SERVICES = ("worker", "intake", "agencies")
 
-# Names Settings.from_env reads whose defaults are right inside a container as well.
-DEFAULT_IS_FINE = {"NWD_TASK_QUEUE", "NWD_CATALOG_DIR", "NWD_WORKFLOW_SANDBOX"}
+DEFAULT_IS_FINE: dict[str, str] = {
+    "NWD_TASK_QUEUE": "one engine, one queue",
+    "NWD_CATALOG_DIR": "the image holds the repository's definitions/",
+    "NWD_WORKFLOW_SANDBOX": "a development guard; production runs without it",
+    "NWD_OTEL": "tracing is opt-in",
+    "NWD_TEMPORAL_PORT": "a port of the embedded stack, which compose does not use",
+    "NWD_TEMPORAL_UI_PORT": "a port of the embedded stack, which compose does not use",
+    "NWD_TEMPORAL_METRICS_PORT": "a port of the embedded stack, which compose does not use",
+    "NWD_POSTGRES_PORT": "a port of the embedded stack, which compose does not use",
+    "NWD_AGENCIES_DATABASE_URL": "the agencies service sets its own DATABASE_URL",
+    "NWD_WORKER_METRICS_ADDRESS": "the default port inside the worker's container",
+    "NWD_INTAKE_METRICS_ADDRESS": "a private port inside the intake's container",
+}
+"""Settings whose defaults are right inside a container as well, and why."""
 # What each engine service needs beyond the engine-wide names.
 NEEDS: dict[str, set[str]] = {
     "intake": {"NWD_CODEC_TOKEN"},
@@ -41,14 +54,22 @@ def _env(service: dict[str, Any]) -> dict[str, str]:
 
 
 def settings_env_names() -> set[str]:
-    """Every environment variable name `Settings.from_env` reads."""
-    return set(re.findall(r'env\.get\(\s*"([A-Z0-9_]+)"', inspect.getsource(Settings.from_env)))
+    """Every variable of the engine's settings model."""
+    return set(Settings.variables())
+
+
+def registry_agencies() -> tuple[Agency, ...]:
+    return tuple(load_registry_file(PROJECT_ROOT / "definitions" / "agencies.yaml").agencies)
 
 
 def agency_env_names() -> set[str]:
+    """The variables the registry names: each agency's base URL and signing secret."""
     names: set[str] = set()
-    for agency in read_agency_env_names(PROJECT_ROOT / "definitions" / "agencies.yaml"):
-        names.update(n for n in (agency.base_url_env, agency.auth_secret) if n)
+    for agency in registry_agencies():
+        if agency.http is not None:
+            names.add(agency.http.base_url_env)
+        if agency.auth_secret:
+            names.add(agency.auth_secret)
     return names
 
 
@@ -107,34 +128,42 @@ class TestServices:
 
 
 class TestEnvironment:
-    def test_settings_names_found(self) -> None:
-        """The names read from Settings.from_env are found (the regex still matches the code)."""
-        assert {"TEMPORAL_ADDRESS", "DATABASE_URL", "NWD_ENCRYPTION_KEY"} <= settings_env_names()
+    def test_defaults_named_are_settings(self) -> None:
+        """Every name said to be fine at its default is a variable of the settings model."""
+        assert set(DEFAULT_IS_FINE) <= settings_env_names()
 
     @pytest.mark.parametrize("service", ENGINE_SERVICES)
     def test_engine_env_complete(self, compose: dict[str, Any], service: str) -> None:
         """Every name the code reads is set for each engine service (or its default is fine)."""
         env = _env(compose["services"][service])
-        needed = (settings_env_names() - DEFAULT_IS_FINE) | agency_env_names() | NEEDS[service]
+        needed = (
+            (settings_env_names() - set(DEFAULT_IS_FINE)) | agency_env_names() | NEEDS[service]
+        )
         missing = sorted(needed - set(env))
         assert not missing, f"{service} lacks {missing}"
+
+    @pytest.mark.parametrize("service", ENGINE_SERVICES)
+    def test_engine_env_is_read(self, compose: dict[str, Any], service: str) -> None:
+        """Every variable set for an engine service is a setting (the engine's or the reference
+        agencies' own) or a name the registry gives: none is set that nothing reads."""
+        known = settings_env_names() | AgenciesSettings.variables() | agency_env_names()
+        unread = sorted(set(_env(compose["services"][service])) - known)
+        assert not unread, f"{service} sets {unread}, which no settings model reads"
 
     def test_agency_urls_point_at_reference_agencies(self, compose: dict[str, Any]) -> None:
         """Each agency's base URL env points at the agencies service, path /agencies/<id>."""
         env = _env(compose["services"]["worker"])
-        for agency in read_agency_env_names(PROJECT_ROOT / "definitions" / "agencies.yaml"):
-            if agency.base_url_env:
-                assert env[agency.base_url_env] == (
-                    f"http://agencies:8090/agencies/{agency.agency_id}"
+        for agency in registry_agencies():
+            if agency.http is not None:
+                assert env[agency.http.base_url_env] == (
+                    f"http://agencies:8090/agencies/{agency.id}"
                 )
 
     def test_secrets_never_defaulted(self, compose: dict[str, Any]) -> None:
         """Secrets come from the operator (`${NAME:?...}`), never from a value in the file."""
         env = _env(compose["services"]["intake"])
         secrets = {"NWD_ENCRYPTION_KEY", "NWD_CODEC_TOKEN"} | {
-            a.auth_secret
-            for a in read_agency_env_names(PROJECT_ROOT / "definitions" / "agencies.yaml")
-            if a.auth_secret
+            a.auth_secret for a in registry_agencies() if a.auth_secret
         }
         for name in secrets:
             assert env[name].startswith(f"${{{name}:?"), f"{name} = {env[name]!r}"

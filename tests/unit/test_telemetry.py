@@ -1,4 +1,5 @@
-"""The telemetry switches of a process, read from its environment: no server involved."""
+"""The telemetry switches of a process: no server involved (the metrics addresses are settings:
+tests/unit/test_settings.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import importlib.util
 from structlog.testing import capture_logs
 
 from runtime import telemetry
+from runtime.settings import Settings
 
 
 def test_tracing_switch_is_off_by_default_and_says_when_it_cannot_trace() -> None:
     """NWD_OTEL turns tracing on; without opentelemetry-sdk it logs why it cannot trace."""
-    assert telemetry.TelemetrySettings.from_env({}, default_address=None).otel is False
-    assert telemetry.TelemetrySettings.from_env({"NWD_OTEL": "1"}, default_address=None).otel
+    assert Settings().otel is False
+    assert Settings(otel="1").otel
     assert telemetry.tracing_interceptors(False) == []
     with capture_logs() as logs:
         interceptors = telemetry.tracing_interceptors(True)
@@ -24,15 +26,3 @@ def test_tracing_switch_is_off_by_default_and_says_when_it_cannot_trace() -> Non
         from temporalio.contrib.opentelemetry import TracingInterceptor
 
         assert [type(i) for i in interceptors] == [TracingInterceptor]
-
-
-def test_metrics_address_setting() -> None:
-    """NWD_METRICS_ADDRESS sets the worker's endpoint, `off` disables it; the intake has none
-    by default."""
-    settings = telemetry.TelemetrySettings.from_env
-    default = telemetry.DEFAULT_WORKER_METRICS_ADDRESS
-    assert settings({}, default_address=default).metrics_address == "127.0.0.1:9464"
-    assert settings({"NWD_METRICS_ADDRESS": "0.0.0.0:9000"},
-                    default_address=default).metrics_address == "0.0.0.0:9000"
-    assert settings({"NWD_METRICS_ADDRESS": "off"}, default_address=default).metrics_address is None
-    assert settings({}, default_address=None).metrics_address is None

@@ -12,7 +12,7 @@ from agency_kit.contract import idempotency_key
 from agency_kit.idempotency import quote_ident, request_hash
 from agency_kit.reference import is_undo
 from agency_kit.reference.behaviour import AgencyBehaviour, BehaviourBook, parse_behaviours
-from agency_kit.reference.config import AgenciesConfig, ConfigError
+from agency_kit.reference.config import AgenciesConfig, AgenciesSettings, ConfigError
 from agency_kit.reference.outputs import agency_reference, generate_output
 from agency_kit.reference.store import schema_name
 from agency_kit.validation import validate_input
@@ -157,10 +157,20 @@ class TestNames:
             quote_ident('x"; DROP TABLE y')
 
 
+def config_from(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> AgenciesConfig:
+    """The agencies' configuration in an environment holding exactly ``env`` of its names."""
+    for name in AgenciesSettings.variables():
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return AgenciesConfig.from_environment()
+
+
 class TestConfig:
-    def test_from_env(self) -> None:
+    def test_from_env(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Registry, listen address, secrets and behaviour come from the environment."""
-        config = AgenciesConfig.from_env(
+        config = config_from(
+            monkeypatch,
             {
                 "DATABASE_URL": "postgresql://x/y",
                 "NWD_AGENCIES_URL": "http://0.0.0.0:9100",
@@ -174,9 +184,11 @@ class TestConfig:
         assert config.behaviour["dmv"].latency_ms == 3
         assert {a.id for a in config.registry.agencies} == {"dmv", "companies", "locked"}
 
-    def test_default_catalog_is_the_repository_registry(self) -> None:
+    def test_default_catalog_is_the_repository_registry(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """Without NWD_CATALOG_DIR the repository's definitions/agencies.yaml is served."""
-        config = AgenciesConfig.from_env({"DATABASE_URL": "postgresql://x/y"})
+        config = config_from(monkeypatch, {"DATABASE_URL": "postgresql://x/y"})
         assert config.registry.agencies
         assert (config.host, config.port) == ("127.0.0.1", 8090)
 
@@ -186,9 +198,15 @@ class TestConfig:
             ({}, "DATABASE_URL is required"),
             ({"DATABASE_URL": "x", "NWD_AGENCY_BEHAVIOUR": "{"}, "NWD_AGENCY_BEHAVIOUR"),
             ({"DATABASE_URL": "x", "NWD_CATALOG_DIR": "/nowhere"}, "no agency registry"),
+            ({"DATABASE_URL": "x", "NWD_AGENCIES_URL": "localhost:1"},
+             "NWD_AGENCIES_URL='localhost:1' must look like http://HOST:PORT"),
+            ({"DATABASE_URL": "x", "NWD_LOG_FORMAT": "plain"}, "NWD_LOG_FORMAT='plain'"),
         ],
     )
-    def test_errors(self, env: dict[str, str], fragment: str) -> None:
-        """Bad configuration is reported with what to fix."""
-        with pytest.raises(ConfigError, match=fragment):
-            AgenciesConfig.from_env(env)
+    def test_errors(
+        self, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], fragment: str
+    ) -> None:
+        """Bad configuration is reported in one line, naming the variable, with what to fix."""
+        with pytest.raises(ConfigError, match=fragment) as caught:
+            config_from(monkeypatch, env)
+        assert "\n" not in str(caught.value)
