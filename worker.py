@@ -8,9 +8,7 @@ an engine worker process: the benchmark's worker process runs it too.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -29,6 +27,7 @@ from readmodel.migrations import apply_migrations
 from readmodel.store import ReadModel, open_pool
 from runtime.callback_tokens import callback_key
 from runtime.logs import configure_logging
+from runtime.process import exit_now
 from runtime.settings import InvalidSettings, Settings, print_problems
 from runtime.telemetry import prometheus_runtime
 from runtime.temporal import connect
@@ -190,11 +189,7 @@ def main() -> None:
     except InvalidSettings as exc:
         print_problems("worker", exc)
         code = 2
-    # The SDK's native runtime can crash during interpreter shutdown (sdk-python#300):
-    # everything is closed by now, so leave without running it.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    exit_now(code)  # everything is closed by now
 
 
 if __name__ == "__main__":

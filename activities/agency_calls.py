@@ -111,7 +111,7 @@ class AgencyCalls:
                           error=exc.message)
             await self._record(call, "failed" if final else "retrying", None, attempt,
                                exc.message if final else None)
-            # metrics (operations): outcome, latency, retry, wait on the agency
+            # outcome, latency, retry and wait on the agency, by agency and operation
             metrics.agency_call(
                 agency=call.endpoint.agency_id, operation=call.operation, action=call.action,
                 outcome=exc.type or "error", attempt=attempt,
@@ -129,7 +129,7 @@ class AgencyCalls:
         status = {"completed": "completed", "accepted": "waiting",
                   "needs_information": "waiting", "cancelled": "cancelled"}[result.status]
         await self._record(call, status, result.agency_reference, attempt, None)
-        # metrics (operations): outcome, latency, retry, wait on the agency
+        # outcome, latency, retry and wait on the agency, by agency and operation
         metrics.agency_call(
             agency=call.endpoint.agency_id, operation=call.operation, action=call.action,
             outcome=result.status, attempt=attempt, latency_s=duration_ms / 1000, final=True,

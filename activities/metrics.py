@@ -24,7 +24,7 @@ import structlog
 from temporalio import activity
 from temporalio.common import MetricMeter
 
-from runtime import telemetry as names
+from runtime import metric_names as names
 
 log = structlog.get_logger(__name__)
 

@@ -12,7 +12,6 @@ import asyncio
 import base64
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import httpx
 
 from benchmarks.scenarios import AGENCY_COUNT
 from nwd.stack import Stack
+from runtime.process import free_port
 from runtime.settings import PROJECT_ROOT, Settings
 
 DEFINITIONS = Path(__file__).resolve().parent / "definitions"
@@ -49,11 +49,6 @@ class BenchEnv:
     :func:`benchmarks.measure.postmaster_pid`."""
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now, on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -2,7 +2,8 @@
 
 A scenario is a shape (a fan-out of N parallel calls, a for_each over N items, a chain of N
 calls one after another), R requests and an agency latency. Every scenario runs on the two
-Temporal modes; DBOS runs the fan-outs and the chain only (the comparison issue 7 asked for).
+Temporal modes; DBOS runs the fan-outs and the chain only (the shapes a DBOS user would write
+by hand).
 Pure data: no I/O, so the command line can check its options against it before anything
 starts.
 """
@@ -32,7 +33,8 @@ class ModeFacts:
 
 ALL_SHAPES: frozenset[Shape] = frozenset(("fanout", "foreach", "chain"))
 DBOS_SHAPES: frozenset[Shape] = frozenset(("fanout", "chain"))
-"""The scenarios DBOS runs (issue 7: "the 200 x 5 and sequential scenarios also on DBOS")."""
+"""The scenarios DBOS runs: the fan-outs and the sequential chain (its for_each would be the
+same fan-out again)."""
 
 MODE_FACTS: dict[Mode, ModeFacts] = {
     "baseline": ModeFacts(

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import os
 import signal
 import sys
 
@@ -23,6 +22,7 @@ from temporalio.worker import Worker
 
 from benchmarks.baseline_workflow import BaselineActivities, BaselineFanOut
 from runtime.logs import configure_logging
+from runtime.process import exit_now
 from runtime.settings import InvalidSettings, Settings, print_problems
 from runtime.temporal import connect
 
@@ -82,9 +82,7 @@ def main() -> None:
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(args.cprofile)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)  # sdk-python #300: avoid crashes at interpreter exit
+    exit_now(0)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from urllib.parse import urlsplit
 
 import httpx
@@ -18,8 +16,9 @@ from readmodel.migrations import apply_migrations
 from readmodel.store import ReadModel, open_pool
 from runtime.callback_tokens import callback_key
 from runtime.logs import configure_logging
+from runtime.process import exit_now, free_address
 from runtime.settings import InvalidSettings, Settings, print_problems, reveal
-from runtime.telemetry import free_local_address, prometheus_runtime
+from runtime.telemetry import prometheus_runtime
 from runtime.temporal import connect, converter_for
 
 
@@ -28,7 +27,7 @@ async def serve(settings: Settings) -> None:
     catalog = load_catalog(settings.catalog_dir)
     # The SDK's Prometheus exporter listens on a private loopback port; the intake's own
     # GET /metrics serves its text (one endpoint for this process).
-    metrics_address = settings.intake_metrics_address or free_local_address()
+    metrics_address = settings.intake_metrics_address or free_address()
     try:
         runtime = prometheus_runtime(metrics_address)
     except ValueError as exc:  # the SDK's "Failed starting Prometheus exporter: ..."
@@ -84,10 +83,7 @@ def main() -> None:
     except InvalidSettings as exc:
         print_problems("intake", exc)
         code = 2
-    # The SDK's native runtime can crash during interpreter shutdown (sdk-python#300).
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    exit_now(code)  # everything is closed by now
 
 
 if __name__ == "__main__":

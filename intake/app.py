@@ -37,7 +37,7 @@ from definitions.submission import SubmissionInvalid
 from intake.bodies import MAX_BODY_BYTES, read_limited
 from intake.submissions import Submissions
 from readmodel.store import ReadModel
-from runtime import telemetry
+from runtime import metric_names
 from runtime.messages import RequestProgress
 from workflows.request_workflow import CitizenRequestWorkflow
 
@@ -69,9 +69,9 @@ def create_app(
     the front door records them (see :mod:`runtime.telemetry`).
     """
     app = FastAPI(title="No Wrong Door — intake", version="1")
-    # ---------------------------------------------------------- operations: metrics, codec
+    # ---------------------------------------------------------- metrics and the codec server
     submissions_counter = (
-        meter.create_counter(telemetry.SUBMISSIONS, "Submissions, by outcome", "1")
+        meter.create_counter(metric_names.SUBMISSIONS, "Submissions, by outcome", "1")
         if meter is not None else None
     )
     # The front door writes a new request's first row itself when it has the read model (its
@@ -79,7 +79,7 @@ def create_app(
     # worker counts starts. So such a request is counted here, once, when it is new; without
     # a read model the workflow's start record counts it instead.
     started_counter = (
-        meter.create_counter(telemetry.REQUESTS_STARTED, "Requests started", "1")
+        meter.create_counter(metric_names.REQUESTS_STARTED, "Requests started", "1")
         if meter is not None and read_model is not None else None
     )
 
@@ -155,7 +155,6 @@ def create_app(
                           headers=cors)
         return JSONResponse(json_format.MessageToDict(Payloads(payloads=result)),
                             headers=cors)
-    # ---------------------------------------------------------- end operations
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -210,14 +209,14 @@ def create_app(
         except UnknownService as exc:
             return _error(404, "unknown_service", str(exc))
         except SubmissionInvalid as exc:
-            count(service_id, "invalid")  # operations
+            count(service_id, "invalid")
             return _error(
                 422, "invalid_submission", "the submission does not match the service's form",
                 errors=[{"loc": ["submission", *e.loc], "msg": e.message} for e in exc.errors],
             )
         log.info("request_submitted", reference=submitted.reference, service=service_id,
                  created=submitted.created)
-        count(service_id, "created" if submitted.created else "existing")  # operations
+        count(service_id, "created" if submitted.created else "existing")
         return JSONResponse(
             status_code=202 if submitted.created else 200,
             content={

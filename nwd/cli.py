@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from collections.abc import Sequence
+
+from runtime.process import exit_now
 
 COMMAND_MODULES = ("definitions", "stack", "requests", "report", "bench")
 
@@ -58,16 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> None:
-    """Console-script entry point.
-
-    Exits with ``os._exit`` after flushing: the Temporal SDK's native runtime can crash the
-    interpreter during normal shutdown of a short-lived process that used a client
-    (temporalio/sdk-python#300), which would turn a clean exit into a fatal error.
-    """
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    """Console-script entry point; leaves through :func:`runtime.process.exit_now`."""
+    exit_now(main())
 
 
 if __name__ == "__main__":

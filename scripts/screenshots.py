@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from pathlib import Path
 from urllib.parse import quote
+
+from runtime.process import exit_now
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -106,8 +107,7 @@ def main() -> None:
     reference = args.reference or asyncio.run(latest_reference(namespace))
     asyncio.run(shoot(ui_url, namespace, intake_url, token, reference, args.out))
     print(f"wrote {args.out / 'ui-list.png'} and {args.out / 'ui-history.png'} ({reference})")
-    sys.stdout.flush()
-    os._exit(0)  # sdk-python #300: a client at interpreter exit can crash; nothing left to do
+    exit_now(0)
 
 
 if __name__ == "__main__":

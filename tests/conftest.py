@@ -9,7 +9,6 @@ state folder on a free port, and stopped — with every process it started — a
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,15 +20,9 @@ import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
 from nwd.stack import DEV_SERVER_DYNAMIC_CONFIG, Stack, temporal_binary
+from runtime.process import free_port, free_ports
 from runtime.settings import Settings
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -84,16 +77,6 @@ async def new_database(postgres_server: str, prefix: str = "t") -> str:
     return with_database(postgres_server, name)
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports free on 127.0.0.1 right now (held together, so they differ)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def quiet_settings(state_dir: Path) -> Settings:

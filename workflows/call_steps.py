@@ -39,6 +39,7 @@ from agency_kit.contract import idempotency_key
 from definitions import expressions
 from definitions.models import CallStep, DataSchema, FieldSpec
 from runtime.messages import AgencyCallInput, AgencyCallResult, AgencyEndpoint, RequestInput
+from runtime.metric_names import AGENCY_WAIT
 from workflows import activity_options
 from workflows.bindings import Bindings
 from workflows.deadlines import Deadlines
@@ -48,8 +49,6 @@ from workflows.state import Inbox, RequestState
 from workflows.visibility import Visibility
 
 CallAction = Literal["operation", "information", "cancel"]
-AGENCY_WAIT_METRIC = "nwd_agency_wait_seconds"
-"""The same series the activities feed (runtime.telemetry.AGENCY_WAIT); a test keeps them equal."""
 ENDED = ("failed", "cancelled", "compensated")
 """Item states no branch acts on again."""
 
@@ -292,6 +291,6 @@ class CallSteps:
         if since is None:
             return
         workflow.metric_meter().create_histogram_float(
-            AGENCY_WAIT_METRIC, "Time a request waited on an agency", "s"
+            AGENCY_WAIT, "Time a request waited on an agency", "s"
         ).record((workflow.now() - since).total_seconds(), {
             "agency": step.agency, "operation": step.operation, "outcome": waited_for})

@@ -85,7 +85,8 @@ def _settings() -> Settings:
 async def _report(args: argparse.Namespace) -> int:
     import asyncpg
 
-    from nwd.report import build_report, render_chart, render_text
+    from nwd.report import render_chart, render_text
+    from readmodel.report import build_report
 
     start, end = report_range(args.start, args.end)
     if args.sla_days <= 0:

@@ -39,9 +39,10 @@ from readmodel.migrations import apply_migrations
 from readmodel.store import ReadModel, open_pool
 from runtime.callback_tokens import callback_key
 from runtime.messages import RequestResult
+from runtime.process import free_port
 from runtime.settings import DEFAULT_CATALOG_DIR, Settings
 from runtime.temporal import data_converter
-from tests.conftest import free_ports, new_database
+from tests.conftest import new_database
 from tests.tiers import mark_folder
 from worker import agency_http_session, build_worker
 
@@ -54,8 +55,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     mark_folder(items, Path(__file__).parent, pytest.mark.e2e)
 
 
-def free_port() -> int:
-    return free_ports(1)[0]
 
 
 @dataclass

@@ -32,8 +32,9 @@ import pytest_asyncio
 from temporalio.client import Client
 
 from definitions.catalog import Catalog
-from runtime import telemetry
+from runtime import metric_names, telemetry
 from runtime.messages import RequestResult
+from runtime.process import free_address
 from runtime.temporal import data_converter
 from tests.e2e.conftest import EXAMPLES, Agencies, Engine, running_engine
 from workflows.request_workflow import CitizenRequestWorkflow
@@ -98,7 +99,7 @@ async def observed_engine(
     temporal_address: str, postgres_server: str, agencies: Agencies, catalog: Catalog,
     encryption_key: bytes, task_queue: str,
 ) -> AsyncIterator[ObservedEngine]:
-    address = telemetry.free_local_address()
+    address = free_address()
     runtime = telemetry.prometheus_runtime(address)
     client = await Client.connect(temporal_address, runtime=runtime,
                                   data_converter=data_converter(encryption_key))
@@ -176,12 +177,12 @@ async def test_metrics_endpoint_counts_known_requests(observed: ObservedEngine) 
     names = {s.name for s in samples}
 
     # requests by service, end-to-end durations
-    assert total(samples, telemetry.REQUESTS_STARTED, service=SERVICE) == 3
-    assert total(samples, telemetry.REQUESTS_COMPLETED, service=SERVICE) == 2
-    assert total(samples, telemetry.REQUESTS_FAILED, service=SERVICE) == 1
-    assert total(samples, telemetry.REQUESTS_FINISHED, service=SERVICE, status="completed") == 2
-    assert total(samples, telemetry.REQUESTS_FINISHED, service=SERVICE, status="failed") == 1
-    duration = telemetry.REQUEST_DURATION
+    assert total(samples, metric_names.REQUESTS_STARTED, service=SERVICE) == 3
+    assert total(samples, metric_names.REQUESTS_COMPLETED, service=SERVICE) == 2
+    assert total(samples, metric_names.REQUESTS_FAILED, service=SERVICE) == 1
+    assert total(samples, metric_names.REQUESTS_FINISHED, service=SERVICE, status="completed") == 2
+    assert total(samples, metric_names.REQUESTS_FINISHED, service=SERVICE, status="failed") == 1
+    duration = metric_names.REQUEST_DURATION
     assert total(samples, f"{duration}_count", service=SERVICE, status="completed") == 2
     assert total(samples, f"{duration}_count", service=SERVICE, status="failed") == 1
     assert total(samples, f"{duration}_sum", service=SERVICE, status="completed") >= 1.0
@@ -190,20 +191,20 @@ async def test_metrics_endpoint_counts_known_requests(observed: ObservedEngine) 
 
     # agency calls: outcome counter and latency histogram by agency and operation
     tax = {"agency": "tax-authority", "operation": "update-address"}
-    assert total(samples, telemetry.AGENCY_CALLS, **tax, outcome="completed") == 2
-    assert total(samples, telemetry.AGENCY_CALLS, **tax, outcome="rejected") == 1
-    latency = telemetry.AGENCY_CALL_LATENCY
+    assert total(samples, metric_names.AGENCY_CALLS, **tax, outcome="completed") == 2
+    assert total(samples, metric_names.AGENCY_CALLS, **tax, outcome="rejected") == 1
+    latency = metric_names.AGENCY_CALL_LATENCY
     assert total(samples, f"{latency}_count", **tax, outcome="completed") == 2
     assert total(samples, f"{latency}_count", **tax, outcome="rejected") == 1
 
     # retries: exactly the one after the outage
     roll = {"agency": "electoral-registration", "operation": "update-registration"}
-    assert total(samples, telemetry.AGENCY_CALLS, **roll, outcome="unavailable") == 1
-    assert total(samples, telemetry.AGENCY_CALL_RETRIES, **roll) == 1
-    assert total(samples, telemetry.AGENCY_CALL_RETRIES) == 1
+    assert total(samples, metric_names.AGENCY_CALLS, **roll, outcome="unavailable") == 1
+    assert total(samples, metric_names.AGENCY_CALL_RETRIES, **roll) == 1
+    assert total(samples, metric_names.AGENCY_CALL_RETRIES) == 1
 
     # time waiting on each agency: one observation per final answer; the outage is in it
-    wait = telemetry.AGENCY_WAIT
+    wait = metric_names.AGENCY_WAIT
     assert total(samples, f"{wait}_count", **tax) == 3
     assert total(samples, f"{wait}_sum", **roll) >= 0.9
     assert total(samples, f"{wait}_count", **roll, outcome="unavailable") == 0
@@ -243,10 +244,10 @@ async def test_the_intake_counts_a_new_request_once_and_a_repeated_key_not_again
     scraped = await observed.engine.intake.get("/metrics")
     assert scraped.status_code == 200
     samples = parse(scraped.text)
-    assert total(samples, telemetry.REQUESTS_STARTED, service=SERVICE) == 1
-    assert total(samples, telemetry.REQUESTS_FINISHED, service=SERVICE) == 1
-    assert total(samples, telemetry.SUBMISSIONS, service=SERVICE, outcome="created") == 1
-    assert total(samples, telemetry.SUBMISSIONS, service=SERVICE, outcome="existing") == 1
+    assert total(samples, metric_names.REQUESTS_STARTED, service=SERVICE) == 1
+    assert total(samples, metric_names.REQUESTS_FINISHED, service=SERVICE) == 1
+    assert total(samples, metric_names.SUBMISSIONS, service=SERVICE, outcome="created") == 1
+    assert total(samples, metric_names.SUBMISSIONS, service=SERVICE, outcome="existing") == 1
 
 
 async def test_a_missed_deadline_is_counted_and_audited_once(
@@ -276,11 +277,11 @@ async def test_a_missed_deadline_is_counted_and_audited_once(
     assert result.status == "completed"
 
     samples = await observed_licensed.scrape()
-    assert total(samples, telemetry.ESCALATIONS, service=LICENSED,
+    assert total(samples, metric_names.ESCALATIONS, service=LICENSED,
                  step="register_company") == 1
-    assert total(samples, telemetry.ESCALATIONS) == 1
+    assert total(samples, metric_names.ESCALATIONS) == 1
     # the callback's wait is the workflow's own figure, in the activities' series
-    assert total(samples, f"{telemetry.AGENCY_WAIT}_count", agency="business-registry",
+    assert total(samples, f"{metric_names.AGENCY_WAIT}_count", agency="business-registry",
                  operation="register-company", outcome="callback") == 1
     audit = await engine.pool.fetch(
         "SELECT step_id, detail FROM request_events WHERE reference = $1"
@@ -309,8 +310,8 @@ async def test_intake_metrics_and_codec_server(observed: ObservedEngine) -> None
     scraped = await intake.get("/metrics")
     assert scraped.status_code == 200
     samples = parse(scraped.text)
-    assert total(samples, telemetry.SUBMISSIONS, service=SERVICE, outcome="created") == 1
-    assert total(samples, telemetry.SUBMISSIONS, service=SERVICE, outcome="invalid") == 1
+    assert total(samples, metric_names.SUBMISSIONS, service=SERVICE, outcome="created") == 1
+    assert total(samples, metric_names.SUBMISSIONS, service=SERVICE, outcome="invalid") == 1
     assert any(s.name.startswith("temporal_request") for s in samples)
 
     # the history holds only ciphertext ...

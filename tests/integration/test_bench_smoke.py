@@ -21,7 +21,7 @@ from benchmarks.measure import postmaster_pid
 from benchmarks.processes import AgenciesProcess, BenchEnv, new_database
 from benchmarks.report import table
 from benchmarks.scenarios import scenarios
-from tests.conftest import free_port
+from runtime.process import free_port
 
 
 @pytest_asyncio.fixture

@@ -17,8 +17,9 @@ import pytest
 import pytest_asyncio
 
 from nwd.commands.report import report_range
-from nwd.report import Figures, Report, build_report, human_duration, render_chart, render_text
+from nwd.report import human_duration, render_chart, render_text
 from readmodel.migrations import apply_migrations
+from readmodel.report import Figures, Report, build_report
 
 COA, RAD = "change-of-address", "report-a-death"
 START = datetime(2026, 11, 2, tzinfo=UTC)

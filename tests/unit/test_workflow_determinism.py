@@ -25,7 +25,9 @@ FORBIDDEN_BUILTINS = {"open", "input", "print", "hash", "id", "exec", "eval", "b
 another worker would decide differently."""
 FORBIDDEN_METHODS = {"now", "utcnow", "today", "fromtimestamp"}
 """Clock reads on datetime/date; the workflow's clock is ``workflow.now()``."""
-ALLOWED_PROJECT_MODULES = ("definitions", "workflows", "runtime.messages", "agency_kit.contract")
+ALLOWED_PROJECT_MODULES = (
+    "definitions", "workflows", "runtime.messages", "runtime.metric_names", "agency_kit.contract",
+)
 
 
 def _module_path(name: str) -> Path | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,14 +14,11 @@ import httpx
 
 from agency_kit.signing import signed_headers
 from definitions.loader import load_registry_file
+from runtime.process import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class TestEntryPoint:
@@ -31,7 +27,7 @@ class TestEntryPoint:
         registry = load_registry_file(ROOT / "definitions" / "agencies.yaml")
         agency = next(a for a in registry.agencies if a.auth_secret and a.operations)
         assert agency.auth_secret is not None
-        port = _free_port()
+        port = free_port()
         env = {
             **os.environ,
             "DATABASE_URL": database_url,
