@@ -26,9 +26,8 @@ from activities.recording import RequestRecording
 from readmodel.migrations import apply_migrations
 from readmodel.store import ReadModel, open_pool
 from runtime.callback_tokens import callback_key
-from runtime.logs import configure_logging
-from runtime.process import exit_now
-from runtime.settings import InvalidSettings, Settings, print_problems
+from runtime.process import serve_main
+from runtime.settings import InvalidSettings, Settings
 from runtime.telemetry import prometheus_runtime
 from runtime.temporal import connect
 from workflows.request_workflow import CitizenRequestWorkflow
@@ -181,15 +180,7 @@ async def run_worker(
 
 
 def main() -> None:
-    code = 0
-    try:
-        settings = Settings.from_environment()
-        configure_logging(settings.log_format)
-        asyncio.run(run_worker(settings))
-    except InvalidSettings as exc:
-        print_problems("worker", exc)
-        code = 2
-    exit_now(code)  # everything is closed by now
+    serve_main("worker", run_worker)
 
 
 if __name__ == "__main__":

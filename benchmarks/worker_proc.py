@@ -20,8 +20,8 @@ import sys
 
 from temporalio.worker import Worker
 
+from agency_kit.logs import configure_logging
 from benchmarks.baseline_workflow import BaselineActivities, BaselineFanOut
-from runtime.logs import configure_logging
 from runtime.process import exit_now
 from runtime.settings import InvalidSettings, Settings, print_problems
 from runtime.temporal import connect

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from urllib.parse import urlsplit
 
 import httpx
@@ -15,9 +14,8 @@ from intake.submissions import build_submissions
 from readmodel.migrations import apply_migrations
 from readmodel.store import ReadModel, open_pool
 from runtime.callback_tokens import callback_key
-from runtime.logs import configure_logging
-from runtime.process import exit_now, free_address
-from runtime.settings import InvalidSettings, Settings, print_problems, reveal
+from runtime.process import free_address, serve_main
+from runtime.settings import InvalidSettings, Settings, reveal
 from runtime.telemetry import prometheus_runtime
 from runtime.temporal import connect, converter_for
 
@@ -75,15 +73,7 @@ async def serve(settings: Settings) -> None:
 
 
 def main() -> None:
-    code = 0
-    try:
-        settings = Settings.from_environment()
-        configure_logging(settings.log_format)
-        asyncio.run(serve(settings))
-    except InvalidSettings as exc:
-        print_problems("intake", exc)
-        code = 2
-    exit_now(code)  # everything is closed by now
+    serve_main("intake", serve)
 
 
 if __name__ == "__main__":

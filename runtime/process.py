@@ -5,14 +5,22 @@
 - :func:`exit_now`: leave a process that used a Temporal client without running the
   interpreter's shutdown, where the SDK's native runtime can crash a clean exit
   (temporalio/sdk-python#300).
+- :func:`serve_main`: the body of every long-running process's ``main()`` (the worker, the
+  intake): settings read once, logging configured, run, then :func:`exit_now`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import sys
-from typing import NoReturn
+from collections.abc import Callable, Coroutine
+from typing import Any, NoReturn
+
+from agency_kit.logs import configure_logging
+from runtime.codec import MissingKeyError
+from runtime.settings import InvalidSettings, Settings, print_problems
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -53,3 +61,23 @@ def exit_now(code: int) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def serve_main(prog: str, serve: Callable[[Settings], Coroutine[Any, Any, None]]) -> NoReturn:
+    """Read the settings once, configure logging, run ``serve`` until it returns, and exit.
+
+    A bad setting, or no payload key, is one line per problem on stderr (``prog: error: ...``)
+    and exit code 2, never a traceback.
+    """
+    code = 0
+    try:
+        settings = Settings.from_environment()
+        configure_logging(settings.log_format)
+        asyncio.run(serve(settings))
+    except InvalidSettings as exc:
+        print_problems(prog, exc)
+        code = 2
+    except MissingKeyError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        code = 2
+    exit_now(code)  # everything serve() owned is closed by now

@@ -34,8 +34,6 @@ from pydantic import AfterValidator, Field, ValidationError
 from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
-    EnvSettingsSource,
-    PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
@@ -96,17 +94,6 @@ class AgenciesSettings(BaseSettings):
         "auto", validation_alias="NWD_LOG_FORMAT")
     """``json`` lines, a ``console`` for people, or ``auto``."""
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Only the values passed in: the environment is read by :meth:`from_environment`."""
-        return (init_settings,)
 
     @classmethod
     def variables(cls) -> set[str]:
@@ -116,9 +103,8 @@ class AgenciesSettings(BaseSettings):
     @classmethod
     def from_environment(cls) -> AgenciesSettings:
         """The settings in this process's environment; raises :class:`ConfigError`."""
-        given = {k: v for k, v in EnvSettingsSource(cls)().items() if k in cls.variables()}
         try:
-            return cls(**given)
+            return cls()  # pydantic-settings reads each field's variable from the environment
         except ValidationError as exc:
             error = exc.errors(include_url=False)[0]
             name = str(error["loc"][0]) if error["loc"] else "settings"

@@ -1,8 +1,8 @@
 """structlog set-up: JSON lines off a terminal, a readable console on one.
 
-Bind context (reference, service, step, agency, attempt) at the call site; never bind values
-of a submission: personal data must not reach a log line.
-"""
+Shared by the engine's processes and the agencies' (the kit imports nothing of the engine, so
+the engine uses the kit's). Bind context (reference, service, step, agency, attempt) at the
+call site; never bind values of a submission: personal data must not reach a log line."""
 
 from __future__ import annotations
 
