@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import secrets
 import shutil
@@ -43,18 +44,23 @@ from runtime.process import free_port
 from runtime.settings import DEFAULT_CATALOG_DIR, Settings
 from runtime.temporal import data_converter
 from tests.conftest import new_database
+from tests.polling import eventually
 from tests.tiers import mark_folder
 from worker import agency_http_session, build_worker
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
+def example(name: str) -> dict[str, Any]:
+    """The submission of ``examples/<name>.json`` (what `nwd submit` sends in the demo)."""
+    data: dict[str, Any] = json.loads((EXAMPLES / f"{name}.json").read_text())
+    return data
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test under tests/e2e/ drives the whole engine, and carries the ``e2e`` marker."""
     mark_folder(items, Path(__file__).parent, pytest.mark.e2e)
-
-
 
 
 @dataclass
@@ -70,21 +76,26 @@ class Agencies:
         response = await self.admin.put(f"/_admin/agencies/{agency}/behaviour", json=behaviour)
         response.raise_for_status()
 
-    async def records(self, agency: str) -> list[dict[str, Any]]:
+    async def records(self, agency: str, *, reference: str | None = None) -> list[dict[str, Any]]:
+        """What ``agency`` has recorded; only the request ``reference``'s, if given."""
         response = await self.admin.get(f"/_admin/agencies/{agency}/records")
         response.raise_for_status()
         body = response.json()
-        return list(body["records"] if isinstance(body, dict) else body)
+        rows = list(body["records"] if isinstance(body, dict) else body)
+        return [r for r in rows if reference is None or r.get("reference") == reference]
 
 
 async def serve(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            lifespan="on"))
     task = asyncio.create_task(server.serve())
-    for _ in range(200):
-        if server.started:
-            break
-        await asyncio.sleep(0.02)
+
+    async def started() -> None:
+        if task.done():
+            task.result()  # it stopped before it started: its error, at once
+        assert server.started, f"uvicorn did not start on port {port}"
+
+    await eventually(started, within_s=4, every_s=0.02)
     return server, task
 
 

@@ -7,11 +7,8 @@ for a callback, then POST to the intake's callback route (FastAPI served by uvic
 
 from __future__ import annotations
 
-import asyncio
-import json
 import secrets
 import time
-from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 
@@ -19,7 +16,9 @@ from agency_kit.contract import Callback
 from agency_kit.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from runtime import callback_tokens as tokens
 from runtime.messages import RequestProgress, StepOutcome
-from tests.e2e.conftest import EXAMPLES, Engine
+from tests.e2e.conftest import Engine, example
+from tests.polling import progress_until
+from workflows.request_workflow import CitizenRequestWorkflow
 
 VOTER = "update_voter_registration"
 AGENCY = "electoral-registration"
@@ -28,16 +27,19 @@ AGENCY = "electoral-registration"
 async def waiting_voter_step(engine: Engine) -> tuple[str, StepOutcome]:
     """A change of address whose voter-roll agency accepted (202) and has not called back."""
     await engine.agencies.set_behaviour(AGENCY, {"mode": "callback", "callback_delay_s": 36000})
-    data: dict[str, Any] = json.loads((EXAMPLES / "change-of-address.json").read_text())
-    reference = await engine.submit("change-of-address", data)
-    handle = engine.submissions.handle(reference)
-    for _ in range(200):
-        progress = await handle.query("progress", result_type=RequestProgress)
-        step = next(s for s in progress.steps if s.step_id == VOTER)
-        if step.status == "waiting" and step.items[0].waiting_for == "callback":
-            return reference, step
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"the voter-roll step never waited for its callback: {progress}")
+    reference = await engine.submit("change-of-address", example("change-of-address"))
+    progress = await progress_until(
+        engine.submissions.handle(reference), voter_waits_for_callback, within_s=20)
+    return reference, voter_step(progress)
+
+
+def voter_step(progress: RequestProgress) -> StepOutcome:
+    return next(s for s in progress.steps if s.step_id == VOTER)
+
+
+def voter_waits_for_callback(progress: RequestProgress) -> bool:
+    step = voter_step(progress)
+    return step.status == "waiting" and step.items[0].waiting_for == "callback"
 
 
 async def post_callback(
@@ -78,9 +80,8 @@ class TestSecretRotation:
         wrong = f"{sign(old, stamp, body)}, {sign(other, stamp, body)}"
         assert await post_callback(engine, reference, body, stamp, wrong) == 401
         progress = await engine.submissions.handle(reference).query(
-            "progress", result_type=RequestProgress)
-        voter = next(s for s in progress.steps if s.step_id == VOTER)
-        assert voter.status == "waiting" and voter.items[0].waiting_for == "callback"
+            CitizenRequestWorkflow.progress)
+        assert voter_waits_for_callback(progress), progress
         assert await updates_in_history(engine, reference) == 0
 
         stamp = int(time.time())

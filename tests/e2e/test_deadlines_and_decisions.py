@@ -8,44 +8,30 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from typing import Any
 
 from definitions.catalog import Catalog
 from runtime.messages import RequestProgress, RequestResult
-from tests.e2e.conftest import EXAMPLES, Engine
+from tests.e2e.conftest import Engine, example
+from tests.polling import progress_until
 from workflows import search_attributes as sa
 from workflows.request_workflow import CitizenRequestWorkflow
 
 SERVICE = "licensed-business"
 
 
-def business() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((EXAMPLES / "register-a-business.json").read_text())
-    return data
-
-
 async def start(engine: Engine, catalog: Catalog) -> str:
     submissions = engine.submissions_for(catalog)
-    submitted = await submissions.submit(SERVICE, business(), idempotency_key=str(uuid.uuid4()))
+    submitted = await submissions.submit(SERVICE, example("register-a-business"),
+                                         idempotency_key=str(uuid.uuid4()))
     engine.started.append(submitted.reference)
     return submitted.reference
 
 
-async def until(engine: Engine, reference: str, check: Any, wait_s: float = 20) -> RequestProgress:
-    handle = engine.client.get_workflow_handle_for(CitizenRequestWorkflow.run, reference)
-    deadline = time.monotonic() + wait_s
-    while True:
-        progress = await handle.query(CitizenRequestWorkflow.progress)
-        if check(progress):
-            return progress
-        assert time.monotonic() < deadline, progress
-        await asyncio.sleep(0.1)
-
-
-def status(progress: RequestProgress, step_id: str) -> str:
-    return next(s.status for s in progress.steps if s.step_id == step_id)
+def decision_waiting(progress: RequestProgress) -> bool:
+    """The caseworker's decision on trading is awaited."""
+    return next(s.status for s in progress.steps if s.step_id == "approve_trading") == "waiting"
 
 
 async def decide(engine: Engine, reference: str, **body: Any) -> Any:
@@ -62,7 +48,7 @@ class TestDeadlinesAndDecisions:
         await engine.agencies.set_behaviour(
             "business-registry", {"mode": "callback", "callback_delay_s": 2.5})
         reference = await start(engine, licensed_catalog)
-        await until(engine, reference, lambda p: status(p, "approve_trading") == "waiting")
+        await progress_until(engine.submissions.handle(reference), decision_waiting, within_s=20)
 
         wrong_role = await decide(engine, reference, approve=True, decided_by="sam",
                                   role="tax-officer")
@@ -94,7 +80,7 @@ class TestDeadlinesAndDecisions:
     ) -> None:
         """A caseworker's rejection (with a reason) fails the request; the saga undoes step 1."""
         reference = await start(engine, licensed_catalog)
-        await until(engine, reference, lambda p: status(p, "approve_trading") == "waiting")
+        await progress_until(engine.submissions.handle(reference), decision_waiting, within_s=20)
         no_reason = await decide(engine, reference, approve=False, decided_by="sam",
                                  role="licensing-officer")
         assert no_reason.status_code == 422
@@ -123,7 +109,7 @@ class TestDeadlinesAndDecisions:
             "fields": {"trading_name_proof": {"type": "text"}},
             "message": {"en": "Proof of trading name"}}})
         reference = await start(engine, licensed_catalog)
-        await until(engine, reference, lambda p: status(p, "approve_trading") == "waiting")
+        await progress_until(engine.submissions.handle(reference), decision_waiting, within_s=20)
         approved = await decide(engine, reference, approve=True, decided_by="sam",
                                 role="licensing-officer")
         assert approved.status_code == 200

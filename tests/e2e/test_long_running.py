@@ -5,32 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 from agency_kit.signing import sign
 from runtime import callback_tokens as tokens
 from runtime.messages import RequestOptions, RequestProgress, RequestResult
-from tests.e2e.conftest import EXAMPLES, Engine
+from tests.e2e.conftest import Engine, example
+from tests.polling import eventually, progress_until
 from workflows.request_workflow import CitizenRequestWorkflow
-
-
-def example(service: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((EXAMPLES / f"{service}.json").read_text())
-    return data
-
-
-async def wait_for(
-    engine: Engine, reference: str, check: Callable[[RequestProgress], bool], wait_s: float = 20
-) -> RequestProgress:
-    handle = engine.submissions.handle(reference)
-    deadline = time.monotonic() + wait_s
-    while True:
-        progress = await handle.query(CitizenRequestWorkflow.progress)
-        if check(progress):
-            return progress
-        assert time.monotonic() < deadline, f"condition not reached: {progress}"
-        await asyncio.sleep(0.1)
 
 
 def step_of(progress: RequestProgress, step_id: str) -> Any:
@@ -56,8 +38,8 @@ class TestCallbacks:
             "electoral-registration", {"mode": "callback", "callback_delay_s": 1.5}
         )
         reference = await engine.submit("change-of-address", example("change-of-address"))
-        progress = await wait_for(engine, reference, lambda p: step_of(
-            p, "update_voter_registration").status == "waiting")
+        progress = await progress_until(engine.submissions.handle(reference), lambda p: step_of(
+            p, "update_voter_registration").status == "waiting", within_s=20)
         voter = step_of(progress, "update_voter_registration")
         assert voter.items[0].waiting_for == "callback"
         assert step_of(progress, "update_tax_address").status in ("running", "completed")
@@ -96,9 +78,9 @@ class TestRequestsForInformation:
             "message": {"en": "Send proof of your new address", "es": "Envíe un justificante"},
         }})
         reference = await engine.submit("change-of-address", example("change-of-address"))
-        progress = await wait_for(engine, reference, lambda p: step_of(
+        progress = await progress_until(engine.submissions.handle(reference), lambda p: step_of(
             p, "update_tax_address").status == "waiting" and step_of(
-            p, "update_licence").status == "completed")
+            p, "update_licence").status == "completed", within_s=20)
         tax = step_of(progress, "update_tax_address")
         assert tax.items[0].waiting_for == "information"
         assert set(tax.items[0].information_fields or {}) == {"proof_of_address",
@@ -150,10 +132,10 @@ class TestCancellationAndCompensation:
         await engine.agencies.set_behaviour(
             "benefits-agency", {"mode": "callback", "callback_delay_s": 30})
         reference = await engine.submit("change-of-address", example("change-of-address"))
-        await wait_for(engine, reference, lambda p: step_of(
+        await progress_until(engine.submissions.handle(reference), lambda p: step_of(
             p, "update_benefits").status == "waiting" and step_of(
             p, "update_licence").status == "completed" and step_of(
-            p, "update_voter_registration").status == "completed")
+            p, "update_voter_registration").status == "completed", within_s=20)
         response = await engine.intake.post(f"/requests/{reference}/cancel",
                                             json={"reason": "moved back"})
         assert response.status_code == 200, response.text
@@ -192,16 +174,16 @@ class TestContinueAsNew:
         )
         engine.started.append(reference)
         first_run = handle.result_run_id
-        before = await wait_for(engine, reference, lambda p: step_of(
+        before = await progress_until(engine.submissions.handle(reference), lambda p: step_of(
             p, "update_benefits").status == "waiting" and step_of(
-            p, "update_tax_address").status == "completed")
+            p, "update_tax_address").status == "completed", within_s=20)
         assert step_of(before, "update_licence").status == "completed"
         latest = engine.client.get_workflow_handle_for(CitizenRequestWorkflow.run, reference)
-        for _ in range(100):
-            if (await latest.describe()).run_id != first_run:
-                break
-            await asyncio.sleep(0.1)
-        assert (await latest.describe()).run_id != first_run  # it did continue as new
+
+        async def continued_as_new() -> None:
+            assert (await latest.describe()).run_id != first_run, "it never continued as new"
+
+        await eventually(continued_as_new, within_s=10)
         after = await latest.query(CitizenRequestWorkflow.progress)
         assert step_of(after, "update_licence").items[0].agency_reference == step_of(
             before, "update_licence").items[0].agency_reference

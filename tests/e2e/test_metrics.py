@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,8 +35,8 @@ from runtime import metric_names, telemetry
 from runtime.messages import RequestResult
 from runtime.process import free_address
 from runtime.temporal import data_converter
-from tests.e2e.conftest import EXAMPLES, Agencies, Engine, running_engine
-from workflows.request_workflow import CitizenRequestWorkflow
+from tests.e2e.conftest import Agencies, Engine, example, running_engine
+from tests.polling import progress_until
 
 SERVICE = "change-of-address"
 LICENSED = "licensed-business"
@@ -140,11 +139,6 @@ async def observed_licensed(
         yield observed
 
 
-def example(name: str = SERVICE) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((EXAMPLES / f"{name}.json").read_text())
-    return data
-
-
 async def test_metrics_endpoint_counts_known_requests(observed: ObservedEngine) -> None:
     """Requests started outside the intake are counted by the worker's start record; calls,
     retries, waits and durations by the activities."""
@@ -160,17 +154,17 @@ async def test_metrics_endpoint_counts_known_requests(observed: ObservedEngine) 
     # 1. the electoral roll is down for ~1 s: one 503 (Retry-After), then a retry completes
     await engine.agencies.set_behaviour("electoral-registration",
                                         {"outage": {"duration_s": 1.0}})
-    first = await run(example())
+    first = await run(example(SERVICE))
     assert first.status == "completed"
     await engine.agencies.set_behaviour("electoral-registration", {})
     # 2. a plain request
-    second = await run(example())
+    second = await run(example(SERVICE))
     assert second.status == "completed"
     # 3. the tax authority refuses the required step: the request fails
     await engine.agencies.set_behaviour(
         "tax-authority", {"reject": {"code": "unknown_taxpayer", "reason": "No such taxpayer",
                                      "status": 409}})
-    third = await run(example())
+    third = await run(example(SERVICE))
     assert third.status == "failed"
 
     samples = await observed.scrape()
@@ -233,12 +227,12 @@ async def test_the_intake_counts_a_new_request_once_and_a_repeated_key_not_again
     workflow skips its start record), is counted as started once, by the intake; the same
     idempotency key again is an `existing` submission and no new request."""
     key = str(uuid.uuid4())
-    first = await observed.post_request(SERVICE, example(), key)
+    first = await observed.post_request(SERVICE, example(SERVICE), key)
     assert first.status_code == 202, first.text
     reference = first.json()["reference"]
     result = await observed.engine.result(reference)
     assert result.status == "completed"
-    again = await observed.post_request(SERVICE, example(), key)
+    again = await observed.post_request(SERVICE, example(SERVICE), key)
     assert again.status_code == 200 and again.json()["created"] is False
 
     scraped = await observed.engine.intake.get("/metrics")
@@ -261,14 +255,9 @@ async def test_a_missed_deadline_is_counted_and_audited_once(
     submitted = await observed_licensed.post_request(LICENSED, example("register-a-business"))
     assert submitted.status_code == 202, submitted.text
     reference = submitted.json()["reference"]
-    handle = engine.client.get_workflow_handle_for(CitizenRequestWorkflow.run, reference)
-    deadline = time.monotonic() + 20
-    while True:  # the registry called back; the caseworker's decision is awaited
-        progress = await handle.query(CitizenRequestWorkflow.progress)
-        if any(s.step_id == "approve_trading" and s.status == "waiting" for s in progress.steps):
-            break
-        assert time.monotonic() < deadline, progress
-        await asyncio.sleep(0.1)
+    # the registry called back; the caseworker's decision is awaited
+    await progress_until(engine.submissions.handle(reference), lambda p: any(
+        s.step_id == "approve_trading" and s.status == "waiting" for s in p.steps), within_s=20)
     decided = await engine.intake.post(f"/requests/{reference}/decisions", json={
         "step_id": "approve_trading", "approve": True, "decided_by": "sam",
         "role": "licensing-officer"})  # well inside the decision's 2 s: no second escalation
@@ -300,7 +289,7 @@ async def test_intake_metrics_and_codec_server(observed: ObservedEngine) -> None
     from temporalio.api.common.v1 import Payloads
 
     intake = observed.engine.intake
-    submitted = await observed.post_request(SERVICE, example())
+    submitted = await observed.post_request(SERVICE, example(SERVICE))
     assert submitted.status_code == 202, submitted.text
     reference = submitted.json()["reference"]
     refused = await intake.post("/requests", json={"service": SERVICE, "submission": {}})

@@ -12,12 +12,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from definitions.models import FieldSpec
 from runtime.messages import request_reference
-from tests.e2e.conftest import EXAMPLES, Engine
-
-
-def example(service: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((EXAMPLES / f"{service}.json").read_text())
-    return data
+from tests.e2e.conftest import Engine, example
 
 
 def leaves(data: Any) -> set[str]:

@@ -16,13 +16,11 @@ is tests/replay's job.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHistory
@@ -30,9 +28,10 @@ from temporalio.worker import Replayer
 
 from definitions.catalog import Catalog
 from definitions.submission import validate_submission
-from runtime.messages import RequestInput, RequestOptions, RequestProgress
+from runtime.messages import RequestInput, RequestOptions
 from runtime.temporal import data_converter
-from tests.e2e.conftest import EXAMPLES, Engine
+from tests.e2e.conftest import Engine, example
+from tests.polling import progress_until
 from tests.replay.test_replay import REPLAY_KEY
 from worker import workflow_runner
 from workflows.request_workflow import CitizenRequestWorkflow
@@ -46,22 +45,10 @@ def encryption_key() -> bytes:
     return REPLAY_KEY
 
 
-def example(service: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((EXAMPLES / f"{service}.json").read_text())
-    return data
-
-
-async def until(engine: Engine, reference: str, check: Callable[[RequestProgress], bool]) -> None:
-    handle = engine.client.get_workflow_handle(reference)
-    for _ in range(300):
-        if check(await handle.query("progress", result_type=RequestProgress)):
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("the run never reached the expected state")
-
-
-def waiting(step: str) -> Callable[[RequestProgress], bool]:
-    return lambda p: any(s.step_id == step and s.status == "waiting" for s in p.steps)
+async def until_waiting(engine: Engine, reference: str, step: str) -> None:
+    """Within 30 s, the request's ``step`` waits (for a callback, information or a decision)."""
+    await progress_until(engine.submissions.handle(reference), lambda p: any(
+        s.step_id == step and s.status == "waiting" for s in p.steps), within_s=30)
 
 
 async def completed_with_retries(engine: Engine, _licensed: Catalog) -> str:
@@ -81,7 +68,7 @@ async def callback_and_information(engine: Engine, _licensed: Catalog) -> str:
     await engine.agencies.set_behaviour("tax-authority", {"needs_information": {
         "fields": {"proof_of_address": {"type": "text"}}, "message": {"en": "Proof, please"}}})
     reference = await engine.submit("change-of-address", example("change-of-address"))
-    await until(engine, reference, waiting("update_tax_address"))
+    await until_waiting(engine, reference, "update_tax_address")
     response = await engine.intake.post(f"/requests/{reference}/information", json={
         "step_id": "update_tax_address", "answers": {"proof_of_address": "bill"}})
     assert response.status_code == 200, response.text
@@ -92,7 +79,7 @@ async def cancelled(engine: Engine, _licensed: Catalog) -> str:
     await engine.agencies.set_behaviour(
         "benefits-agency", {"mode": "callback", "callback_delay_s": 30})
     reference = await engine.submit("change-of-address", example("change-of-address"))
-    await until(engine, reference, waiting("update_benefits"))
+    await until_waiting(engine, reference, "update_benefits")
     response = await engine.intake.post(f"/requests/{reference}/cancel", json={})
     assert response.status_code == 200, response.text
     return reference
@@ -104,7 +91,7 @@ async def decided_after_escalations(engine: Engine, licensed: Catalog) -> str:
     submissions = engine.submissions_for(licensed)
     submitted = await submissions.submit("licensed-business", example("register-a-business"),
                                          idempotency_key=str(uuid.uuid4()))
-    await until(engine, submitted.reference, waiting("approve_trading"))
+    await until_waiting(engine, submitted.reference, "approve_trading")
     await asyncio.sleep(2.2)  # the decision's 2 s due date passes: one escalation
     response = await engine.intake.post(f"/requests/{submitted.reference}/decisions", json={
         "step_id": "approve_trading", "approve": True, "decided_by": "sam",

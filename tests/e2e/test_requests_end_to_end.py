@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import json
 import uuid
-from typing import Any
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from definitions.errors import UnknownService
 from definitions.submission import SubmissionInvalid
-from tests.e2e.conftest import EXAMPLES, Engine
+from tests.e2e.conftest import Engine, example
+from tests.polling import progress_until
 
 SERVICES = ["change-of-address", "report-a-death", "register-a-business"]
-
-
-def example(service: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((EXAMPLES / f"{service}.json").read_text())
-    return data
-
-
-async def records_for(engine: Engine, agency: str, reference: str) -> list[dict[str, Any]]:
-    return [r for r in await engine.agencies.records(agency) if r.get("reference") == reference]
 
 
 class TestCatalogServices:
@@ -56,7 +45,7 @@ class TestCatalogServices:
             for item in step.items:
                 if item.status == "completed":
                     assert item.agency_reference
-                    rows = await records_for(engine, step.agency or "", reference)
+                    rows = await engine.agencies.records(step.agency or "", reference=reference)
                     assert item.agency_reference in {r["agency_reference"] for r in rows}
 
 
@@ -71,9 +60,9 @@ class TestFailuresAndRetries:
         reference = await engine.submit("change-of-address", data)
         result = await engine.result(reference, wait_s=90)
         assert result.status == "completed"
-        tax = await records_for(engine, "tax-authority", reference)
-        benefits = await records_for(engine, "benefits-agency", reference)
-        licence = await records_for(engine, "driver-licensing", reference)
+        tax = await engine.agencies.records("tax-authority", reference=reference)
+        benefits = await engine.agencies.records("benefits-agency", reference=reference)
+        licence = await engine.agencies.records("driver-licensing", reference=reference)
         assert len(tax) == 1
         assert len(licence) == 1
         assert len(benefits) == len(data["benefits"])
@@ -125,8 +114,8 @@ class TestFailuresAndRetries:
         steps = {s.step_id: s for s in result.steps}
         assert steps["update_licence"].status == "skipped"
         assert steps["update_licence"].reason
-        assert await records_for(engine, "driver-licensing", reference) == []
-        benefits = await records_for(engine, "benefits-agency", reference)
+        assert await engine.agencies.records("driver-licensing", reference=reference) == []
+        benefits = await engine.agencies.records("benefits-agency", reference=reference)
         assert len(benefits) == 3
         assert sorted(i.key or "" for i in steps["update_benefits"].items) == sorted(
             b["programme"] for b in data["benefits"]
@@ -162,7 +151,8 @@ class TestIdempotentStart:
             "SELECT count(*) FROM request_events WHERE reference = $1"
             " AND kind = 'request_started'", first.reference)
         assert (rows, started) == (1, 1)
-        assert len(await records_for(engine, "business-registry", first.reference)) == 1
+        told = await engine.agencies.records("business-registry", reference=first.reference)
+        assert len(told) == 1
 
 
 class TestInvalidSubmissions:
@@ -203,18 +193,9 @@ class TestLiveProgress:
         await engine.agencies.set_behaviour("tax-authority", {"latency_ms": 1500})
         reference = await engine.submit("change-of-address", example("change-of-address"))
         handle = engine.submissions.handle(reference)
-        seen_running = False
-        for _ in range(100):
-            progress = await handle.query("progress")
-            steps = {s["step_id"] if isinstance(s, dict) else s.step_id: s
-                     for s in (progress["steps"] if isinstance(progress, dict) else progress.steps)}
-            tax = steps["update_tax_address"]
-            status = tax["status"] if isinstance(tax, dict) else tax.status
-            if status == "running":
-                seen_running = True
-                break
-            await asyncio.sleep(0.1)
-        assert seen_running
+        await progress_until(handle, lambda p: any(
+            s.step_id == "update_tax_address" and s.status == "running" for s in p.steps),
+            within_s=10)
         result = await engine.result(reference)
         assert result.status == "completed"
         assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import os
 import shutil
 import signal
@@ -23,14 +22,11 @@ from temporalio.client import Client
 
 from definitions.loader import load_catalog
 from intake.submissions import Submissions, build_submissions
-from runtime.messages import RequestProgress, RequestResult
+from runtime.messages import RequestResult
 from runtime.settings import DEFAULT_CATALOG_DIR, PROJECT_ROOT, Settings
-from tests.e2e.conftest import EXAMPLES, Agencies, Engine, new_database
-
-
-def example(service: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((EXAMPLES / f"{service}.json").read_text())
-    return data
+from tests.e2e.conftest import Agencies, Engine, example, new_database
+from tests.polling import eventually
+from workflows.request_workflow import CitizenRequestWorkflow
 
 
 def start_worker_process(
@@ -55,10 +51,6 @@ def start_worker_process(
     )
 
 
-async def records(agencies: Agencies, agency: str, reference: str) -> list[dict[str, Any]]:
-    return [r for r in await agencies.records(agency) if r.get("reference") == reference]
-
-
 @dataclass
 class KillableWorkers:
     """Engine workers run as real processes, so a test can SIGKILL one mid-request."""
@@ -74,15 +66,13 @@ class KillableWorkers:
         return submitted.reference
 
     async def kill_then_finish(
-        self, reference: str, ready_to_kill: Callable[[], Awaitable[bool]]
+        self, reference: str, ready_to_kill: Callable[[], Awaitable[None]]
     ) -> RequestResult:
-        """Start a worker, SIGKILL it once ``ready_to_kill``, start another, await the result."""
+        """Start a worker, SIGKILL it once the probe ``ready_to_kill`` holds (within 15 s),
+        start another, await the result."""
         first = start_worker_process(**self.options)
         try:
-            for _ in range(300):
-                if await ready_to_kill():
-                    break
-                await asyncio.sleep(0.05)
+            await eventually(ready_to_kill, within_s=15, every_s=0.05)
             first.send_signal(signal.SIGKILL)
             first.wait(10)
             second = start_worker_process(**self.options)
@@ -120,15 +110,15 @@ class TestWorkerKilled:
             await agencies.set_behaviour(agency, {"latency_ms": 1500})
         reference = await workers.submit("change-of-address")
 
-        async def slow_calls_in_flight() -> bool:
+        async def slow_calls_in_flight() -> None:
             # The fast agency has answered: the slow ones have their calls, unanswered.
-            return bool(await records(agencies, "electoral-registration", reference))
+            assert await agencies.records("electoral-registration", reference=reference)
 
         result = await workers.kill_then_finish(reference, slow_calls_in_flight)
         assert result.status == "completed", workers.log_path.read_text()[-3000:]
-        assert len(await records(agencies, "tax-authority", reference)) == 1
-        assert len(await records(agencies, "driver-licensing", reference)) == 1
-        assert len(await records(agencies, "benefits-agency", reference)) == 2
+        assert len(await agencies.records("tax-authority", reference=reference)) == 1
+        assert len(await agencies.records("driver-licensing", reference=reference)) == 1
+        assert len(await agencies.records("benefits-agency", reference=reference)) == 2
         conn = await asyncpg.connect(workers.database_url)
         try:
             status = await conn.fetchval(
@@ -189,23 +179,22 @@ class TestCompensationSurvivesKill:
         handle = workers.submissions.handle(reference)
         failed_at: list[float] = []
 
-        async def undo_in_flight() -> bool:
+        async def undo_in_flight() -> None:
             # 0.8 s after the tax step failed, the slow revert-address call is in flight.
             if not failed_at:
-                progress = await handle.query("progress", result_type=RequestProgress)
-                if any(s.step_id == "update_tax_address" and s.status == "failed"
-                       for s in progress.steps):
-                    failed_at.append(time.monotonic())
-                return False
-            return time.monotonic() - failed_at[0] > 0.8
+                progress = await handle.query(CitizenRequestWorkflow.progress)
+                assert any(s.step_id == "update_tax_address" and s.status == "failed"
+                           for s in progress.steps), progress
+                failed_at.append(time.monotonic())
+            assert time.monotonic() - failed_at[0] > 0.8
 
         result = await workers.kill_then_finish(reference, undo_in_flight)
         assert result.status == "failed"
         assert [(c.step_id, c.status) for c in result.compensations] == [
             ("update_licence", "undone"), ("update_voter_registration", "undone")]
-        reverts = [r for r in await records(agencies, "driver-licensing", reference)
+        reverts = [r for r in await agencies.records("driver-licensing", reference=reference)
                    if r["operation"] == "revert-address"]
-        voter_reverts = [r for r in await records(agencies, "electoral-registration", reference)
-                         if r["operation"] == "revert-registration"]
+        voter = await agencies.records("electoral-registration", reference=reference)
+        voter_reverts = [r for r in voter if r["operation"] == "revert-registration"]
         assert len(reverts) == 1
         assert len(voter_reverts) == 1

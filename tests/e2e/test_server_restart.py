@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from temporalio.client import Client
 
 from definitions.catalog import Catalog
 from nwd.stack import Stack
-from runtime.messages import RequestProgress, RequestResult
+from runtime.messages import RequestResult
 from runtime.temporal import data_converter
 from tests.conftest import quiet_stack
-from tests.e2e.conftest import EXAMPLES, Agencies, running_engine
+from tests.e2e.conftest import Agencies, example, running_engine
+from tests.polling import progress_until
 from workflows.request_workflow import CitizenRequestWorkflow
 
 
@@ -29,11 +28,6 @@ def own_temporal(tmp_path: Path) -> Iterator[Stack]:
         yield stack
     finally:
         stack.down()
-
-
-def example() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((EXAMPLES / "change-of-address.json").read_text())
-    return data
 
 
 class TestServerRestart:
@@ -50,14 +44,11 @@ class TestServerRestart:
             client, postgres_server=postgres_server, agencies=agencies, catalog=catalog,
             encryption_key=encryption_key, task_queue=task_queue,
         ) as engine:
-            reference = await engine.submit("change-of-address", example())
+            reference = await engine.submit("change-of-address", example("change-of-address"))
             handle = client.get_workflow_handle_for(CitizenRequestWorkflow.run, reference)
-            for _ in range(200):
-                progress = await handle.query("progress", result_type=RequestProgress)
-                if any(s.step_id == "update_voter_registration" and s.status == "waiting"
-                       for s in progress.steps):
-                    break
-                await asyncio.sleep(0.1)
+            await progress_until(handle, lambda p: any(
+                s.step_id == "update_voter_registration" and s.status == "waiting"
+                for s in p.steps), within_s=20)
             run_id = (await handle.describe()).run_id
             await asyncio.to_thread(own_temporal.down, ["temporal"])
             await asyncio.sleep(1)

@@ -6,14 +6,12 @@ catalog's own deadlines (5 days for the electoral roll) are exercised as written
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import sysconfig
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
 
 import pytest_asyncio
 from temporalio.client import Client
@@ -22,9 +20,10 @@ from temporalio.testing import WorkflowEnvironment
 from agency_kit.signing import sign
 from definitions.catalog import Catalog
 from runtime import callback_tokens as tokens
-from runtime.messages import RequestProgress, RequestResult, StepOutcome
+from runtime.messages import RequestResult, StepOutcome
 from runtime.temporal import data_converter
-from tests.e2e.conftest import EXAMPLES, Agencies, Engine, running_engine
+from tests.e2e.conftest import Agencies, Engine, example, running_engine
+from tests.polling import progress_until
 from workflows.request_workflow import CitizenRequestWorkflow
 
 VOTER = "update_voter_registration"
@@ -54,19 +53,10 @@ async def skipping_engine(
         yield engine
 
 
-def example() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((EXAMPLES / "change-of-address.json").read_text())
-    return data
-
-
 async def voter_waiting(engine: Engine, reference: str) -> None:
-    handle = engine.client.get_workflow_handle(reference)
-    for _ in range(200):
-        progress = await handle.query("progress", result_type=RequestProgress)
-        if any(s.step_id == VOTER and s.status == "waiting" for s in progress.steps):
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("the voter-roll branch never started waiting")
+    """Within 20 s of wall-clock time, the voter-roll branch waits for its callback."""
+    await progress_until(engine.submissions.handle(reference), lambda p: any(
+        s.step_id == VOTER and s.status == "waiting" for s in p.steps), within_s=20)
 
 
 async def agency_calls_back(engine: Engine, reference: str) -> int:
@@ -88,7 +78,7 @@ async def callback_after(
     """A request whose voter-roll agency answers 202, then calls back after ``delay``."""
     await engine.agencies.set_behaviour(
         "electoral-registration", {"mode": "callback", "callback_delay_s": 36000})
-    reference = await engine.submit("change-of-address", example())
+    reference = await engine.submit("change-of-address", example("change-of-address"))
     await voter_waiting(engine, reference)
     await env.sleep(delay)
     assert await agency_calls_back(engine, reference) == 200

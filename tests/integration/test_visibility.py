@@ -19,7 +19,6 @@ import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
 from temporalio.api.enums.v1 import IndexedValueType
@@ -31,7 +30,8 @@ from temporalio.testing import WorkflowEnvironment
 from nwd.commands.report import setup_search_attributes
 from nwd.stack import temporal_binary
 from tests.e2e import conftest as e2e
-from tests.e2e.conftest import EXAMPLES, Engine
+from tests.e2e.conftest import Engine, example
+from tests.polling import eventually
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 # the e2e fixtures (a real worker, reference agencies, read model), shared with this module
@@ -39,11 +39,6 @@ agencies, catalog, engine = e2e.agencies, e2e.catalog, e2e.engine
 encryption_key = e2e.encryption_key
 
 COA, BIZ = "change-of-address", "register-a-business"
-
-
-def example(service: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((EXAMPLES / f"{service}.json").read_text())
-    return data
 
 
 def rfc3339(moment: datetime) -> str:
@@ -55,17 +50,13 @@ async def ids(engine: Engine, query: str) -> set[str]:
     return {wf.id async for wf in engine.client.list_workflows(scoped)}
 
 
-async def eventually(engine: Engine, query: str, expected: set[str],
-                     timeout_s: float = 15) -> None:
-    """Poll until the query returns exactly ``expected`` (visibility lags ~1-2 s)."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    found: set[str] = set()
-    while asyncio.get_running_loop().time() < deadline:
+async def listed(engine: Engine, query: str, expected: set[str]) -> None:
+    """Within 15 s, the query lists exactly ``expected`` (visibility lags ~1-2 s)."""
+    async def probe() -> None:
         found = await ids(engine, query)
-        if found == expected:
-            return
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"{query}: found {sorted(found)}, expected {sorted(expected)}")
+        assert found == expected, f"{query}: found {sorted(found)}, expected {sorted(expected)}"
+
+    await eventually(probe, within_s=15, every_s=0.25)
 
 
 def cli_ids(address: str, query: str) -> set[str]:
@@ -109,23 +100,22 @@ async def test_each_search_attribute_finds_exactly_its_runs(
     everyone = {done, business, failed, slow}
 
     # held by the tax authority: the workflow says so in its search attributes
-    await eventually(engine, 'AgenciesAwaited IN ("tax-authority")', {slow})
-    await eventually(engine, 'RequestStatus = "running"', {slow})
-    await eventually(engine, 'RequestStatus = "completed"', {done, business})
-    await eventually(engine, 'RequestStatus = "failed"', {failed})
-    await eventually(engine, f'CitizenService = "{COA}"', {done, failed, slow})
-    await eventually(engine, f'CitizenService = "{BIZ}"', {business})
+    await listed(engine, 'AgenciesAwaited IN ("tax-authority")', {slow})
+    await listed(engine, 'RequestStatus = "running"', {slow})
+    await listed(engine, 'RequestStatus = "completed"', {done, business})
+    await listed(engine, 'RequestStatus = "failed"', {failed})
+    await listed(engine, f'CitizenService = "{COA}"', {done, failed, slow})
+    await listed(engine, f'CitizenService = "{BIZ}"', {business})
     coa_version = f"{COA}@{services.service(COA).version}#{services.content_hash(COA)[:12]}"
-    await eventually(engine, f'DefinitionVersion = "{coa_version}"', {done, failed, slow})
-    await eventually(engine, 'AgenciesInvolved IN ("business-registry")', {business})
-    await eventually(engine, 'AgenciesInvolved IN ("tax-authority")', everyone)
-    await eventually(engine, 'AgenciesInvolved IN ("electoral-registration")',
-                     {done, failed, slow})
-    await eventually(engine, "Escalated = false", everyone)
-    await eventually(engine, "Escalated = true", set())
-    await eventually(engine, f'SubmittedAt >= "{rfc3339(before)}"', everyone)
-    await eventually(engine, f'SubmittedAt >= "{rfc3339(slow_submitted)}"', {slow})
-    await eventually(engine, f'SubmittedAt < "{rfc3339(before)}"', set())
+    await listed(engine, f'DefinitionVersion = "{coa_version}"', {done, failed, slow})
+    await listed(engine, 'AgenciesInvolved IN ("business-registry")', {business})
+    await listed(engine, 'AgenciesInvolved IN ("tax-authority")', everyone)
+    await listed(engine, 'AgenciesInvolved IN ("electoral-registration")', {done, failed, slow})
+    await listed(engine, "Escalated = false", everyone)
+    await listed(engine, "Escalated = true", set())
+    await listed(engine, f'SubmittedAt >= "{rfc3339(before)}"', everyone)
+    await listed(engine, f'SubmittedAt >= "{rfc3339(slow_submitted)}"', {slow})
+    await listed(engine, f'SubmittedAt < "{rfc3339(before)}"', set())
     # no personal data anywhere in them
     description = await engine.client.get_workflow_handle(slow).describe()
     values = json.dumps({k.name: str(v) for k, v in
@@ -162,13 +152,16 @@ async def test_setup_search_attributes_is_idempotent_on_a_fresh_namespace(
     namespace = f"ops-{uuid.uuid4().hex[:8]}"
     await client.workflow_service.register_namespace(RegisterNamespaceRequest(
         namespace=namespace, workflow_execution_retention_period=Duration(seconds=86400)))
-    for _ in range(50):  # the new namespace reaches the frontend's cache within a second or so
+
+    async def namespace_known() -> None:
         try:
             await client.operator_service.list_search_attributes(
                 ListSearchAttributesRequest(namespace=namespace))
-            break
-        except RPCError:
-            await asyncio.sleep(0.2)
+        except RPCError as unknown:
+            raise AssertionError(f"namespace {namespace} not served yet: {unknown}") from unknown
+
+    # the new namespace reaches the frontend's cache within a second or so
+    await eventually(namespace_known, within_s=10, every_s=0.2)
 
     added, present = await setup_search_attributes(client, namespace)
     assert sorted(added) == sorted(key.name for key in SEARCH_ATTRIBUTES)

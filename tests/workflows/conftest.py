@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -143,20 +142,6 @@ class Harness:
         self.first_runs[reference] = first.result_run_id or ""
         # not pinned to the first run: queries and updates follow continue-as-new
         return self.client.get_workflow_handle_for(CitizenRequestWorkflow.run, reference)
-
-    @staticmethod
-    async def until(
-        handle: WorkflowHandle[CitizenRequestWorkflow, RequestResult],
-        check: Callable[[RequestProgress], bool], wait_s: float = 10,
-    ) -> RequestProgress:
-        """Poll the progress query until ``check`` holds."""
-        deadline = time.monotonic() + wait_s
-        while True:
-            progress = await handle.query(CitizenRequestWorkflow.progress)
-            if check(progress):
-                return progress
-            assert time.monotonic() < deadline, f"condition not reached: {progress}"
-            await asyncio.sleep(0.05)
 
     async def runs(self, handle: WorkflowHandle[CitizenRequestWorkflow, RequestResult]) -> int:
         """How many runs the request has had (1 + its continue-as-new count)."""

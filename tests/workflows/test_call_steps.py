@@ -19,6 +19,7 @@ from runtime.messages import (
     CancelRequest,
     InformationAnswer,
 )
+from tests.polling import progress_until
 from tests.workflows.conftest import Harness, completed, rejected, service, waiting_for
 from workflows.request_workflow import CitizenRequestWorkflow
 
@@ -47,7 +48,8 @@ class TestAcceptedThenCallback:
             "for_each": "submission.plates", "item_key": "item.plate",
             "input": {"plate": "item.plate", "name": "submission.name"},
         }), PLATES)
-        await harness.until(handle, waiting_for("register", "callback", "CD2"))
+        await progress_until(handle, waiting_for("register", "callback", "CD2"),
+                             within_s=10, every_s=0.05)
 
         first = AgencyCallback(step_id="register", item_key="AB1", status="completed",
                                output={"number": "N-1"})
@@ -84,7 +86,7 @@ class TestAcceptedThenCallback:
         handle = await harness.start(service({
             "id": "register", "agency": "registry", "operation": "register", "mode": "callback",
         }))
-        await harness.until(handle, waiting_for("register", "callback"))
+        await progress_until(handle, waiting_for("register", "callback"), within_s=10, every_s=0.05)
         with pytest.raises(WorkflowUpdateFailedError) as no_reason:
             await handle.execute_update(CitizenRequestWorkflow.agency_callback, AgencyCallback(
                 step_id="register", status="rejected"))
@@ -114,7 +116,8 @@ class TestNeedsInformation:
         handle = await harness.start(service({
             "id": "register", "agency": "registry", "operation": "register",
         }))
-        progress = await harness.until(handle, waiting_for("register", "information"))
+        progress = await progress_until(handle, waiting_for("register", "information"),
+                                        within_s=10, every_s=0.05)
         assert progress.steps[0].items[0].information_message == {"en": "Send proof of address"}
         assert progress.waiting == [
             "register: registry: the citizen's answer to a request for information"]
@@ -261,7 +264,7 @@ class TestWithdraw:
         handle = await harness.start(service(WITHDRAWABLE, {
             "id": "later", "agency": "registry", "operation": "stamp", "mode": "callback",
             "needs": ["register"]}))
-        await harness.until(handle, waiting_for("register", "callback"))
+        await progress_until(handle, waiting_for("register", "callback"), within_s=10, every_s=0.05)
         assert await handle.execute_update(CitizenRequestWorkflow.cancel,
                                            CancelRequest(reason="moved back")) == "cancelling"
         with pytest.raises(WorkflowUpdateFailedError) as again:

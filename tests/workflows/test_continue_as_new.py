@@ -7,9 +7,8 @@ checks (so it does not continue again at once), and more than 5 once anything ha
 
 from __future__ import annotations
 
-import asyncio
-
 from runtime.messages import AgencyCallback, AgencyCallInput, AgencyCallResult, RequestOptions
+from tests.polling import eventually, progress_until
 from tests.workflows.conftest import Harness, rejected, service, waiting_for
 from workflows.request_workflow import CitizenRequestWorkflow
 
@@ -31,12 +30,13 @@ class TestContinueAsNew:
             "for_each": "submission.plates", "item_key": "item.plate", "required": False,
         }), {"name": "Ada", "plates": [{"plate": "AB1"}, {"plate": "CD2"}]},
             RequestOptions(awaited="long_waits", continue_as_new_after_events=10))
-        await harness.until(handle, waiting_for("register", "callback", "CD2"))
-        for _ in range(100):
-            if await harness.runs(handle) == 2:
-                break
-            await asyncio.sleep(0.05)
-        assert await harness.runs(handle) == 2
+        await progress_until(handle, waiting_for("register", "callback", "CD2"),
+                             within_s=10, every_s=0.05)
+
+        async def continued_as_new() -> None:
+            assert await harness.runs(handle) == 2
+
+        await eventually(continued_as_new, within_s=5, every_s=0.05)
 
         progress = await handle.query(CitizenRequestWorkflow.progress)
         items = {i.key: i for i in progress.steps[0].items}

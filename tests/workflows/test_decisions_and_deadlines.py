@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable
 
 import pytest
@@ -19,6 +17,7 @@ from runtime.messages import (
     CaseworkerDecision,
     RequestProgress,
 )
+from tests.polling import eventually, progress_until
 from tests.workflows.conftest import Harness, completed, service, waiting_for
 from workflows import search_attributes as sa
 from workflows.request_workflow import CitizenRequestWorkflow
@@ -54,11 +53,12 @@ async def refused(update: Awaitable[str]) -> ApplicationError:
     return failed.value.cause
 
 
-async def until_notified(harness: Harness, count: int, wait_s: float = 10) -> None:
-    deadline = time.monotonic() + wait_s
-    while len(harness.stubs.notices) < count:
-        assert time.monotonic() < deadline, harness.stubs.notices
-        await asyncio.sleep(0.05)
+async def until_notified(harness: Harness, count: int) -> None:
+    """Within 10 s, ``notify_operator`` has been called ``count`` times (or more)."""
+    async def notified() -> None:
+        assert len(harness.stubs.notices) >= count, harness.stubs.notices
+
+    await eventually(notified, within_s=10, every_s=0.05)
 
 
 class TestDecisions:
@@ -74,8 +74,8 @@ class TestDecisions:
 
         harness.stubs.answer = answer
         handle = await harness.start(service(REGISTER, approval(due="1s"), LATER))
-        assert (await harness.until(handle, decision_waiting)).waiting == [
-            "approve: a caseworker's decision"]
+        waiting = await progress_until(handle, decision_waiting, within_s=10, every_s=0.05)
+        assert waiting.waiting == ["approve: a caseworker's decision"]
         await until_notified(harness, 1)
         assert [(n.kind, n.role) for n in harness.stubs.notices] == [
             ("decision_overdue", "officer")]
@@ -88,7 +88,7 @@ class TestDecisions:
         twice = await refused(handle.execute_update(CitizenRequestWorkflow.decide,
                                                     decision(True, by="kim")))
         assert twice.type == NOT_EXPECTED
-        await harness.until(handle, waiting_for("later", "callback"))
+        await progress_until(handle, waiting_for("later", "callback"), within_s=10, every_s=0.05)
         await handle.execute_update(CitizenRequestWorkflow.agency_callback, AgencyCallback(
             step_id="later", status="completed"))
 
@@ -105,7 +105,7 @@ class TestDecisions:
         """A rejection without a reason is refused; with one, the request fails, the step
         after it is skipped and the saga undoes the completed registration."""
         handle = await harness.start(service(REGISTER, approval(), LATER))
-        await harness.until(handle, decision_waiting)
+        await progress_until(handle, decision_waiting, within_s=10, every_s=0.05)
         no_reason = await refused(handle.execute_update(CitizenRequestWorkflow.decide,
                                                         decision(False)))
         assert no_reason.type == INVALID_ANSWER
@@ -136,7 +136,8 @@ class TestDeadlines:
             "deadline": {"after": "1s", "on_miss": "escalate", "notify": "liaison"},
         }))
         await until_notified(harness, 1)
-        progress = await harness.until(handle, lambda p: p.steps[0].escalated)
+        progress = await progress_until(handle, lambda p: p.steps[0].escalated,
+                                        within_s=10, every_s=0.05)
         assert progress.steps[0].status == "waiting"
         described = await handle.describe()
         assert described.typed_search_attributes.get(sa.ESCALATED) is True

@@ -29,6 +29,7 @@ from agency_kit.signing import signed_headers
 from definitions.loader import load_registry_file
 from definitions.models import AgencyRegistry
 from tests.conftest import new_database
+from tests.polling import eventually
 
 SECRET = "dmv-test-secret"
 REGISTRY_PATH = Path(__file__).with_name("agencies.yaml")
@@ -55,14 +56,14 @@ class Server:
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.task = asyncio.create_task(self.server.serve(sockets=[self.sock]))
-        for _ in range(500):
-            if self.server.started:
-                return
-            if self.task.done():
-                self.task.result()
-            await asyncio.sleep(0.01)
-        raise RuntimeError("uvicorn did not start")
+        task = self.task = asyncio.create_task(self.server.serve(sockets=[self.sock]))
+
+        async def started() -> None:
+            if task.done():
+                task.result()  # it stopped before it started: its error, at once
+            assert self.server.started, "uvicorn did not start"
+
+        await eventually(started, within_s=5, every_s=0.01)
 
     async def stop(self) -> None:
         self.server.should_exit = True

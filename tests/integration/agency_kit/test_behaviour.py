@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 from agency_kit.signing import verify_headers
 from tests.integration.agency_kit.conftest import (
@@ -14,18 +13,11 @@ from tests.integration.agency_kit.conftest import (
     StartAgencies,
     request_body,
 )
+from tests.polling import eventually
 
 
 async def next_callback(receiver: Receiver, wait_s: float = 5.0) -> tuple[dict[str, str], bytes]:
     return await asyncio.wait_for(receiver.received.get(), wait_s)
-
-
-async def eventually(check: Any, wait_s: float = 5.0) -> None:
-    """Poll an async predicate until it holds."""
-    deadline = asyncio.get_running_loop().time() + wait_s
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "condition never held"
-        await asyncio.sleep(0.05)
 
 
 class TestFailures:
@@ -147,11 +139,11 @@ class TestCallbackMode:
             "status", "agency_reference", "output", "reason", "code", "fields", "message"
         }
 
-        async def sent() -> bool:
+        async def sent() -> None:
             [row] = await agencies.records("dmv")
-            return bool(row["status"] == "completed" and row["callback_state"] == "sent")
+            assert (row["status"], row["callback_state"]) == ("completed", "sent"), row
 
-        await eventually(sent)
+        await eventually(sent, within_s=5, every_s=0.05)
         again = await agencies.call("dmv", "update-address", body)
         assert again.status_code == 202
         assert again.json() == response.json()
@@ -179,11 +171,11 @@ class TestCallbackMode:
         await agencies.call("dmv", "update-address", request_body(callback_url=receiver.url))
         await next_callback(receiver)
 
-        async def refused() -> bool:
+        async def refused() -> None:
             [row] = await agencies.records("dmv")
-            return row["callback_state"] == "refused"
+            assert row["callback_state"] == "refused", row
 
-        await eventually(refused)
+        await eventually(refused, within_s=5, every_s=0.05)
         assert receiver.attempts == 1
 
     async def test_rejection_by_callback(self, agencies: Agencies, receiver: Receiver) -> None:

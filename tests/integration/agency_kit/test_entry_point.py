@@ -11,10 +11,12 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import pytest
 
 from agency_kit.signing import signed_headers
 from definitions.loader import load_registry_file
 from runtime.process import free_port
+from tests.polling import eventually
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -46,14 +48,16 @@ class TestEntryPoint:
         base = f"http://127.0.0.1:{port}"
         try:
             async with httpx.AsyncClient(timeout=5.0) as client:
-                for _ in range(200):
+                async def healthy() -> None:
+                    if process.returncode is not None:  # it exited: no point waiting
+                        pytest.fail(log_path.read_text())
                     try:
-                        if (await client.get(f"{base}/health")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    assert process.returncode is None, log_path.read_text()
-                    await asyncio.sleep(0.05)
+                        response = await client.get(f"{base}/health")
+                    except httpx.TransportError as down:
+                        raise AssertionError(f"not listening yet: {down!r}") from down
+                    assert response.status_code == 200, response.text
+
+                await eventually(healthy, within_s=10, every_s=0.05)
                 health = (await client.get(f"{base}/health")).json()
                 assert set(health["agencies"]) == {a.id for a in registry.agencies}
                 operation = agency.operations[0]
