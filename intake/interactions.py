@@ -92,11 +92,14 @@ async def send(
     reference: str,
     update: UpdateMethodMultiParam[[CitizenRequestWorkflow, M], str],
     message: M,
+    *,
+    wait: timedelta = UPDATE_TIMEOUT,
 ) -> Outcome:
     """Deliver one update to a request; map every refusal to a status a caller understands.
 
     ``update`` is one of the workflow's update methods (``CitizenRequestWorkflow.decide``),
-    so the message type is checked against the handler's.
+    so the message type is checked against the handler's. ``wait`` bounds the wait for the
+    request to take it (then 503: send it again).
     """
     # an update method's name is its registered name (agency_callback, decide, ...)
     name = str(getattr(update, "__name__", "update"))
@@ -104,7 +107,7 @@ async def send(
     try:
         answer = await handle.execute_update(update, message,
                                              id=update_id(name, reference, message),
-                                             rpc_timeout=UPDATE_TIMEOUT)
+                                             rpc_timeout=wait)
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         if isinstance(cause, ApplicationError):

@@ -34,7 +34,10 @@ DESCRIPTION = """\
 The front door of No Wrong Door: submit a citizen's request, follow it, send it answers,
 decisions and agencies' callbacks, and (for operators) metrics and the codec server.
 
-Every refusal has the shape `{"code", "message", "errors"?}` and changes nothing. While
+Every refusal has the shape `{"code", "message", "errors"?}` and changes nothing. Bodies are
+strict JSON of at most 256 KiB (no `NaN`, no key twice, at most 32 levels deep), and no text in
+them, value or key, may hold the NUL character or an unpaired surrogate (422, with its path).
+While
 Temporal or the read model cannot be reached, routes answer `503 temporarily_unavailable` with
 `Retry-After`: send the same request again (the same `Idempotency-Key` for a submission).
 The prose reference is docs/api.md."""

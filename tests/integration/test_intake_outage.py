@@ -14,6 +14,7 @@ import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ import pytest_asyncio
 import uvicorn
 from temporalio.client import Client
 from temporalio.runtime import MetricBuffer, Runtime, TelemetryConfig
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.testing import WorkflowEnvironment
 
 from agency_kit.signing import signed_headers
 from definitions.loader import load_catalog
@@ -81,12 +84,11 @@ def own_temporal(tmp_path: Path) -> Iterator[Stack]:
         stack.down()
 
 
-@pytest_asyncio.fixture
-async def intake(own_temporal: Stack, postgres_server: str) -> AsyncIterator[Intake]:
-    key = os.urandom(32)
-    client = await Client.connect(own_temporal.temporal_address,
-                                  data_converter=data_converter(key))
-    pool = await open_pool(await new_database(postgres_server, "intake"), max_size=5)
+@asynccontextmanager
+async def serving(client: Client, key: bytes, database_url: str) -> AsyncIterator[Intake]:
+    """The app ``python -m intake`` serves, on uvicorn on a free port, over ``client`` and a
+    migrated read model at ``database_url``; stopped afterwards."""
+    pool = await open_pool(database_url, max_size=5)
     await apply_migrations(pool)
     buffer = MetricBuffer(10_000)
     runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer))
@@ -113,6 +115,39 @@ async def intake(own_temporal: Stack, postgres_server: str) -> AsyncIterator[Int
         server.should_exit = True
         await task
         await pool.close()
+
+
+@pytest_asyncio.fixture
+async def intake(own_temporal: Stack, postgres_server: str) -> AsyncIterator[Intake]:
+    """The intake on a dev server of the test's own and the session's PostgreSQL."""
+    key = os.urandom(32)
+    client = await Client.connect(own_temporal.temporal_address,
+                                  data_converter=data_converter(key))
+    async with serving(client, key, await new_database(postgres_server, "intake")) as running:
+        yield running
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path) -> Iterator[Stack]:
+    """A PostgreSQL of this test's own, so the test may stop and start it."""
+    stack = quiet_stack(tmp_path / "pg-state", start_timeout=60)
+    try:
+        stack.up(["postgres"])
+        yield stack
+    finally:
+        stack.down()
+
+
+@pytest_asyncio.fixture
+async def intake_on_own_postgres(temporal_env: WorkflowEnvironment,
+                                 own_postgres: Stack) -> AsyncIterator[Intake]:
+    """The intake on the session's dev server and a PostgreSQL of the test's own."""
+    key = os.urandom(32)
+    config = temporal_env.client.config()
+    config["data_converter"] = data_converter(key)
+    async with serving(Client(**config), key, await new_database(own_postgres.postgres_dsn)) \
+            as running:
+        yield running
 
 
 def submission(key: str) -> tuple[dict[str, Any], dict[str, str]]:
@@ -191,3 +226,38 @@ class TestTemporalOutage:
             assert len(runs) == 1
 
         await eventually(one_run, within_s=10)
+
+
+class TestReadModelOutage:
+    @pytest.mark.timeout(120)
+    async def test_a_submission_is_503_and_starts_nothing_while_postgresql_is_down(
+        self, intake_on_own_postgres: Intake, own_postgres: Stack
+    ) -> None:
+        """The row cannot be written, so the request is not started (no workflow with its
+        reference exists) and the answer is 503; once PostgreSQL is back, the same submission
+        creates the request and its row."""
+        intake = intake_on_own_postgres
+        key = str(uuid.uuid4())
+        reference = request_reference("change-of-address", key)
+        body, headers = submission(key)
+        await asyncio.to_thread(own_postgres.down, ["postgres"])
+        refused = await intake.http.post("/requests", json=body, headers=headers)
+        assert_unavailable(refused)
+        assert "read model" in refused.json()["message"]
+        with pytest.raises(RPCError) as missing:
+            await intake.client.get_workflow_handle(reference).describe()
+        assert missing.value.status == RPCStatusCode.NOT_FOUND
+        status = await intake.http.get(f"/requests/{reference}")
+        assert_unavailable(status)  # no record to read, and no such workflow: may exist
+        assert intake.counted() == {"unavailable": 1}
+
+        await asyncio.to_thread(own_postgres.up, ["postgres"])
+
+        async def accepted() -> None:
+            response = await intake.http.post("/requests", json=body, headers=headers)
+            assert response.status_code == 202, response.text
+
+        await eventually(accepted, within_s=20, every_s=0.5)  # the pool reconnects
+        assert (await intake.rows())[0] == 1
+        assert (await intake.client.get_workflow_handle(reference).describe()).id == reference
+        await intake.client.get_workflow_handle(reference).terminate("test finished")
