@@ -176,7 +176,16 @@ class FieldKind(ABC):
 
 
 class TextKind(FieldKind):
-    """Free text; ``pattern`` is searched, so anchor it (``^…$``) to match the whole value."""
+    """Free text: bounded in length, valid Unicode without NUL, and ``pattern`` matches it whole.
+
+    Every text value has a length bound: the spec's ``max_length``, or
+    :attr:`default_max_length` when it declares none, so no field takes megabytes. A value
+    holding NUL (``\\u0000``) or an unpaired surrogate (``"\\ud800"``) is refused: PostgreSQL
+    cannot store the first in ``jsonb`` or ``text``, and the second is not Unicode text at all
+    (it cannot even be written as UTF-8). ``pattern`` must match the **whole** value, as JSON
+    Schema's ``^…$`` means it: Python's ``$`` also matches before a final newline, so a
+    searched ``^[A-Z0-9]{8,12}$`` would let ``"TX12345678\\n"`` through.
+    """
 
     name: ClassVar[FieldType] = "text"
     rules = frozenset({"min_length", "max_length", "pattern"})
@@ -184,6 +193,8 @@ class TextKind(FieldKind):
     format: ClassVar[re.Pattern[str] | None] = None
     """A format every value has on top of the spec's rules (emails, phone numbers)."""
     format_message: ClassVar[str] = ""
+    default_max_length: ClassVar[int] = 1000
+    """The longest value when the spec gives no ``max_length``: a form field, not a document."""
 
     def spec_problem(self, spec: FieldSpec) -> str | None:
         if spec.pattern is not None:
@@ -193,16 +204,24 @@ class TextKind(FieldKind):
                 return f"'pattern' is not a valid regular expression: {exc}"
         return None
 
+    def max_length(self, spec: FieldSpec) -> int:
+        """The longest value a spec of this type accepts: its own bound, or the type's default."""
+        return spec.max_length if spec.max_length is not None else self.default_max_length
+
     def check(self, spec: FieldSpec, value: Any) -> Any:
         if not isinstance(value, str):
             raise InvalidValue("must be text")
+        problem = text_problem(value)
+        if problem is not None:
+            raise InvalidValue(problem)
         if spec.min_length is not None and len(value) < spec.min_length:
             raise InvalidValue(f"must be at least {spec.min_length} characters long")
-        if spec.max_length is not None and len(value) > spec.max_length:
-            raise InvalidValue(f"must be at most {spec.max_length} characters long")
-        if spec.pattern is not None and not _compiled(spec.pattern).search(value):
+        longest = self.max_length(spec)
+        if len(value) > longest:
+            raise InvalidValue(f"must be at most {longest} characters long")
+        if spec.pattern is not None and not _compiled(spec.pattern).fullmatch(value):
             raise InvalidValue(f"does not have the expected format ({spec.pattern})")
-        if self.format is not None and not self.format.match(value):
+        if self.format is not None and not self.format.fullmatch(value):
             raise InvalidValue(self.format_message)
         return value
 
@@ -235,8 +254,10 @@ class EmailKind(TextKind):
 
     name = "email"
     example = "a@example.org"
-    format = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    format = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
     format_message = "must be an email address such as name@example.org"
+    default_max_length = 254
+    """The longest address SMTP can carry (RFC 5321's 256-octet path, less its brackets)."""
 
     def generate(self, spec: FieldSpec, seed: Seed) -> Any:
         return f"case-{seed.number}@{seed.agency_id}.example.gov"
@@ -247,8 +268,10 @@ class PhoneKind(TextKind):
 
     name = "phone"
     example = "+15550100"
-    format = re.compile(r"^\+?[0-9][0-9 ()-]{5,19}$")
+    format = re.compile(r"\+?[0-9][0-9 ()-]{5,19}")
     format_message = "must be a phone number such as +44 20 7946 0000"
+    default_max_length = 21
+    """What the format allows anyway: a ``+`` and at most 20 digits, spaces and signs."""
 
     def generate(self, spec: FieldSpec, seed: Seed) -> Any:
         return f"+1555{seed.number:07d}"
@@ -257,6 +280,22 @@ class PhoneKind(TextKind):
 @lru_cache(maxsize=1024)
 def _compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored as text (a NUL, an unpaired surrogate), or None.
+
+    The one rule for every text the engine keeps, in a field value or anywhere in a JSON body
+    (the intake refuses such bodies as it parses them, keys included).
+    """
+    if "\x00" in text:
+        return "must not contain the NUL character (\\u0000)"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "must be valid Unicode text (it holds an unpaired surrogate such as \\ud800)"
+    return None
 
 
 # --------------------------------------------------------------------------- numbers
@@ -348,7 +387,8 @@ class BooleanKind(FieldKind):
         return True
 
 
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+"""Matched whole (``fullmatch``): ``$`` would let a final newline through, ``\\d`` other digits."""
 
 
 class DateKind(FieldKind):
@@ -361,7 +401,7 @@ class DateKind(FieldKind):
             raise InvalidValue("must be a date (YYYY-MM-DD), without a time")
         if isinstance(value, datetime.date):
             return value.isoformat()
-        if not isinstance(value, str) or not _DATE.match(value):
+        if not isinstance(value, str) or not _DATE.fullmatch(value):
             raise InvalidValue("must be a date written YYYY-MM-DD")
         try:
             return datetime.date.fromisoformat(value).isoformat()
@@ -584,7 +624,8 @@ def rules_json_schema(schema: dict[str, Any]) -> None:
 
     Each given rule limits ``type`` to the types that take it (an editor then says
     ``'date' is not one of ['text', 'email', 'phone']`` under ``pattern: …``), and each type's
-    :meth:`FieldKind.json_schema` says what it needs. Used as ``json_schema_extra``.
+    :meth:`FieldKind.json_schema` says what it needs; ``max_length`` names the text types'
+    default bounds. Used as ``json_schema_extra``.
     """
     conditions: list[dict[str, Any]] = []
     for group in RULE_GROUPS:
@@ -602,6 +643,16 @@ def rules_json_schema(schema: dict[str, Any]) -> None:
                 "then": needs,
             })
     schema["allOf"] = conditions
+    max_length = schema.get("properties", {}).get("max_length")
+    if max_length is not None:
+        defaults = ", ".join(
+            f"{name} {kind.default_max_length}" for name, kind in FIELD_TYPES.items()
+            if isinstance(kind, TextKind)
+        )
+        max_length["description"] = (
+            f"{max_length.get('description', '')} Without it a value is bounded all the same: "
+            f"{defaults} characters."
+        ).strip()
 
 
 def sample_for(spec: FieldSpec) -> Any:

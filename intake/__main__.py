@@ -8,16 +8,13 @@ import httpx
 import uvicorn
 
 from definitions.loader import load_catalog
-from intake import interactions
-from intake.app import create_app
-from intake.submissions import build_submissions
+from intake.app import build_app
 from readmodel.migrations import apply_migrations
 from readmodel.store import ReadModel, open_pool
-from runtime.callback_tokens import callback_key
 from runtime.process import free_address, serve_main
-from runtime.settings import InvalidSettings, Settings, reveal
+from runtime.settings import InvalidSettings, Settings
 from runtime.telemetry import prometheus_runtime
-from runtime.temporal import connect, converter_for
+from runtime.temporal import connect
 
 
 async def serve(settings: Settings) -> None:
@@ -47,22 +44,8 @@ async def serve(settings: Settings) -> None:
         await apply_migrations(pool)
     try:
         read_model = ReadModel(pool) if pool is not None else None
-        app = create_app(
-            client=client,
-            submissions=build_submissions(settings, client, catalog, read_model),
-            read_model=read_model,
-            ui_url=settings.temporal_ui_url,
-            namespace=settings.temporal_namespace,
-            codec=converter_for(settings).payload_codec,
-            codec_token=reveal(settings.codec_token),
-            metrics=metrics_text,
-            meter=runtime.metric_meter,
-        )
-        app.include_router(interactions.router(
-            client, interactions.CallbackVerifier(
-                callback_key(settings.payload_key()), catalog, settings.agency_env
-            )
-        ))
+        app = build_app(settings, client=client, catalog=catalog, read_model=read_model,
+                        metrics=metrics_text, meter=runtime.metric_meter)
         address = urlsplit(settings.intake_url)
         config = uvicorn.Config(app, host=address.hostname or "127.0.0.1",
                                 port=address.port or 8000, log_level="warning")

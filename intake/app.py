@@ -1,6 +1,8 @@
 """The citizen front door: submit a request, follow it, and the agencies' callback endpoint.
 
-Routes:
+Routes (every body and answer is typed in the OpenAPI document, ``GET /openapi.json``,
+committed as ``docs/openapi/intake.json``; the prose is ``docs/api.md``):
+
 - ``GET  /health``
 - ``GET  /services`` and ``GET /services/{id}``: what can be asked for, and its input schema
 - ``POST /requests`` (header ``Idempotency-Key``): 202 with the reference; 422 with field paths
@@ -9,36 +11,57 @@ Routes:
 - ``GET  /metrics``: this process's Prometheus metrics (Temporal SDK + intake)
 - ``POST /codec/encode``, ``POST /codec/decode``: the codec server the Temporal UI and CLI call
   to read encrypted payloads (``Authorization: Bearer <NWD_CODEC_TOKEN>``; CORS for the UI)
+- the messages into a running request: :mod:`intake.interactions`
+
 Bad input changes nothing: it is refused before any workflow starts or any row is written.
+While Temporal or the read model is down, routes answer 503 with ``Retry-After`` and nothing is
+half done (:mod:`intake.errors`).
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
-from typing import Any
+from datetime import timedelta
+from typing import Annotated, Any
 
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from google.protobuf import json_format
-from temporalio.api.common.v1 import Payloads
-from temporalio.client import Client
+from pydantic import TypeAdapter
+from temporalio.api.common.v1 import Payloads as ProtoPayloads
+from temporalio.client import Client, WorkflowQueryFailedError, WorkflowQueryRejectedError
 from temporalio.common import MetricMeter
 from temporalio.converter import PayloadCodec
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
+from definitions.catalog import Catalog
 from definitions.errors import UnknownService
 from definitions.models import DataSchema
 from definitions.submission import SubmissionInvalid
-from intake.bodies import MAX_BODY_BYTES, read_limited
-from intake.submissions import Submissions
-from readmodel.store import ReadModel
+from intake import errors, interactions
+from intake.bodies import BodyRefused, read_json, read_limited, validate_model
+from intake.openapi import DESCRIPTION, IntakeApp, answers, codec_security, json_body
+from intake.schemas import (
+    IDEMPOTENCY_KEY_MAX,
+    ErrorBody,
+    Health,
+    Payloads,
+    RequestView,
+    ServiceList,
+    ServiceView,
+    SubmissionEnvelope,
+    Submitted,
+)
+from intake.submissions import Submissions, build_submissions
+from readmodel.store import ReadModel, RequestRow
 from runtime import metric_names
+from runtime.callback_tokens import callback_key
 from runtime.messages import RequestProgress
+from runtime.settings import Settings, reveal
+from runtime.temporal import converter_for
 from workflows.request_workflow import CitizenRequestWorkflow
 
 log = structlog.get_logger(__name__)
@@ -47,6 +70,46 @@ log = structlog.get_logger(__name__)
 CODEC_ORIGINS = frozenset({"http://127.0.0.1:8233", "http://localhost:8233"})
 """Browser origins (the Temporal UI) allowed to call the codec server."""
 MAX_CODEC_BYTES = 8 * 1024 * 1024
+LIVE_QUERY_TIMEOUT = timedelta(seconds=3)
+"""How long ``GET /requests/{reference}`` waits for the workflow's live view: a worker answers
+a query in milliseconds; without one (all stopped) the record is answered instead."""
+_ROW = TypeAdapter(RequestRow)
+_NO_OUTPUTS = {"steps": {"__all__": {"items": {"__all__": {"output"}}}}}
+"""The live view leaves agency outputs out (they may hold personal data)."""
+
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=IDEMPOTENCY_KEY_MAX,
+    pattern=r"^[\x20-\x7e]+$",
+    description=("Any printable ASCII string: the same key gives the same request, running or "
+                 "finished, and never a second one. Without it the intake makes a random one."),
+)]
+
+
+def build_app(
+    settings: Settings,
+    *,
+    client: Client,
+    catalog: Catalog,
+    read_model: ReadModel | None,
+    metrics: Callable[[], Awaitable[str]] | None = None,
+    meter: MetricMeter | None = None,
+) -> FastAPI:
+    """The whole front door as ``python -m intake`` serves it: :func:`create_app` and the
+    routes of the messages into running requests, wired from ``settings``."""
+    app = create_app(
+        client=client,
+        submissions=build_submissions(settings, client, catalog, read_model),
+        read_model=read_model,
+        ui_url=settings.temporal_ui_url,
+        namespace=settings.temporal_namespace,
+        codec=converter_for(settings).payload_codec,
+        codec_token=reveal(settings.codec_token),
+        metrics=metrics,
+        meter=meter,
+    )
+    app.include_router(interactions.router(client, interactions.CallbackVerifier(
+        callback_key(settings.payload_key()), catalog, settings.agency_env)))
+    return app
 
 
 def create_app(
@@ -68,7 +131,8 @@ def create_app(
     process's Prometheus text; ``meter`` counts submissions, and the requests they start when
     the front door records them (see :mod:`runtime.telemetry`).
     """
-    app = FastAPI(title="No Wrong Door — intake", version="1")
+    app = IntakeApp(title="No Wrong Door — intake", version="1", description=DESCRIPTION)
+    errors.install(app)
     # ---------------------------------------------------------- metrics and the codec server
     submissions_counter = (
         meter.create_counter(metric_names.SUBMISSIONS, "Submissions, by outcome", "1")
@@ -89,14 +153,22 @@ def create_app(
         if outcome == "created" and started_counter is not None:
             started_counter.add(1, {"service": service_id})
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse, responses={
+        200: {"description": "Prometheus text format 0.0.4",
+              "content": {"text/plain": {"schema": {"type": "string"}}}},
+        **answers(404, descriptions={404: "This process exports no metrics (`metrics_disabled`)"}),
+    })
     async def metrics_endpoint() -> Response:
         if metrics is None:
-            return _error(404, "metrics_disabled", "this process exports no metrics")
+            return errors.error(404, "metrics_disabled", "this process exports no metrics")
         return PlainTextResponse(await metrics(), media_type="text/plain; version=0.0.4")
 
-    @app.options("/codec/{operation}")
-    @app.options("/codec/{path_token}/{operation}")
+    preflight: dict[int | str, dict[str, Any]] = {
+        204: {"description": "Allowed: the CORS headers for the Temporal UI's origin"},
+        403: {"description": "The origin is not the Temporal UI's: no CORS headers"},
+    }
+
+    @app.options("/codec/{operation}", responses=preflight, status_code=204)
     async def codec_preflight(operation: str, request: Request) -> Response:
         origin = request.headers.get("origin", "")
         if origin not in codec_origins:
@@ -108,41 +180,56 @@ def create_app(
             "Access-Control-Max-Age": "600",
         })
 
-    @app.post("/codec/{path_token}/{operation}")
+    @app.options("/codec/{path_token}/{operation}", responses=preflight, status_code=204)
+    async def codec_preflight_with_path_token(
+        path_token: str, operation: str, request: Request
+    ) -> Response:
+        return await codec_preflight(operation, request)
+
+    codec_answers = answers(400, 401, 404, 413, ok={200: Payloads}, descriptions={
+        401: "No or a wrong codec token (`unauthorized`)",
+        404: "The codec server is not configured (`codec_disabled`) or no such operation",
+    })
+    codec_body = json_body(Payloads, "Payloads in proto3 JSON, as the Temporal UI sends them.")
+
+    @app.post("/codec/{path_token}/{operation}", responses=codec_answers,
+              openapi_extra=codec_body)
     async def codec_endpoint_with_path_token(
         path_token: str, operation: str, request: Request
     ) -> Response:
         # The Temporal UI cannot send a bearer token without single sign-on; the embedded
         # stack gives it an endpoint whose unguessable path carries the token instead.
-        return await codec_endpoint(operation, request, path_token)
+        return await codec_call(operation, request, path_token)
 
-    @app.post("/codec/{operation}")
-    async def codec_endpoint(
-        operation: str, request: Request, path_token: str | None = None
-    ) -> Response:
+    @app.post("/codec/{operation}", responses=codec_answers,
+              openapi_extra={**codec_body, **codec_security()})
+    async def codec_endpoint(operation: str, request: Request) -> Response:
+        return await codec_call(operation, request, None)
+
+    async def codec_call(operation: str, request: Request, path_token: str | None) -> Response:
         origin = request.headers.get("origin", "")
         cors = _cors(origin) if origin in codec_origins else {}
         if codec is None or not codec_token:
-            return _error(404, "codec_disabled", "the codec server is not configured",
-                          headers=cors)
+            return errors.error(404, "codec_disabled", "the codec server is not configured",
+                                headers=cors)
         given = request.headers.get("authorization", "")
         if path_token is not None:
             given = f"Bearer {path_token}"
         if not hmac.compare_digest(given.encode(), f"Bearer {codec_token}".encode()):
-            return _error(401, "unauthorized", "a valid codec bearer token is required",
-                          headers={**cors, "WWW-Authenticate": "Bearer"})
+            return errors.error(401, "unauthorized", "a valid codec bearer token is required",
+                                headers={**cors, "WWW-Authenticate": "Bearer"})
         if operation not in ("encode", "decode"):
-            return _error(404, "unknown_operation", "use /codec/encode or /codec/decode",
-                          headers=cors)
-        body = await request.body()
-        if len(body) > MAX_CODEC_BYTES:
-            return _error(413, "body_too_large", f"the body is over {MAX_CODEC_BYTES} bytes",
-                          headers=cors)
+            return errors.error(404, "unknown_operation", "use /codec/encode or /codec/decode",
+                                headers=cors)
+        body = await read_limited(request, MAX_CODEC_BYTES)
+        if body is None:
+            return errors.error(413, "body_too_large", f"the body is over {MAX_CODEC_BYTES} bytes",
+                                headers=cors)
         try:
-            payloads = json_format.Parse(body or b"{}", Payloads())
+            payloads = json_format.Parse(body or b"{}", ProtoPayloads())
         except json_format.ParseError:
-            return _error(400, "malformed_payloads", 'expected {"payloads": [...]}',
-                          headers=cors)
+            return errors.error(400, "malformed_payloads", 'expected {"payloads": [...]}',
+                                headers=cors)
         try:
             if operation == "encode":
                 result = await codec.encode(list(payloads.payloads))
@@ -151,16 +238,16 @@ def create_app(
         except Exception:
             log.warning("codec_failed", operation=operation,
                         namespace=request.headers.get("x-namespace"))
-            return _error(400, "codec_failed", f"the payloads could not be {operation}d",
-                          headers=cors)
-        return JSONResponse(json_format.MessageToDict(Payloads(payloads=result)),
+            return errors.error(400, "codec_failed", f"the payloads could not be {operation}d",
+                                headers=cors)
+        return JSONResponse(json_format.MessageToDict(ProtoPayloads(payloads=result)),
                             headers=cors)
 
-    @app.get("/health")
+    @app.get("/health", response_model=Health)
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/services")
+    @app.get("/services", response_model=ServiceList)
     async def services() -> dict[str, Any]:
         catalog = submissions.catalog
         return {
@@ -171,12 +258,13 @@ def create_app(
             ]
         }
 
-    @app.get("/services/{service_id}")
+    @app.get("/services/{service_id}", responses=answers(404, ok={200: ServiceView}, descriptions={
+        404: "No such service (`unknown_service`; the message lists the known ones)"}))
     async def service(service_id: str) -> JSONResponse:
         try:
             definition = submissions.catalog.service(service_id)
         except UnknownService as exc:
-            return _error(404, "unknown_service", str(exc))
+            return errors.error(404, "unknown_service", str(exc))
         return JSONResponse({
             "id": definition.service, "version": definition.version,
             "title": definition.title, "description": definition.description,
@@ -184,36 +272,48 @@ def create_app(
             "content_hash": submissions.catalog.content_hash(service_id),
         })
 
-    @app.post("/requests")
-    async def submit(request: Request) -> JSONResponse:
-        body = await read_limited(request)
-        if body is None:
-            return _error(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
+    @app.post(
+        "/requests", status_code=202,
+        responses=answers(400, 404, 413, 422, 503, ok={202: Submitted, 200: Submitted},
+                          descriptions={
+                              200: "The Idempotency-Key named an existing request",
+                              404: "No such service (`unknown_service`)",
+                              422: "The body is not an envelope, or the submission breaks the "
+                                   "service's form (`invalid_submission`, paths under "
+                                   "`submission`)",
+                          }),
+        openapi_extra=json_body(SubmissionEnvelope, "The service and the citizen's submission."),
+    )
+    async def submit(request: Request, idempotency_key: IdempotencyKey = None) -> JSONResponse:
         try:
-            data = json.loads(body)
-        except ValueError:
-            return _error(400, "malformed_json", "the body is not valid JSON")
-        if not isinstance(data, dict):
-            return _error(422, "invalid_submission", "the body must be a JSON object",
-                          errors=[{"loc": [], "msg": "expected an object"}])
-        service_id = data.get("service")
-        if not isinstance(service_id, str):
-            return _error(422, "invalid_submission", "'service' is required",
-                          errors=[{"loc": ["service"], "msg": "a service id is required"}])
-        key = request.headers.get("Idempotency-Key") or str(uuid.uuid4())
-        language = str(data.get("language") or "en")
+            envelope = validate_model(
+                await read_json(request, invalid_code="invalid_submission"),
+                SubmissionEnvelope, invalid_code="invalid_submission")
+        except BodyRefused as exc:
+            return errors.refused(exc)
+        service_id = envelope.service
+        key = idempotency_key or str(uuid.uuid4())
         try:
             submitted = await submissions.submit(
-                service_id, data.get("submission"), idempotency_key=key, language=language
+                service_id, envelope.submission, idempotency_key=key, language=envelope.language
             )
         except UnknownService as exc:
-            return _error(404, "unknown_service", str(exc))
+            return errors.error(404, "unknown_service", str(exc))
         except SubmissionInvalid as exc:
             count(service_id, "invalid")
-            return _error(
+            return errors.error(
                 422, "invalid_submission", "the submission does not match the service's form",
                 errors=[{"loc": ["submission", *e.loc], "msg": e.message} for e in exc.errors],
             )
+        except Exception as exc:
+            # Nothing was started, and the row written before the start was taken back.
+            cause = errors.unavailable_cause(exc)
+            if cause is None:
+                raise
+            count(service_id, "unavailable")
+            log.warning("submission_unavailable", service=service_id, cause=cause,
+                        error=type(exc).__name__)
+            return errors.unavailable(cause)
         log.info("request_submitted", reference=submitted.reference, service=service_id,
                  created=submitted.created)
         count(service_id, "created" if submitted.created else "existing")
@@ -227,35 +327,62 @@ def create_app(
             },
         )
 
-    @app.get("/requests/{reference}")
+    @app.get("/requests/{reference}", responses=answers(404, 503, ok={200: RequestView},
+                                                        descriptions={
+        404: "Neither the read model nor Temporal knows the request (`unknown_request`)",
+        503: "Neither could be asked (`temporarily_unavailable`): the request may exist",
+    }))
     async def status(reference: str) -> JSONResponse:
-        row = await read_model.get_request(reference) if read_model is not None else None
-        live: RequestProgress | None = None
-        try:
-            live = await submissions.handle(reference).query(CitizenRequestWorkflow.progress)
-        except RPCError:
-            live = None
+        row: RequestRow | None = None
+        record_problem: ErrorBody | None = None
+        if read_model is not None:
+            try:
+                row = await read_model.get_request(reference)
+            except Exception as exc:
+                if errors.unavailable_cause(exc) is None:
+                    raise
+                record_problem = errors.unavailable_body("the read model")
+        live, live_problem = await _live(submissions, reference)
         if row is None and live is None:
-            return _error(404, "unknown_request", f"no request {reference!r}")
+            if record_problem is not None or live_problem is not None:
+                return errors.unavailable("Temporal" if live_problem else "the read model")
+            return errors.error(404, "unknown_request", f"no request {reference!r}")
         content: dict[str, Any] = {"reference": reference}
         if row is not None:
-            content["record"] = json.loads(json.dumps(asdict(row), default=str))
+            content["record"] = _ROW.dump_python(row, mode="json")
         if live is not None:
-            content["live"] = live.model_dump(mode="json", exclude={"steps": {"__all__": {
-                "items": {"__all__": {"output"}}}}})
+            content["live"] = live.model_dump(mode="json", exclude=_NO_OUTPUTS)
+        if live_problem is not None:
+            content["live_unavailable"] = live_problem.model_dump(exclude_defaults=True)
+        if record_problem is not None:
+            content["record_unavailable"] = record_problem.model_dump(exclude_defaults=True)
         return JSONResponse(content)
 
     return app
 
 
+async def _live(submissions: Submissions,
+                reference: str) -> tuple[RequestProgress | None, ErrorBody | None]:
+    """The workflow's live view, or why there is none: (None, None) when it does not exist."""
+    try:
+        return await submissions.handle(reference).query(
+            CitizenRequestWorkflow.progress, rpc_timeout=LIVE_QUERY_TIMEOUT), None
+    except RPCError as exc:
+        if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+            return None, None  # no such workflow (or an id no workflow can have)
+        if errors.unavailable_cause(exc) is not None:
+            message = ("Temporal cannot be reached, or no worker answered in time; the record "
+                       "may be behind the request")
+        else:
+            message = f"Temporal refused the live view ({exc.status.name})"
+        return None, ErrorBody(code=errors.UNAVAILABLE, message=message)
+    except (WorkflowQueryFailedError, WorkflowQueryRejectedError):
+        return None, ErrorBody(code=errors.UNAVAILABLE,
+                               message="the workflow could not answer its live view")
+
+
 def _schema_view(schema: DataSchema) -> dict[str, Any]:
     return schema.model_dump(mode="json", exclude_none=True)
-
-
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None,
-           **extra: Any) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"code": code, "message": message, **extra},
-                        headers=headers)
 
 
 def _cors(origin: str) -> dict[str, str]:

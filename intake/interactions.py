@@ -4,6 +4,13 @@ Each is a Temporal update with a validator: the workflow itself decides whether 
 is expected *now* (single use, not late, well formed), and a refused update never enters
 history. This module turns the outcome into one clear answer for HTTP callers and the CLI.
 
+Each update carries an id derived from the message (:func:`update_id`): the same message sent
+again — a client retrying after a lost answer, a ``503`` or a timeout — is the same update to
+Temporal, which answers it with the first one's outcome instead of applying it twice, while
+the request's run remembers it. While Temporal cannot be reached, or the request does not take
+the message in time (no worker running), the answer is ``503 temporarily_unavailable`` with
+``Retry-After``: sending the same message again is safe.
+
 Routes (added to the intake app):
 - ``POST /callbacks/{token}``: an agency's asynchronous answer (signed like every call)
 - ``POST /requests/{reference}/information``: the citizen answers a request for information
@@ -13,9 +20,10 @@ Routes (added to the intake app):
 
 from __future__ import annotations
 
-import json
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import structlog
@@ -27,9 +35,13 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.workflow import UpdateMethodMultiParam
 
+from agency_kit.contract import Callback
 from agency_kit.signing import SignatureError, verify_headers
 from definitions.catalog import Catalog
-from intake.bodies import read_limited
+from intake import errors
+from intake.bodies import BodyRefused, field_errors, parse_json, read_limited, read_model
+from intake.openapi import answers, json_body
+from intake.schemas import MessageOutcome
 from runtime import callback_tokens as tokens
 from runtime.messages import (
     INVALID_ANSWER,
@@ -42,6 +54,10 @@ from workflows.request_workflow import CitizenRequestWorkflow
 
 log = structlog.get_logger(__name__)
 M = TypeVar("M", bound=BaseModel)
+
+UPDATE_TIMEOUT = timedelta(seconds=15)
+"""How long a message waits for the request to take it: a running worker does it in
+milliseconds; past this the caller is told to send it again (503), which is safe."""
 
 
 @dataclass(frozen=True)
@@ -58,10 +74,17 @@ class Outcome:
         return self.status < 300
 
     def response(self) -> JSONResponse:
-        body: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.errors:
-            body["errors"] = self.errors
-        return JSONResponse(status_code=self.status, content=body)
+        headers = {"Retry-After": str(errors.RETRY_AFTER_S)} if self.status == 503 else None
+        return errors.error(self.status, self.code, self.message, errors=self.errors,
+                            headers=headers)
+
+
+def update_id(update_name: str, reference: str, message: BaseModel) -> str:
+    """The id of the update carrying ``message``: the same message gives the same id."""
+    digest = hashlib.sha256(
+        f"{update_name}\x00{reference}\x00{message.model_dump_json()}".encode()
+    ).hexdigest()
+    return f"{update_name}-{digest[:32]}"
 
 
 async def send(
@@ -69,15 +92,22 @@ async def send(
     reference: str,
     update: UpdateMethodMultiParam[[CitizenRequestWorkflow, M], str],
     message: M,
+    *,
+    wait: timedelta = UPDATE_TIMEOUT,
 ) -> Outcome:
     """Deliver one update to a request; map every refusal to a status a caller understands.
 
     ``update`` is one of the workflow's update methods (``CitizenRequestWorkflow.decide``),
-    so the message type is checked against the handler's.
+    so the message type is checked against the handler's. ``wait`` bounds the wait for the
+    request to take it (then 503: send it again).
     """
+    # an update method's name is its registered name (agency_callback, decide, ...)
+    name = str(getattr(update, "__name__", "update"))
     handle = client.get_workflow_handle_for(CitizenRequestWorkflow.run, reference)
     try:
-        answer = await handle.execute_update(update, message)
+        answer = await handle.execute_update(update, message,
+                                             id=update_id(name, reference, message),
+                                             rpc_timeout=wait)
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         if isinstance(cause, ApplicationError):
@@ -94,10 +124,26 @@ async def send(
             return Outcome(404, "unknown_request", f"no request {reference!r}")
         if exc.status == RPCStatusCode.FAILED_PRECONDITION:
             return Outcome(410, "request_finished", f"request {reference} has finished")
-        raise
-    # an update method's name is its registered name (agency_callback, decide, ...)
-    label = str(getattr(update, "__name__", "update")).replace("_", " ")
+        if exc.status == RPCStatusCode.INVALID_ARGUMENT:
+            return Outcome(404, "unknown_request", f"no request {reference!r}")
+        if errors.unavailable_cause(exc) is None:
+            raise
+        return _unavailable(reference, name, exc)
+    except Exception as exc:
+        if errors.unavailable_cause(exc) is None:
+            raise
+        return _unavailable(reference, name, exc)
+    label = name.replace("_", " ")
     return Outcome(200, answer, f"{label}: {answer}")
+
+
+def _unavailable(reference: str, name: str, exc: BaseException) -> Outcome:
+    log.warning("message_unavailable", reference=reference, update=name,
+                error=type(exc).__name__)
+    return Outcome(503, errors.UNAVAILABLE, (
+        "the request could not take the message just now (Temporal cannot be reached, or no "
+        "worker took it in time); send the same message again in "
+        f"{errors.RETRY_AFTER_S} s: it will not be applied twice"))
 
 
 class CallbackVerifier:
@@ -109,6 +155,8 @@ class CallbackVerifier:
         self._env = env
 
     def target(self, token: str) -> tokens.CallbackTarget:
+        if not token.isascii():  # no token we issue is anything else; hmac compares ASCII only
+            raise tokens.InvalidCallbackToken("the callback token is not valid")
         return tokens.verify(self._key, token)
 
     def signature_ok(self, agency_id: str, body: bytes, headers: Mapping[str, str]) -> bool:
@@ -127,10 +175,28 @@ class CallbackVerifier:
         return True
 
 
+_MESSAGE_ANSWERS = answers(400, 404, 409, 410, 413, 422, 503, ok={200: MessageOutcome},
+                           descriptions={
+    404: "No such request (`unknown_request`)",
+    422: "The body does not fit, or the answers do not match the fields asked for (`invalid`, "
+         "with `errors`)",
+})
+_CALLBACK_ANSWERS = answers(400, 401, 404, 409, 410, 413, 422, 503, ok={200: MessageOutcome},
+                            descriptions={
+    401: "The callback URL was not issued by this engine (`bad_token`), or the body is not "
+         "signed with the agency's secret (`bad_signature`)",
+    404: "The request no longer exists (`unknown_request`)",
+})
+
+
 def router(client: Client, verifier: CallbackVerifier) -> APIRouter:
+    """The routes of the messages into running requests, delivering with ``client``."""
     routes = APIRouter()
 
-    @routes.post("/callbacks/{token}")
+    @routes.post("/callbacks/{token}", responses=_CALLBACK_ANSWERS, openapi_extra=json_body(
+        Callback, "The agency's outcome of an accepted call (docs/agency-contract.md), signed "
+                  "with X-NWD-Timestamp and X-NWD-Signature like every call. Keys the engine "
+                  "does not know are ignored."))
     async def agency_callback(token: str, request: Request) -> JSONResponse:
         body = await read_limited(request)
         if body is None:
@@ -147,18 +213,27 @@ def router(client: Client, verifier: CallbackVerifier) -> APIRouter:
             return Outcome(401, "bad_signature",
                            "the callback is not signed with the agency's secret").response()
         try:
-            data = json.loads(body)
+            data = parse_json(body)
+            if not isinstance(data, dict):
+                raise BodyRefused(422, "invalid", "the callback body must be a JSON object",
+                                  [{"loc": [], "msg": "expected an object"}])
+            # read tolerantly, as the contract says: unknown keys are ignored
             callback = AgencyCallback.model_validate(
-                {**data, "step_id": target.step_id, "item_key": target.item_key}
-            )
-        except (ValueError, ValidationError) as exc:
-            return Outcome(422, "invalid", f"the callback body is not valid: {exc}").response()
+                {**data, "step_id": target.step_id, "item_key": target.item_key}, strict=True)
+        except BodyRefused as exc:
+            return Outcome(exc.status, exc.code, exc.message, exc.errors).response()
+        except ValidationError as exc:
+            return Outcome(422, "invalid", "the callback body is not valid",
+                           field_errors(exc)).response()
         outcome = await send(client, target.reference, CitizenRequestWorkflow.agency_callback,
                              callback)
         bound.info("callback", outcome=outcome.code, status=outcome.status)
         return outcome.response()
 
-    @routes.post("/requests/{reference}/information")
+    @routes.post("/requests/{reference}/information", responses=_MESSAGE_ANSWERS,
+                 openapi_extra=json_body(InformationAnswer, (
+                     "The citizen's answers to an agency's request for information: the step "
+                     "(and item, for a for_each step) and the answers by field name.")))
     async def answer(reference: str, request: Request) -> JSONResponse:
         parsed = await _model(request, InformationAnswer)
         if isinstance(parsed, Outcome):
@@ -166,14 +241,19 @@ def router(client: Client, verifier: CallbackVerifier) -> APIRouter:
         return (await send(client, reference, CitizenRequestWorkflow.answer_information,
                              parsed)).response()
 
-    @routes.post("/requests/{reference}/decisions")
+    @routes.post("/requests/{reference}/decisions", responses=_MESSAGE_ANSWERS,
+                 openapi_extra=json_body(CaseworkerDecision, (
+                     "A caseworker's decision on a decision step; a rejection needs a reason.")))
     async def decide(reference: str, request: Request) -> JSONResponse:
         parsed = await _model(request, CaseworkerDecision)
         if isinstance(parsed, Outcome):
             return parsed.response()
         return (await send(client, reference, CitizenRequestWorkflow.decide, parsed)).response()
 
-    @routes.post("/requests/{reference}/cancel")
+    @routes.post("/requests/{reference}/cancel", responses=_MESSAGE_ANSWERS,
+                 openapi_extra=json_body(CancelRequest, (
+                     "The citizen withdraws the request; completed steps are undone. An empty "
+                     "body is an empty object.")))
     async def cancel(reference: str, request: Request) -> JSONResponse:
         parsed = await _model(request, CancelRequest)
         if isinstance(parsed, Outcome):
@@ -184,11 +264,7 @@ def router(client: Client, verifier: CallbackVerifier) -> APIRouter:
 
 
 async def _model(request: Request, model: type[M]) -> M | Outcome:
-    body = await read_limited(request)
-    if body is None:
-        return Outcome(413, "body_too_large", "the body is too large")
     try:
-        return model.model_validate_json(body or b"{}")
-    except ValidationError as exc:
-        return Outcome(422, "invalid", "the body is not valid",
-                       [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()])
+        return await read_model(request, model)
+    except BodyRefused as exc:
+        return Outcome(exc.status, exc.code, exc.message, exc.errors)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
@@ -27,6 +27,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from definitions.catalog import Catalog
 from definitions.models import ServiceSnapshot
 from definitions.submission import validate_submission
+from intake.schemas import Language
 from readmodel.store import ReadModel
 from runtime.messages import (
     RecordRequestInput,
@@ -39,7 +40,8 @@ from runtime.settings import Settings
 from workflows import search_attributes as sa
 from workflows.request_workflow import CitizenRequestWorkflow
 
-LANGUAGES = ("en", "es")
+LANGUAGES: tuple[str, ...] = get_args(Language)
+"""A language outside these falls back to ``en`` here; the HTTP envelope refuses it (422)."""
 
 
 @dataclass(frozen=True)
