@@ -97,9 +97,11 @@ def build_worker(
         sandboxed: run workflow code in the SDK's sandbox (see :func:`workflow_runner`).
     """
     agency_calls = AgencyCalls(http, directory, read_model, callback_key)
+    recording = RequestRecording(read_model)
     activities: list[Callable[..., Any]] = [
         agency_calls.call_agency,
-        RequestRecording(read_model).record_request,
+        recording.record_request,
+        recording.record_progress,
         OperatorNotifications(read_model).notify_operator,
     ]
     return Worker(

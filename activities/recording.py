@@ -1,4 +1,5 @@
-"""Local activities that write the request row at the start and the end of a request.
+"""Local activities that write the read model: the request row at the start and the end of a
+request, and the step a message changed while it runs (workflows/recording.py says when).
 
 Local activities run inside the worker's workflow task: a record costs no extra round trip
 to the Temporal server, which keeps the engine's overhead close to a hand-written workflow's.
@@ -11,7 +12,7 @@ from temporalio import activity
 
 from activities import metrics
 from readmodel.store import ReadModel
-from runtime.messages import RecordRequestInput
+from runtime.messages import RecordProgressInput, RecordRequestInput
 
 log = structlog.get_logger(__name__)
 
@@ -35,4 +36,14 @@ class RequestRecording:
             service=record.service,
             status=record.status,
             finished=record.finished,
+        )
+
+    @activity.defn(name="record_progress")
+    async def record_progress(self, record: RecordProgressInput) -> None:
+        await self._read_model.record_progress(record)
+        log.info(
+            "request_progress_recorded",
+            reference=record.reference,
+            step=record.step.step_id,
+            kind=record.event,
         )

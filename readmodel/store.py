@@ -1,8 +1,22 @@
 """The PostgreSQL read model: requests, their steps, and an append-only audit log.
 
-Written by the activities (inside the agency-call activity and by a local activity at the
-start and end of a request), read by the front door and `nwd status`/`nwd report`.
-Holds no personal data: ids, statuses, agency references and reasons only.
+Written by the activities — inside the agency-call activity, and by local activities at the
+start of a request, after each message that lands (callback, answer, decision) and at its
+end — and read by the front door and `nwd status`/`nwd report`. Holds no personal data:
+ids, statuses, agency references, reasons and who decided only.
+
+A step's row (one per item of a call step) has two kinds of writer, which can land out of
+order — a call attempt cut off by a timeout may still write after the workflow moved on, a
+local activity may be retried — so each upsert says which write may overwrite which:
+
+- the workflow's writes (``record_progress``, the end's ``record_request``) carry ``as_of``,
+  the workflow time of the state they hold: one older than the row's is ignored;
+- an agency call's write never overwrites a state the workflow has settled
+  (:data:`SETTLED`); it does overwrite the workflow's running or waiting states, as the
+  call that follows them (the answer's call, a withdrawal) is newer news.
+
+So the row only moves forward, and the end's record — the newest workflow write, every
+step — makes it equal to the workflow's result.
 """
 
 from __future__ import annotations
@@ -15,7 +29,7 @@ from typing import Any
 
 import asyncpg
 
-from runtime.messages import ItemOutcome, RecordRequestInput, StepOutcome
+from runtime.messages import ItemOutcome, RecordProgressInput, RecordRequestInput, StepOutcome
 
 
 @dataclass(frozen=True)
@@ -30,6 +44,7 @@ class StepRow:
     reason: str | None
     escalated: bool
     updated_at: datetime
+    decided_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -47,14 +62,35 @@ class RequestRow:
     steps: list[StepRow]
 
 
-_STEP_CONFLICT = """
+SETTLED = ("completed", "failed", "cancelled", "compensated", "skipped")
+"""States an agency call's write never overwrites once the workflow has written them."""
+
+_WORKFLOW_STEP_CONFLICT = """
     ON CONFLICT (reference, step_id, item_key) DO UPDATE SET
         status = EXCLUDED.status,
         agency_reference = COALESCE(EXCLUDED.agency_reference, request_steps.agency_reference),
         attempts = GREATEST(EXCLUDED.attempts, request_steps.attempts),
         reason = EXCLUDED.reason,
-        updated_at = now()"""
-"""How a newer state of a step or item overwrites an older one (never losing a reference)."""
+        escalated = EXCLUDED.escalated OR request_steps.escalated,
+        decided_by = COALESCE(EXCLUDED.decided_by, request_steps.decided_by),
+        as_of = GREATEST(EXCLUDED.as_of, request_steps.as_of),
+        updated_at = now()
+    WHERE EXCLUDED.as_of IS NULL OR request_steps.as_of IS NULL
+        OR EXCLUDED.as_of >= request_steps.as_of"""
+"""A workflow's state of a step or item overwrites an older one, never a newer one (and never
+loses a reference). A write without ``as_of`` (from a worker older than the column) applies."""
+
+_CALL_STEP_CONFLICT = f"""
+    ON CONFLICT (reference, step_id, item_key) DO UPDATE SET
+        status = EXCLUDED.status,
+        agency_reference = COALESCE(EXCLUDED.agency_reference, request_steps.agency_reference),
+        attempts = GREATEST(EXCLUDED.attempts, request_steps.attempts),
+        reason = EXCLUDED.reason,
+        updated_at = now()
+    WHERE request_steps.as_of IS NULL
+        OR request_steps.status NOT IN ({", ".join(f"'{s}'" for s in SETTLED)})"""
+"""An agency call's progress overwrites what calls wrote and the workflow's live states,
+never what the workflow settled."""
 
 
 async def open_pool(dsn: str, *, max_size: int) -> asyncpg.Pool:
@@ -129,7 +165,8 @@ class ReadModel:
                 record.submitted_at, record.finished,
             )
             if record.steps:
-                await self._upsert_steps(conn, record.reference, list(record.steps))
+                await self._upsert_steps(conn, record.reference, list(record.steps),
+                                         record.as_of)
             await conn.execute(
                 "INSERT INTO request_events (reference, kind, detail) VALUES ($1, $2, $3)",
                 record.reference,
@@ -170,11 +207,29 @@ class ReadModel:
             if deleted:
                 await conn.execute("DELETE FROM request_events WHERE reference = $1", reference)
 
+    async def record_progress(self, record: RecordProgressInput) -> None:
+        """What a message changed (a step, or its changed item), with its audit event."""
+        step = record.step
+        async with self._pool.acquire() as conn, conn.transaction():
+            await self._upsert_steps(conn, record.reference, [step], record.as_of)
+            items: list[ItemOutcome | None] = list(step.items) or [None]
+            await conn.executemany(
+                "INSERT INTO request_events (reference, step_id, item_key, kind, detail)"
+                " VALUES ($1, $2, $3, $4, $5)",
+                [(record.reference, step.step_id, item.key if item else None, record.event,
+                  json.dumps({"status": item.status if item else step.status,
+                              "agency_reference": item.agency_reference if item else None,
+                              "decided_by": step.decided_by}))
+                 for item in items],
+            )
+
     @staticmethod
     async def _upsert_steps(
-        conn: asyncpg.Connection, reference: str, steps: list[StepOutcome]
+        conn: asyncpg.Connection, reference: str, steps: list[StepOutcome],
+        as_of: datetime | None,
     ) -> None:
-        """Every step's (and for_each item's) final state, in one pipelined batch."""
+        """Steps' (and for_each items') states as the workflow has them, in one pipelined
+        batch; rows already holding a newer state keep it."""
         rows = []
         for step in steps:
             items: list[ItemOutcome | None] = list(step.items) or [None]
@@ -185,23 +240,24 @@ class ReadModel:
                  item.agency_reference if item else None,
                  item.attempts if item else 0,
                  (item.reason if item else None) or step.reason,
-                 step.escalated or bool(item and item.escalated))
+                 step.escalated or bool(item and item.escalated),
+                 step.decided_by, as_of)
                 for item in items
             ]
         await conn.executemany(
             f"""
             INSERT INTO request_steps (reference, step_id, item_key, agency, operation,
-                status, agency_reference, attempts, reason, escalated)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-            {_STEP_CONFLICT}, escalated = EXCLUDED.escalated OR request_steps.escalated
+                status, agency_reference, attempts, reason, escalated, decided_by, as_of)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+            {_WORKFLOW_STEP_CONFLICT}
             """,
             rows,
         )
 
     async def record_items(self, items: Sequence[ItemProgress]) -> None:
         """Several agency calls' progress in one statement: each item's latest state, upserted
-        (in key order, so concurrent batches lock rows in the same order), and every audit
-        event, in the order given."""
+        (in key order, so concurrent batches lock rows in the same order) unless the workflow
+        settled it already, and every audit event, in the order given."""
         latest = sorted(_latest_per_item(items).items())
         steps = [row for _, row in latest]
         await self._pool.execute(
@@ -211,7 +267,7 @@ class ReadModel:
                     status, agency_reference, attempts, reason)
                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
                     $5::text[], $6::text[], $7::text[], $8::int[], $9::text[])
-                {_STEP_CONFLICT}
+                {_CALL_STEP_CONFLICT}
             )
             INSERT INTO request_events (reference, step_id, item_key, kind, detail)
             SELECT reference, step_id, NULLIF(item_key, ''), kind, detail::jsonb
@@ -265,6 +321,7 @@ class ReadModel:
                     operation=s["operation"], status=s["status"],
                     agency_reference=s["agency_reference"], attempts=s["attempts"],
                     reason=s["reason"], escalated=s["escalated"], updated_at=s["updated_at"],
+                    decided_by=s["decided_by"],
                 )
                 for s in steps
             ],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from datetime import datetime
 from typing import Any, Literal
 
@@ -94,6 +95,10 @@ class ItemOutcome(Wire):
     information_rounds: int = 0
     escalated: bool = False
     waiting_since: datetime | None = None
+    callback_digest: str | None = None
+    """:meth:`AgencyCallback.digest` of the last callback this item settled (applied, or
+    dropped because the call's own answer came first), so that a copy of it sent again is
+    answered ``already_received`` instead of being refused."""
 
 
 class StepOutcome(Wire):
@@ -202,6 +207,19 @@ class AgencyCallback(Wire):
     fields: dict[str, Any] | None = None
     message: dict[str, str] | None = None
 
+    def digest(self, information_round: int) -> str:
+        """What makes two deliveries "the same callback": its content, and the round of
+        information it answers (an agency may ask the same question again in a later round).
+
+        Canonical JSON (sorted keys), so a copy parsed again from the same body matches
+        whatever order its keys came in; sha256, cut to 128 bits (one item compares only
+        its own few callbacks). Signature headers are not part of it: they change on
+        every delivery attempt.
+        """
+        canonical = json.dumps([information_round, self.model_dump(mode="json")],
+                               sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
 
 class InformationAnswer(Wire):
     """The citizen's answer to an agency's request for information."""
@@ -247,6 +265,24 @@ class RecordRequestInput(Wire):
     steps: list[StepOutcome] = Field(default_factory=list)
     finished: bool = False
     agencies_contacted: int = 0
+    as_of: datetime | None = None
+    """The workflow time of the state recorded (``workflow.now()``): the read model keeps a
+    step's row from going back to an older state written late. None from older workers."""
+
+
+class RecordProgressInput(Wire):
+    """One step's change after a message landed (a callback, an answer, a decision).
+
+    ``step`` holds only the items that changed (one, for a message about one item), so a
+    callback on a 500-item fan-out writes one row, not 500.
+    """
+
+    reference: str
+    step: StepOutcome
+    event: str
+    """The audit event's kind, e.g. ``callback_completed``, ``information_answered``."""
+    as_of: datetime
+    """The workflow time of this state (see :attr:`RecordRequestInput.as_of`)."""
 
 
 RequestInput.model_rebuild()
@@ -263,3 +299,6 @@ NON_RETRYABLE_ERRORS = (AGENCY_REJECTED, AGENCY_PROTOCOL_ERROR, AGENCY_MISCONFIG
 INVALID_ANSWER = "InvalidAnswer"
 NOT_EXPECTED = "NotExpected"
 """Update validators raise these: a late, duplicate or unexpected message changes nothing."""
+ALREADY_RECEIVED = "already_received"
+"""What ``agency_callback`` answers for a copy of a callback it already has (HTTP 200):
+the agency's first delivery succeeded even if its answer was lost on the way back."""

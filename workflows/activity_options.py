@@ -1,6 +1,6 @@
 """How long each activity may take, how it retries, and what the Temporal UI calls it.
 
-One place for the options of the three activities a request starts:
+One place for the options of the four activities a request starts:
 
 ==================  =====================================  ====================================
 activity            timeouts                               retries
@@ -13,6 +13,10 @@ activity            timeouts                               retries
                                                            an escalation must reach someone
 ``record_request``  30 s a try, 2 minutes in all           local activity; then the request
                                                            goes on (the read model is a view)
+``record_progress`` 10 s a try, 30 s in all                local activity; then the branch goes
+                                                           on (the end record catches up): a
+                                                           read model that is down delays a
+                                                           message's branch by 30 s at most
 ==================  =====================================  ====================================
 
 Summaries name the step, the agency, the operation and the item, so the Event History reads
@@ -35,6 +39,8 @@ NOTICE_TIMEOUT = timedelta(seconds=30)
 NOTICE_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=5))
 RECORD_TIMEOUT = timedelta(seconds=30)
 RECORD_GIVE_UP = timedelta(minutes=2)
+PROGRESS_TIMEOUT = timedelta(seconds=10)
+PROGRESS_GIVE_UP = timedelta(seconds=30)
 
 
 def retry_policy(retry: RetrySpec) -> RetryPolicy:
@@ -70,4 +76,12 @@ def record_request(*, finished: bool) -> workflow.LocalActivityConfig:
         start_to_close_timeout=RECORD_TIMEOUT,
         schedule_to_close_timeout=RECORD_GIVE_UP,
         summary=f"record request ({'finished' if finished else 'started'})",
+    )
+
+
+def record_progress(step_id: str, event: str) -> workflow.LocalActivityConfig:
+    return workflow.LocalActivityConfig(
+        start_to_close_timeout=PROGRESS_TIMEOUT,
+        schedule_to_close_timeout=PROGRESS_GIVE_UP,
+        summary=f"record {step_id} ({event.replace('_', ' ')})",
     )

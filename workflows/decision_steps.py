@@ -9,7 +9,8 @@
 The decision arrives as the ``decide`` update, whose validator (in the workflow) refuses a
 wrong role, a rejection without a reason, and a second decision, before anything enters
 history. A missed ``due`` escalates to the role (:mod:`workflows.deadlines`) and the step
-goes on waiting unless its deadline says ``on_miss: fail``.
+goes on waiting unless its deadline says ``on_miss: fail``. The decided step is written to
+the read model at once (``record_progress``), with who decided.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from __future__ import annotations
 from temporalio import workflow
 
 from definitions.models import DecisionStep
+from workflows.recording import ProgressRecorder
 from workflows.state import Inbox, RequestState
 from workflows.visibility import Visibility
 
 
 async def run_decision_step(
-    step: DecisionStep, state: RequestState, inbox: Inbox, visibility: Visibility
+    step: DecisionStep, state: RequestState, inbox: Inbox, visibility: Visibility,
+    recorder: ProgressRecorder,
 ) -> bool:
     """Wait for the decision; whether the step completed (approved)."""
     state.step_waiting_for_decision(step.id)
@@ -34,6 +37,8 @@ async def run_decision_step(
         return False
     if decision.approve:
         state.step_approved(step.id, decision)
-        return True
-    state.step_rejected(step.id, decision)
-    return False
+    else:
+        state.step_rejected(step.id, decision)
+    await recorder.step_changed(
+        step.id, "decision_approved" if decision.approve else "decision_rejected")
+    return decision.approve

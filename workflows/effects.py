@@ -1,12 +1,12 @@
 """The only way workflow code starts an activity — so it knows how many are in flight.
 
-A request has three side effects, each an activity referred to by name (this room never
-imports ``activities``): ``call_agency``, ``notify_operator`` and the local activity
-``record_request``. Continue-as-new waits for a *quiet moment* — no activity and no update
-handler in flight — because the new run cannot take over an activity the old one started:
-an escalation whose ``notify_operator`` was cut off that way never applied its
-``on_miss: fail``. Counting here, around every activity, keeps that check whole: a new kind
-of activity is counted by being started through this class.
+A request has four side effects, each an activity referred to by name (this room never
+imports ``activities``): ``call_agency``, ``notify_operator`` and the local activities
+``record_request`` and ``record_progress``. Continue-as-new waits for a *quiet moment* — no
+activity and no update handler in flight — because the new run cannot take over an activity
+the old one started: an escalation whose ``notify_operator`` was cut off that way never
+applied its ``on_miss: fail``. Counting here, around every activity, keeps that check whole:
+a new kind of activity is counted by being started through this class.
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ from contextlib import contextmanager
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
-from runtime.messages import AgencyCallInput, AgencyCallResult, OperatorNotice, RecordRequestInput
+from runtime.messages import (
+    AgencyCallInput,
+    AgencyCallResult,
+    OperatorNotice,
+    RecordProgressInput,
+    RecordRequestInput,
+)
 from workflows import activity_options
 
 
@@ -65,6 +71,19 @@ class Effects:
             except ActivityError:
                 # The read model is a view of this history; the request itself goes on.
                 workflow.logger.warning("read model not updated for %s", record.reference)
+
+    async def record_progress(self, record: RecordProgressInput) -> None:
+        """Write what a message changed to the read model; a failure is logged, never raised
+        (the request's end record brings the read model up to date anyway)."""
+        with self._counted():
+            try:
+                await workflow.execute_local_activity(
+                    "record_progress", record,
+                    **activity_options.record_progress(record.step.step_id, record.event),
+                )
+            except ActivityError:
+                workflow.logger.warning("read model not updated for %s after %s",
+                                        record.reference, record.event)
 
     @contextmanager
     def _counted(self) -> Iterator[None]:

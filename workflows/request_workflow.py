@@ -5,6 +5,7 @@ and the continue-as-new loop; each concern has a module of its own::
 
     planner           which step may run next (pure)
     call_steps        an agency call per item: callback, information, withdraw
+    callbacks         which callbacks are taken, kept (early), recognised again, refused
     decision_steps    a caseworker's decision
     deadlines         durable timers and escalation
     saga              compensation, newest first
@@ -14,7 +15,7 @@ and the continue-as-new loop; each concern has a module of its own::
     activity_options  timeouts, retry policies, summaries
     failures          reading an activity's failure by type and code
     visibility        search attributes, current details, the query's words
-    recording         the read model's row at start and end
+    recording         the read model's row at start and end, and what messages changed
 
 It never reads the catalog: the definition snapshot (with its content hash) is part of the
 input, so editing a YAML never changes a request in flight. The planner says which steps are
@@ -23,12 +24,14 @@ independent steps run concurrently and for_each items fan out together.
 
 Long-running interactions are carried by Temporal's own mechanisms:
 - agency callbacks, citizens' answers, caseworkers' decisions and cancellation arrive as
-  **updates with validators**: a late, duplicate or malformed message is refused before it
-  enters history, and the caller gets a clear, synchronous error;
+  **updates with validators**: a late, unexpected or malformed message is refused before it
+  enters history, and the caller gets a clear, synchronous error; a callback that comes
+  before its call's answer is kept, and a copy of one already received is answered
+  ``already_received``;
 - deadlines are **durable timers** (no polling);
 - compensation is a saga of ordinary, idempotent agency-call activities in reverse order;
-- long waits **continue as new** at a quiet moment (no activity or handler in flight),
-  carrying the full state.
+- long waits **continue as new** at a quiet moment (no activity or handler in flight, no
+  callback kept), carrying the full state.
 
 Deterministic by construction: no I/O, clocks or randomness here; time is `workflow.now()`,
 side effects are activities referred to by name (this room never imports `activities`).
@@ -47,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
     from definitions.models import CallStep, DecisionStep
     from definitions.submission import SubmissionInvalid, validate_submission
     from runtime.messages import (
+        ALREADY_RECEIVED,
         INVALID_ANSWER,
         NOT_EXPECTED,
         AgencyCallback,
@@ -57,13 +61,14 @@ with workflow.unsafe.imports_passed_through():
         RequestProgress,
         RequestResult,
     )
+    from workflows import callbacks
     from workflows.bindings import Bindings
     from workflows.call_steps import CallSteps, information_schema
     from workflows.deadlines import Deadlines, deadline_of
     from workflows.decision_steps import run_decision_step
     from workflows.effects import Effects
     from workflows.planner import Decision, Planner, PlanStep
-    from workflows.recording import request_record
+    from workflows.recording import ProgressRecorder, request_record
     from workflows.saga import Saga
     from workflows.state import Inbox, RequestState
     from workflows.visibility import Visibility, waiting_descriptions
@@ -83,8 +88,10 @@ class CitizenRequestWorkflow:
         self._visibility = Visibility(request.options)
         self._bindings = Bindings(request, self._state)
         self._deadlines = Deadlines(request, self._state, self._visibility, self._effects)
+        self._recorder = ProgressRecorder(request, self._state, self._effects)
         self._calls = CallSteps(request, self._state, self._inbox, self._bindings,
-                                self._effects, self._visibility, self._deadlines)
+                                self._effects, self._visibility, self._deadlines,
+                                self._recorder)
         self._saga = Saga(request, self._state, self._bindings, self._calls)
         self._planner: Planner | None = None
         self._finished = False
@@ -144,22 +151,17 @@ class CitizenRequestWorkflow:
 
     @workflow.update
     async def agency_callback(self, callback: AgencyCallback) -> str:
+        item = self._state.find_item(callback.step_id, callback.item_key)
+        assert item is not None  # the validator refuses a callback for no call
+        if callbacks.is_copy(item, self._inbox, callback):
+            return ALREADY_RECEIVED
         self._inbox.put_callback(callback)
         self._state.item_message_arrived(callback.step_id, callback.item_key)
         return "accepted"
 
     @agency_callback.validator
     def _check_callback(self, callback: AgencyCallback) -> None:
-        item = self._state.find_item(callback.step_id, callback.item_key)
-        if item is None or item.waiting_for != "callback":
-            raise ApplicationError(
-                f"no callback is expected for step {callback.step_id!r}"
-                f"{f' item {callback.item_key!r}' if callback.item_key else ''}: "
-                "it was already answered, has ended, or never waited for one",
-                type=NOT_EXPECTED,
-            )
-        if callback.status == "rejected" and not callback.reason:
-            raise ApplicationError("a rejection needs a reason", type=INVALID_ANSWER)
+        callbacks.admit(self._state, self._inbox, callback)
 
     @workflow.update
     async def answer_information(self, answer: InformationAnswer) -> str:
@@ -254,7 +256,8 @@ class CitizenRequestWorkflow:
         if isinstance(step, CallStep):
             ok = await self._calls.run(step)
         else:
-            ok = await run_decision_step(step, self._state, self._inbox, self._visibility)
+            ok = await run_decision_step(step, self._state, self._inbox, self._visibility,
+                                         self._recorder)
         self._apply(self._planner.record(step.id, "completed" if ok else "failed"))
         if not ok and step.required and self._state.halting is None:
             self._halt(f"required step {step.id!r} failed")
@@ -267,8 +270,10 @@ class CitizenRequestWorkflow:
         self._visibility.stopping(reason)
 
     def _should_continue_as_new(self) -> bool:
-        """A quiet moment past the history limit: no activity in flight, nothing stopping."""
-        if self._effects.in_flight or self._finished or self._state.halting is not None:
+        """A quiet moment past the history limit: no activity in flight, no callback kept for
+        a call whose answer is not known yet (the inbox is not carried), nothing stopping."""
+        if self._effects.in_flight or self._inbox.holds_callbacks or self._finished \
+                or self._state.halting is not None:
             return False
         info = workflow.info()
         limit = self._request.options.continue_as_new_after_events

@@ -21,12 +21,16 @@ Rules kept here, not by the callers:
   the agency accepts a call (202), whose reference is always the agency's new one;
 - ``attempts`` only grows when a call succeeds; a failed call records its own attempt count;
 - a message that arrived by update (callback, answer) clears ``waiting_for`` at once, so a
-  second copy is refused by the validator before the branch has taken the first.
+  second answer is refused by the validator before the branch has taken the first;
+- ``callback_digest`` names the last callback the item settled, so a copy sent again is
+  recognised (:mod:`workflows.callbacks`).
 
 Beside it, :class:`Inbox` holds what updates delivered (callbacks, answers, decisions) until
-the waiting branch takes it. It is not carried across continue-as-new: that waits until every
-update handler has finished, and a branch takes its message in the same workflow task as the
-handler that filed it.
+the branch takes it. A waiting branch takes its message in the same workflow task as the
+handler that filed it; a callback that came *early* — while its call is still in flight or
+being retried (:mod:`workflows.callbacks`) — is kept until the call's outcome is known. The
+inbox is not carried across continue-as-new: that waits until every update handler has
+finished, no activity is in flight and no callback is kept.
 
 Cost: an item changes in place in its step's list — copying the list on every change made a
 ``for_each`` of N items cost O(N²) per request (N = 500 in the benchmark) — and is found
@@ -193,6 +197,11 @@ class RequestState:
             update["reason"] = reason
         self._set_item(step_id, index, update)
 
+    def item_accepted(self, step_id: str, index: int, agency_reference: str | None) -> None:
+        """The agency accepted the call (202) and its callback is here already: only the
+        agency's new reference is kept, the item never waits."""
+        self._set_item(step_id, index, {"agency_reference": agency_reference})
+
     def item_waiting_for_callback(
         self, step_id: str, index: int, agency_reference: str | None, since: datetime
     ) -> None:
@@ -224,6 +233,10 @@ class RequestState:
             "information_fields": None, "information_message": None,
         })
         return rounds
+
+    def item_callback_settled(self, step_id: str, index: int, digest: str) -> None:
+        """A callback for this item was applied, or dropped because the call answered first."""
+        self._set_item(step_id, index, {"callback_digest": digest})
 
     def item_message_arrived(self, step_id: str, item_key: str | None) -> None:
         """A callback or an answer arrived for this item: it waits for nothing more."""
@@ -365,6 +378,15 @@ class Inbox:
 
     def take_callback(self, step_id: str, item_key: str | None) -> AgencyCallback | None:
         return self.callbacks.pop(_slot(step_id, item_key), None)
+
+    def kept_callback(self, step_id: str, item_key: str | None) -> AgencyCallback | None:
+        """The callback filed for this item and not yet taken, if any (without taking it)."""
+        return self.callbacks.get(_slot(step_id, item_key))
+
+    @property
+    def holds_callbacks(self) -> bool:
+        """Some callback is kept for a branch that has not taken it yet."""
+        return bool(self.callbacks)
 
     def put_answer(self, step_id: str, item_key: str | None, answers: dict[str, Any]) -> None:
         self.answers[_slot(step_id, item_key)] = answers

@@ -1,11 +1,12 @@
 """`CitizenRequestWorkflow` on the real dev server, with stub activities registered by name.
 
 The workflow refers to its activities by name only (``call_agency``, ``notify_operator``,
-``record_request``), so a test registers stand-ins under those names — as samples-python's
-``tests/hello/hello_activity_test.py`` does — and scripts each agency answer in a few lines:
-no HTTP agency, no PostgreSQL, seconds per branch of the call-step protocol. Everything else
-is real: the session's dev server, the pydantic data converter with the encrypting codec, and
-the workflow sandbox (``workflow_runner(True)``), each test on its own task queue.
+``record_request``, ``record_progress``), so a test registers stand-ins under those names — as
+samples-python's ``tests/hello/hello_activity_test.py`` does — and scripts each agency answer
+in a few lines: no HTTP agency, no PostgreSQL, seconds per branch of the call-step protocol.
+Everything else is real: the session's dev server, the pydantic data converter with the
+encrypting codec, and the workflow sandbox (``workflow_runner(True)``), each test on its own
+task queue.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from runtime.messages import (
     AgencyCallInput,
     AgencyCallResult,
     OperatorNotice,
+    RecordProgressInput,
     RecordRequestInput,
     RequestInput,
     RequestOptions,
@@ -94,6 +96,7 @@ class Stubs:
     calls: list[AgencyCallInput] = field(default_factory=list)
     notices: list[OperatorNotice] = field(default_factory=list)
     records: list[RecordRequestInput] = field(default_factory=list)
+    progress: list[RecordProgressInput] = field(default_factory=list)
 
     @activity.defn(name="call_agency")
     async def call_agency(self, call: AgencyCallInput) -> AgencyCallResult:
@@ -110,6 +113,10 @@ class Stubs:
     @activity.defn(name="record_request")
     async def record_request(self, record: RecordRequestInput) -> None:
         self.records.append(record)
+
+    @activity.defn(name="record_progress")
+    async def record_progress(self, record: RecordProgressInput) -> None:
+        self.progress.append(record)
 
     def calls_of(self, action: str) -> list[AgencyCallInput]:
         return [c for c in self.calls if c.action == action]
@@ -186,7 +193,8 @@ async def harness(workflow_client: Client, task_queue: str) -> AsyncIterator[Har
     stubs = Stubs()
     async with Worker(
         workflow_client, task_queue=task_queue, workflows=[CitizenRequestWorkflow],
-        activities=[stubs.call_agency, stubs.notify_operator, stubs.record_request],
+        activities=[stubs.call_agency, stubs.notify_operator, stubs.record_request,
+                    stubs.record_progress],
         workflow_runner=workflow_runner(True),
     ):
         running = Harness(workflow_client, task_queue, stubs)

@@ -11,6 +11,7 @@ from temporalio.exceptions import ApplicationError
 
 from runtime.messages import (
     AGENCY_UNAVAILABLE,
+    ALREADY_RECEIVED,
     INVALID_ANSWER,
     NOT_EXPECTED,
     AgencyCallback,
@@ -34,11 +35,12 @@ def refusal(error: BaseException) -> ApplicationError:
 
 
 class TestAcceptedThenCallback:
-    async def test_each_item_waits_for_its_callback_and_a_second_copy_is_refused(
+    async def test_each_item_waits_for_its_callback_a_copy_is_received_another_refused(
         self, harness: Harness
     ) -> None:
-        """202 per item: each item completes with its own callback's output; a duplicate
-        callback is refused by the validator and changes nothing."""
+        """202 per item: each item completes with its own callback's output; the same
+        callback again is answered ``already_received``, a different one for the item that
+        ended is refused by the validator, and neither changes anything."""
         async def accept(call: AgencyCallInput) -> AgencyCallResult:
             return AgencyCallResult(status="accepted", agency_reference=f"REG-{call.item_key}")
 
@@ -55,9 +57,12 @@ class TestAcceptedThenCallback:
                                output={"number": "N-1"})
         assert await handle.execute_update(CitizenRequestWorkflow.agency_callback,
                                            first) == "accepted"
-        with pytest.raises(WorkflowUpdateFailedError) as again:
-            await handle.execute_update(CitizenRequestWorkflow.agency_callback, first)
-        assert refusal(again.value).type == NOT_EXPECTED
+        assert await handle.execute_update(CitizenRequestWorkflow.agency_callback,
+                                           first) == ALREADY_RECEIVED
+        with pytest.raises(WorkflowUpdateFailedError) as another:
+            await handle.execute_update(CitizenRequestWorkflow.agency_callback, first.model_copy(
+                update={"output": {"number": "N-9"}}))
+        assert refusal(another.value).type == NOT_EXPECTED
         await handle.execute_update(CitizenRequestWorkflow.agency_callback, AgencyCallback(
             step_id="register", item_key="CD2", status="completed", output={"number": "N-2"}))
 
