@@ -19,7 +19,6 @@ An interrupted session leaves no server behind (docs/testing.md, "Interrupted ru
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import tempfile
 import threading
@@ -56,14 +55,14 @@ def pytest_configure(config: pytest.Config) -> None:
             and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _interrupt)
     folder = Path(tempfile.mkdtemp(prefix="nwd-session-watchdog-"))
-    config.stash[_SESSION_WATCHDOG] = Watchdog.start(folder, owner=os.getpid(), sweep=True)
+    config.stash[_SESSION_WATCHDOG] = Watchdog.start(folder, owner=os.getpid(), sweep=True,
+                                                     temporary=True)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     watchdog = config.stash.get(_SESSION_WATCHDOG, None)
     if watchdog is not None:
-        watchdog.stop()
-        shutil.rmtree(watchdog.folder, ignore_errors=True)
+        watchdog.stop()  # it removes its folder
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -45,6 +45,7 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -226,7 +227,8 @@ class Watchdog:
 
     @classmethod
     def start(
-        cls, folder: Path, *, owner: int, sweep: bool = False, python: str = sys.executable
+        cls, folder: Path, *, owner: int, sweep: bool = False, temporary: bool = False,
+        python: str = sys.executable,
     ) -> Watchdog:
         """Start a watchdog for ``owner`` (detached, in a session of its own).
 
@@ -234,6 +236,8 @@ class Watchdog:
             folder: its folder (created); entries already in it are in its care too.
             owner: the PID whose end it waits for.
             sweep: also stop the owner's descendants in the owner's session (see the module).
+            temporary: the folder is the watchdog's alone: it removes it, log included, when
+                it ends (a killed owner cannot).
             python: the interpreter to run it with (only its standard library is used).
 
         Raises:
@@ -246,7 +250,8 @@ class Watchdog:
         (folder / _WATCHED).mkdir(parents=True, exist_ok=True)
         ready, ready_w = os.pipe()
         argv = [python, "-I", "-S", str(Path(__file__).resolve()), str(folder), str(owner),
-                str(owner_ref.started or 0), str(ready_w), *(["--sweep"] if sweep else [])]
+                str(owner_ref.started or 0), str(ready_w), *(["--sweep"] if sweep else []),
+                *(["--temporary"] if temporary else [])]
         log: IO[bytes]
         try:
             try:
@@ -423,7 +428,8 @@ def _entries(folder: Path) -> list[dict[str, Any]]:
 
 
 def main(argv: Sequence[str]) -> int:
-    """``watchdog.py FOLDER OWNER_PID OWNER_STARTED READY_FD [--sweep]``: wait, then stop."""
+    """``watchdog.py FOLDER OWNER_PID OWNER_STARTED READY_FD [--sweep] [--temporary]``: wait,
+    then stop."""
     folder = Path(argv[0])
     owner = ProcessRef(int(argv[1]), int(argv[2]) or None)
     ready = int(argv[3])
@@ -458,6 +464,8 @@ def main(argv: Sequence[str]) -> int:
     mine = Watchdog.running(folder)
     if mine is not None and mine.process.pid == os.getpid():
         (folder / _RECORD).unlink(missing_ok=True)
+    if "--temporary" in argv[4:]:
+        shutil.rmtree(folder, ignore_errors=True)
     return 0
 
 

@@ -43,11 +43,18 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
 
-async def test_holds_the_session_servers(postgres_server: str, temporal_address: str) -> None:
+from tests.conftest import _SESSION_WATCHDOG
+
+
+async def test_holds_the_session_servers(
+    postgres_server: str, temporal_address: str, request: pytest.FixtureRequest
+) -> None:
     Path({out!r}).write_text(json.dumps({{
         "pid": os.getpid(),
         "ports": [urlsplit(postgres_server).port, int(temporal_address.rpartition(":")[2])],
+        "session_watchdog": str(request.config.stash[_SESSION_WATCHDOG].folder),
     }}))
     await asyncio.sleep(600)
 '''
@@ -93,7 +100,8 @@ class HeldSession:
         self.out = out
 
     async def holding(self) -> tuple[list[ProcessRef], list[int]]:
-        """Once the test holds its servers: every process below the session, and the ports."""
+        """Once the test holds its servers: every process below the session, and the ports.
+        (The session watchdog's temporary folder is then :attr:`watchdog_folder`.)"""
         async def started() -> dict[str, object]:
             assert self.proc.poll() is None, self.output.read_text()
             assert self.out.exists(), "the session's servers are not up yet"
@@ -103,6 +111,8 @@ class HeldSession:
         assert held["pid"] == self.proc.pid
         processes = descendants(self.proc.pid)
         ports = [int(p) for p in held["ports"]]  # type: ignore[attr-defined]
+        self.watchdog_folder = Path(str(held["session_watchdog"]))
+        assert self.watchdog_folder.is_dir()
         return processes, ports
 
     def kill(self) -> None:
@@ -162,6 +172,7 @@ class TestInterruptedTestSession:
         code = await asyncio.to_thread(held_session.proc.wait, 60)
         assert code == pytest.ExitCode.INTERRUPTED, held_session.output.read_text()
         await nothing_left_within(processes, ports, within_s=2)
+        assert not held_session.watchdog_folder.exists()
 
     async def test_sigterm_runs_the_teardown(self, held_session: HeldSession) -> None:
         """SIGTERM to pytest alone (what a CI time-out sends first): the root conftest turns
@@ -184,6 +195,7 @@ class TestInterruptedTestSession:
         started = time.monotonic()
         await nothing_left_within(processes, ports, within_s=STOP_BOUND_S)
         print(f"nothing left {time.monotonic() - started:.2f} s after SIGKILL")
+        assert not held_session.watchdog_folder.exists()  # its temporary folder, too
 
 
 class TestOwnedStack:
