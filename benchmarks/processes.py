@@ -24,7 +24,7 @@ import asyncpg
 import httpx
 
 from benchmarks.scenarios import AGENCY_COUNT
-from nwd.stack import Stack
+from nwd.stack import Stack, Watchdog
 from runtime.process import free_port
 from runtime.settings import PROJECT_ROOT, Settings
 
@@ -59,7 +59,9 @@ def bench_stack(
 
     Everything is on free ports under ``state_dir``, so it never meets a stack already on
     the machine. ``TEMPORAL_ADDRESS`` / ``DATABASE_URL`` in ``environ`` name running servers
-    to use instead (their CPU is then measured only if they run here). Stopped on exit.
+    to use instead (their CPU is then measured only if they run here). Stopped on exit — and,
+    owned by this process, by the stack's watchdog if the benchmark is killed; a second
+    watchdog then sweeps the workers the benchmark started (docs/operations-stack.md).
     """
     env = dict(environ)
     given = Settings.from_environment()
@@ -75,7 +77,9 @@ def bench_stack(
         temporal_metrics_port=free_port(), postgres_port=free_port(),
         worker_metrics_address=None,
     )
-    stack = Stack(settings, external_temporal=given.temporal_external, env=env, echo=echo)
+    stack = Stack(settings, external_temporal=given.temporal_external, env=env, echo=echo,
+                  owner_pid=os.getpid())
+    sweeper = Watchdog.start(state_dir / "sweep", owner=os.getpid(), sweep=True)
     try:
         stack.up(["postgres", "temporal", "agencies"])
         yield BenchEnv(
@@ -90,6 +94,7 @@ def bench_stack(
         )
     finally:
         stack.down()
+        sweeper.stop()
 
 
 def agency_env(agencies_url: str) -> dict[str, str]:

@@ -132,6 +132,13 @@ def _switch(value: Any) -> bool:
     raise PydanticCustomError("switch", "is not a switch (1/0, true/false, yes/no, on/off)")
 
 
+def _process_id(value: Any) -> int:
+    text = str(value).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise PydanticCustomError("process_id", "is not a process id (a positive integer)")
+    return int(text)
+
+
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise PydanticCustomError("not_blank", "must not be blank")
@@ -149,6 +156,7 @@ def _aes_key(value: SecretStr) -> SecretStr:
 
 
 Port = Annotated[int, BeforeValidator(_tcp_port)]
+ProcessId = Annotated[int, BeforeValidator(_process_id)]
 HostPort = Annotated[str, AfterValidator(_host_port)]
 OptionalHostPort = Annotated[str | None, BeforeValidator(_optional_host_port)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
@@ -225,6 +233,10 @@ class Settings(BaseSettings):
     # ---- files and secrets
     state_dir: Path = _var("NWD_STATE_DIR", DEFAULT_STATE_DIR)
     """The embedded stack's state: databases, logs, pid files, generated secrets."""
+    stack_owner_pid: ProcessId | None = _var("NWD_STACK_OWNER_PID")
+    """A process whose end stops what ``nwd up`` starts (a CI job's shell, a test harness):
+    a watchdog stops the stack's processes once it has ended, even by SIGKILL; unset: they
+    run until ``nwd down``."""
     catalog_dir: Path = _var("NWD_CATALOG_DIR", DEFAULT_CATALOG_DIR)
     """The catalog: ``agencies.yaml`` and ``services/``."""
     encryption_key: AesKey | None = _var("NWD_ENCRYPTION_KEY")
@@ -374,7 +386,7 @@ def _problems(exc: ValidationError) -> tuple[str, ...]:
 
 _RULES = {
     "tcp_port", "host_port", "host_port_or_off", "http_url", "postgres_url", "switch",
-    "not_blank", "aes_key",
+    "not_blank", "aes_key", "process_id",
 }
 """The error types of the rules above, whose message is the rule itself."""
 

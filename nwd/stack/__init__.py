@@ -10,13 +10,16 @@ at run time. The package is split at its seams:
   needs, ports, launch, readiness, stop signals);
 - :mod:`nwd.stack.postgres`, :mod:`nwd.stack.temporal`, :mod:`nwd.stack.processes` — the
   components: PostgreSQL, the Temporal dev server, the engine's own processes;
+- :mod:`nwd.stack.watchdog` — the stop sequence by PID, and the watchdog that applies it to
+  a stack (or a test session) once its owner has ended, SIGKILL included;
 - :mod:`nwd.stack.secrets` — the generated secrets in ``<state>/secrets.json`` (mode 0600);
 - :mod:`nwd.stack.stack` — :class:`Stack`: the components in dependency order, every port
   checked free before anything starts, ``up``/``down``/``status``.
 
 All configuration is :class:`runtime.settings.Settings`; the stack's processes get theirs
 resolved (:meth:`Stack.child_env`). ``nwd down`` (another process) stops exactly the processes
-``nwd up`` started — by PID, never by name.
+``nwd up`` started — by PID, never by name. A stack given an owner (``owner_pid``,
+``NWD_STACK_OWNER_PID``) also stops when that process ends, however it ends.
 
 Exceptions::
 
@@ -30,6 +33,7 @@ from nwd.stack.secrets import Secrets, ensure_secrets, read_secrets
 from nwd.stack.stack import COMPONENTS, ComponentStatus, Stack
 from nwd.stack.supervisor import StackError, Supervisor, port_open, tail
 from nwd.stack.temporal import DEV_SERVER_DYNAMIC_CONFIG, temporal_binary
+from nwd.stack.watchdog import Watchdog
 
 __all__ = [
     "COMPONENTS",
@@ -43,6 +47,7 @@ __all__ = [
     "Stack",
     "StackError",
     "Supervisor",
+    "Watchdog",
     "ensure_secrets",
     "port_open",
     "postgres_bin_dir",

@@ -19,6 +19,7 @@ from nwd.stack.processes import EngineProcess, address_claim, url_claim
 from nwd.stack.secrets import Secrets, ensure_secrets
 from nwd.stack.supervisor import StackError, Supervisor, port_open
 from nwd.stack.temporal import TemporalDevServer
+from nwd.stack.watchdog import ProcessRef, Watchdog, release
 from runtime.settings import PROJECT_ROOT, Settings, reveal
 
 COMPONENTS: tuple[str, ...] = ("postgres", "temporal", "agencies", "worker", "intake")
@@ -55,6 +56,11 @@ class Stack:
         start_timeout: seconds each component may take to become ready.
         stop_grace: seconds between the polite signal and SIGKILL on ``down``.
         echo: where progress lines go (default: print); pass ``lambda _: None`` to silence.
+        owner_pid: a process whose end stops what this stack starts (default
+            ``settings.stack_owner_pid``; None: the processes run until ``down``). ``up``
+            starts a watchdog (:mod:`nwd.stack.watchdog`) that waits for that process to end
+            — however it ends, SIGKILL included — and then stops exactly the PIDs ``up``
+            started, as ``down`` would. Test and benchmark stacks pass their own PID.
     """
 
     def __init__(
@@ -67,8 +73,10 @@ class Stack:
         start_timeout: float = 60.0,
         stop_grace: float = 10.0,
         echo: Callable[[str], None] | None = None,
+        owner_pid: int | None = None,
     ) -> None:
         self.settings = settings
+        self.owner_pid = settings.stack_owner_pid if owner_pid is None else owner_pid
         self.external_temporal = (
             settings.temporal_external if external_temporal is None else external_temporal
         )
@@ -81,8 +89,11 @@ class Stack:
         self.supervisor = Supervisor(self.state_dir, cwd=PROJECT_ROOT)
         self.logs_dir = self.supervisor.logs_dir
         self.pids_dir = self.supervisor.pids_dir
+        self.watchdog_dir = self.state_dir / "watchdog"
         self.registry_path = settings.catalog_dir / REGISTRY_FILE
         self._registry: AgencyRegistry | None = None
+        self._watchdog: Watchdog | None = None
+        """The watchdog this stack started (kept to reap it when it ends)."""
         self.postgres = Postgres(
             port=settings.postgres_port, external_url=settings.database_url,
             state_dir=self.state_dir, base_env=self.base_env,
@@ -279,6 +290,7 @@ class Stack:
             encryption_key=self.settings.encryption_key or secrets.encryption_key,
             codec_token=self.settings.codec_token or secrets.codec_token,
             agency_env={**self.settings.agency_env, **self.agency_env()},
+            stack_owner_pid=None,  # the stack's to act on, not its processes'
         )
 
     def child_env(self, component: str) -> dict[str, str]:
@@ -334,9 +346,16 @@ class Stack:
         started is checked free: one taken by another program (a second stack, say) fails
         with the port and the variable that moves it. Components start in waves — each wave
         the components whose needs are ready, in parallel — and each is waited for.
+
+        With an owner (``owner_pid``), every process started is put in the care of the
+        stack's watchdog (started first); a watchdog already running for another owner, or an
+        owner that does not run, fails before anything starts.
         """
         names = self.resolve(components)
+        self._check_owner()
         with self.supervisor.lock():
+            if self.owner_pid is not None:
+                self._watchdog = self._owner_watchdog(self.owner_pid)
             self.secrets()
             self._check_ports(names)
             waiting = list(names)
@@ -382,7 +401,42 @@ class Stack:
                                        timeout=self.start_timeout)
             self.echo(f"{name}: already running (pid {pid})")
             return None
-        return self.supervisor.spawn(name, component.launch())
+        pid = self.supervisor.spawn(name, component.launch())
+        if self._watchdog is not None:
+            self._watchdog.watch(name, pid, signals=component.stop_signals,
+                                 grace=self.stop_grace)
+        return pid
+
+    # ---- the owner's watchdog --------------------------------------------------------------
+
+    def _check_owner(self) -> None:
+        if self.owner_pid is None:
+            return
+        if not ProcessRef.of(self.owner_pid).alive():
+            raise StackError(
+                f"the stack's owner (NWD_STACK_OWNER_PID={self.owner_pid}) is not a running "
+                "process; give the PID of the process whose end should stop the stack"
+            )
+        running = Watchdog.running(self.watchdog_dir)
+        if running is not None and running.owner.pid != self.owner_pid:
+            raise StackError(
+                f"the stack under {self.state_dir} is already tied to process "
+                f"{running.owner.pid} (watchdog pid {running.process.pid}); stop it with "
+                "`nwd down` first, or use another NWD_STATE_DIR"
+            )
+
+    def _owner_watchdog(self, owner: int) -> Watchdog:
+        """The watchdog for ``owner``: the running one, else a new one."""
+        running = Watchdog.running(self.watchdog_dir)
+        if running is not None and running.owner.pid == owner:
+            if self._watchdog is not None and self._watchdog.process == running.process:
+                return self._watchdog
+            return running
+        return Watchdog.start(self.watchdog_dir, owner=owner)
+
+    def watchdog(self) -> Watchdog | None:
+        """The stack's running watchdog, if it has an owner and runs."""
+        return Watchdog.running(self.watchdog_dir)
 
     # ---- down and status -------------------------------------------------------------------
 
@@ -390,7 +444,8 @@ class Stack:
         """Stop the components (default: all) this stack started; returns the names stopped.
 
         Each gets its polite signal (PostgreSQL: SIGINT, its fast shutdown), then SIGKILL
-        after ``stop_grace`` seconds. Only PIDs from our pid files are signalled.
+        after ``stop_grace`` seconds. Only PIDs from our pid files are signalled. Each one
+        stopped leaves the watchdog's care; once nothing of the stack runs, the watchdog ends.
         """
         names = set(COMPONENTS if components is None else components)
         stopped: list[str] = []
@@ -403,9 +458,20 @@ class Stack:
                     continue
                 self.supervisor.stop(name, pid, self.components[name].stop_signals,
                                      grace=self.stop_grace)
+                release(self.watchdog_dir, name)
                 stopped.append(name)
                 self.echo(f"{name}: stopped (pid {pid})")
+            if all(self.running_pid(name) is None for name in COMPONENTS):
+                self._stop_watchdog()
         return stopped
+
+    def _stop_watchdog(self) -> None:
+        running = Watchdog.running(self.watchdog_dir)
+        if running is None:
+            return
+        mine = self._watchdog
+        (mine if mine is not None and mine.process == running.process else running).stop()
+        self._watchdog = None
 
     def status(self) -> list[ComponentStatus]:
         """Every component: running or not, its PID, URL and log."""

@@ -8,7 +8,9 @@ outlives the ``nwd up`` that started it, and a Ctrl-C in the terminal is ours to
 
 so a later process (``nwd down``) stops exactly what was started: by PID, never by name, and
 only while the PID's command line still contains the child's marker — a PID the system gave to
-another program since is never signalled (the reused-PID guard).
+another program since is never signalled (the reused-PID guard). The stop sequence itself is
+:func:`nwd.stack.watchdog.stop_process`, shared with the watchdog that stops a stack whose
+owner has ended.
 
 Exceptions::
 
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import signal
 import socket
 import subprocess
@@ -28,6 +29,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from nwd.stack.watchdog import cmdline, pid_alive, stop_process
 
 
 class StackError(Exception):
@@ -43,12 +46,6 @@ class Launch:
     """The child's whole environment (nothing is inherited beyond it)."""
     user: str | None = None
     """Run as this system user (PostgreSQL refuses root)."""
-
-
-KILL_GRACE = 5.0
-"""Seconds to wait for a process after SIGKILL before giving up on it."""
-LATER_SIGNAL_GRACE = 3.0
-"""Seconds each signal after the first gets (e.g. PostgreSQL's SIGQUIT)."""
 
 
 class Supervisor:
@@ -94,8 +91,8 @@ class Supervisor:
         except (OSError, ValueError):
             path.unlink(missing_ok=True)
             return None
-        cmdline = _cmdline(pid)
-        if pid_alive(pid) and (cmdline is None or marker in cmdline):
+        found = cmdline(pid)
+        if pid_alive(pid) and (found is None or marker in found):
             return pid
         path.unlink(missing_ok=True)
         return None
@@ -158,23 +155,10 @@ class Supervisor:
         self, name: str, pid: int, signals: Sequence[signal.Signals], *, grace: float
     ) -> None:
         """Stop ``name``: each of ``signals`` in turn (the first waits ``grace`` seconds),
-        then SIGKILL; its direct children (PostgreSQL's backends) must not outlive it."""
-        children = _child_pids(pid)
-        steps = [(sig, grace if i == 0 else LATER_SIGNAL_GRACE) for i, sig in enumerate(signals)]
-        steps.append((signal.SIGKILL, KILL_GRACE))
-        for sig, wait in steps:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-            if _wait_gone([pid], wait):
-                break
-        else:
+        then SIGKILL; its direct children (PostgreSQL's backends) must not outlive it
+        (:func:`nwd.stack.watchdog.stop_process`)."""
+        if not stop_process(pid, signals, grace=grace):
             raise StackError(f"{name} (pid {pid}) did not exit even after SIGKILL")
-        leftovers = [c for c in children if pid_alive(c)]
-        if leftovers and not _wait_gone(leftovers, LATER_SIGNAL_GRACE):
-            for child in leftovers:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child, signal.SIGKILL)
-            _wait_gone(leftovers, 2.0)
         self.pid_path(name).unlink(missing_ok=True)
 
 
@@ -195,46 +179,3 @@ def tail(path: Path, lines: int = 40) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie does not); reaps it if it is our own exited child."""
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, owned by another user (PostgreSQL's system user)
-    with contextlib.suppress(OSError):
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    return True
-
-
-def _cmdline(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return None  # not Linux, or gone: trust the PID
-
-
-def _wait_gone(pids: list[int], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while any(pid_alive(p) for p in pids):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def _child_pids(pid: int) -> list[int]:
-    """Direct children of ``pid`` (Linux /proc; empty elsewhere)."""
-    children: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        with contextlib.suppress(OSError):
-            children += [int(c) for c in task.read_text().split()]
-    return children

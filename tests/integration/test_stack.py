@@ -207,7 +207,8 @@ class TestWholeStack:
             env = stack.child_env("worker")
             assert env["NWD_WORKER_METRICS_ADDRESS"] == stack.settings.worker_metrics_address
             assert env["TEMPORAL_ADDRESS"] == f"127.0.0.1:{stack.settings.temporal_port}"
-            unset = {"NWD_AGENCIES_DATABASE_URL", "NWD_INTAKE_METRICS_ADDRESS"}  # optional
+            unset = {"NWD_AGENCIES_DATABASE_URL", "NWD_INTAKE_METRICS_ADDRESS",
+                     "NWD_STACK_OWNER_PID"}  # optional
             assert set(Settings.variables()) - unset <= set(env)
         finally:
             stopped = stack.down()

@@ -27,6 +27,7 @@ DEFAULT_IS_FINE: dict[str, str] = {
     "NWD_TEMPORAL_UI_PORT": "a port of the embedded stack, which compose does not use",
     "NWD_TEMPORAL_METRICS_PORT": "a port of the embedded stack, which compose does not use",
     "NWD_POSTGRES_PORT": "a port of the embedded stack, which compose does not use",
+    "NWD_STACK_OWNER_PID": "ties the embedded stack to a process; compose does not use it",
     "NWD_AGENCIES_DATABASE_URL": "the agencies service sets its own DATABASE_URL",
     "NWD_WORKER_METRICS_ADDRESS": "the default port inside the worker's container",
     "NWD_INTAKE_METRICS_ADDRESS": "a private port inside the intake's container",
