@@ -3,7 +3,10 @@
 - ``PUT /_admin/agencies/{agency}/behaviour`` (``*`` for every agency) — replace behaviour;
 - ``GET /_admin/agencies/{agency}/behaviour``;
 - ``GET /_admin/agencies/{agency}/records[?reference=&operation=]`` — rows as JSON;
-- ``POST /_admin/reset`` — empty every table, restore start-up behaviour.
+- ``GET /_admin/agencies/{agency}/outbox[?reference=&state=]`` — the callbacks owed or sent:
+  state, attempts, last status and error code, next attempt (not the body or the URL);
+- ``POST /_admin/reset`` — empty every table (records, outbox, keys), restore start-up
+  behaviour.
 
 It has no authentication: bind the reference agencies to a local address.
 """
@@ -63,6 +66,17 @@ def admin_router(
         async with hosted.pool.acquire() as conn:
             rows = await hosted.stores[agency_id].list_records(
                 conn, reference=reference, operation=operation
+            )
+        return [row.as_json() for row in rows]
+
+    @routes.get("/agencies/{agency_id}/outbox")
+    async def outbox(
+        agency_id: str, reference: str | None = None, state: str | None = None
+    ) -> list[dict[str, Any]]:
+        hosted.agency(agency_id)
+        async with hosted.pool.acquire() as conn:
+            rows = await hosted.stores[agency_id].outbox.rows(
+                conn, reference=reference, state=state
             )
         return [row.as_json() for row in rows]
 
