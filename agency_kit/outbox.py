@@ -78,6 +78,7 @@ log = structlog.get_logger("agency_kit.outbox")
 OutboxState = Literal["pending", "delivered", "finished", "refused", "voided", "expired"]
 """A row's state: ``pending`` until one of the final ones (see the module docstring)."""
 FINAL_STATES: Final = frozenset({"delivered", "finished", "refused", "voided", "expired"})
+STATES: Final = frozenset({"pending", *FINAL_STATES})
 
 Verdict = Literal["delivered", "finished", "refused", "retry"]
 
@@ -554,9 +555,14 @@ class OutboxSender:
         }
         started = time.perf_counter()
         try:
-            response = await self._http.post(
-                row.url, content=body, headers=headers, timeout=self.timeout_s
-            )
+            # httpx's timeout bounds each phase (connect, write, every read); the lease needs a
+            # bound on the whole attempt, so an engine trickling bytes cannot outlast it
+            async with asyncio.timeout(self.timeout_s):
+                response = await self._http.post(
+                    row.url, content=body, headers=headers, timeout=self.timeout_s
+                )
+        except (TimeoutError, httpx.TimeoutException):  # whichever bound ran out first
+            return _Attempt(None, error="Timeout")
         except httpx.HTTPError as exc:
             return _Attempt(None, error=type(exc).__name__)
         log.debug("outbox.answer", status_code=response.status_code,

@@ -21,6 +21,7 @@ import structlog
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
+from agency_kit.outbox import STATES
 from agency_kit.reference.behaviour import AgencyBehaviour, BehaviourBook
 from agency_kit.reference.hosted import HostedAgencies
 from agency_kit.reference.plumbing import Refusal, field_errors
@@ -74,6 +75,11 @@ def admin_router(
         agency_id: str, reference: str | None = None, state: str | None = None
     ) -> list[dict[str, Any]]:
         hosted.agency(agency_id)
+        if state is not None and state not in STATES:
+            raise Refusal(
+                422, "invalid_state",
+                f"state must be one of {', '.join(sorted(STATES))}, not {state!r}",
+            )
         async with hosted.pool.acquire() as conn:
             rows = await hosted.stores[agency_id].outbox.rows(
                 conn, reference=reference, state=state

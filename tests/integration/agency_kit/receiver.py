@@ -2,9 +2,10 @@
 
 Written on asyncio streams rather than a web framework, so that it can do what a real engine
 or network does on a bad day: answer any status with any headers, reset the connection without
-answering (an RST, not a polite close), or stop listening for a while and come back on the same
-port. Every request is kept with its ``Idempotency-Key``, its headers, its raw body and the
-answer it got, so a test can count deliveries (2xx answers) per key.
+answering (an RST, not a polite close), hang until the caller times out, or stop listening for
+a while and come back on the same port. Every request is kept with its ``Idempotency-Key``,
+its headers, its raw body and the answer it got, so a test can count deliveries (2xx answers)
+per key.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any, Literal
 
 RESET: Literal["reset"] = "reset"
 """An action: close the connection with an RST instead of answering."""
+HANG: Literal["hang"] = "hang"
+"""An action: read the request, then say nothing until the caller gives up (a timeout)."""
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,7 @@ class Answer:
     body: dict[str, Any] = field(default_factory=lambda: {"ok": True})
 
 
-Action = Answer | Literal["reset"]
+Action = Answer | Literal["reset", "hang"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class Arrival:
     key: str
     headers: dict[str, str]
     body: bytes
-    answer: int | Literal["reset"]
+    answer: int | Literal["reset", "hang"]
     at: float
     """``time.monotonic()`` when it arrived."""
 
@@ -100,7 +103,9 @@ class CountingReceiver:
                     headers[name.strip().lower()] = value.strip()
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             action = self.script.pop(0) if self.script else self.default
-            answer: int | Literal["reset"] = action.status if isinstance(action, Answer) else RESET
+            answer: int | Literal["reset", "hang"] = (
+                action.status if isinstance(action, Answer) else action
+            )
             self.arrivals.append(
                 Arrival(headers.get("idempotency-key", ""), headers, body, answer,
                         time.monotonic())
@@ -115,6 +120,9 @@ class CountingReceiver:
                 )
                 await writer.drain()
                 writer.close()
+            elif action == HANG:
+                await reader.read()  # until the caller closes its end
+                writer.transport.abort()
             else:
                 sock = writer.get_extra_info("socket")
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -234,6 +234,50 @@ class TestCallbackMode:
         _, raw = await next_callback(receiver)
         assert json.loads(raw)["status"] == "completed"
 
+    async def test_callbacks_owed_in_a_table_from_before_the_outbox_are_adopted(
+        self, start_agencies: StartAgencies, receiver: Receiver
+    ) -> None:
+        """A records table of the old shape (callback_state = 'pending', no due time): on
+        start-up the finished record's callback moves into the outbox, the accepted one
+        falls due; both are sent once and the old column goes."""
+        first = await start_agencies({"dmv": {"mode": "callback", "callback_delay_s": 60}})
+        finished, accepted = (request_body(callback_url=receiver.url) for _ in range(2))
+        for body in (finished, accepted):
+            assert (await first.call("dmv", "update-address", body)).status_code == 202
+        await first.stop()
+        conn = await asyncpg.connect(first.database_url)
+        try:
+            await conn.execute(
+                "ALTER TABLE agency_dmv.records ADD COLUMN callback_state text;"
+                " UPDATE agency_dmv.records SET callback_state = 'pending', due_at = NULL;"
+                " UPDATE agency_dmv.records SET status = 'completed', output = '{\"n\": 1}'"
+                f" WHERE reference = '{finished['reference']}'"
+            )
+        finally:
+            await conn.close()
+        await start_agencies({"dmv": {"mode": "callback", "callback_delay_s": 60}})
+        got: dict[str, dict[str, Any]] = {}
+        for _ in range(2):
+            headers, raw = await next_callback(receiver)
+            got[headers["x-nwd-reference"]] = json.loads(raw)
+        assert got[finished["reference"]]["output"] == {"n": 1}
+        assert got[accepted["reference"]]["status"] == "completed"
+
+        async def delivered_once_each() -> None:
+            rows = await _outbox_rows(first)
+            assert sorted(rows) == [("delivered", 1), ("delivered", 1)], rows
+
+        await eventually(delivered_once_each, within_s=5, every_s=0.05)
+        assert receiver.received.empty(), "each callback once"
+        conn = await asyncpg.connect(first.database_url)
+        try:
+            assert not await conn.fetchval(
+                "SELECT count(*) FROM information_schema.columns WHERE table_schema ="
+                " 'agency_dmv' AND table_name = 'records' AND column_name = 'callback_state'"
+            )
+        finally:
+            await conn.close()
+
     async def test_information_in_callback_mode_is_told_by_callback(
         self, agencies: Agencies, receiver: Receiver
     ) -> None:
@@ -285,6 +329,16 @@ class TestIdle:
         finally:
             await conn.close()
         assert after - before < 30, f"{after - before} transactions in 3 s of idling"
+
+
+async def _outbox_rows(agencies: Agencies) -> list[tuple[str, int]]:
+    """(state, attempts) of the dmv outbox, read straight from the database."""
+    conn = await asyncpg.connect(agencies.database_url)
+    try:
+        rows = await conn.fetch("SELECT state, attempts FROM agency_dmv.outbox")
+    finally:
+        await conn.close()
+    return [(row["state"], row["attempts"]) for row in rows]
 
 
 async def _commits(conn: asyncpg.Connection) -> int:
@@ -475,7 +529,9 @@ class TestAdmin:
                             secret=None)
 
         async def owed() -> None:
-            [row] = await agencies.outbox("companies")
+            rows = await agencies.outbox("companies")
+            assert len(rows) == 1, rows  # the outcome falls due at once, then the row exists
+            [row] = rows
             assert (row["state"], row["attempts"] >= 1) == ("pending", True), row
 
         await eventually(owed, within_s=5, every_s=0.05)
@@ -494,3 +550,30 @@ class TestAdmin:
         await agencies.call("dmv", "update-address", request_body("REQ-b"))
         rows = await agencies.records("dmv", reference="REQ-b")
         assert [row["reference"] for row in rows] == ["REQ-b"]
+
+    async def test_outbox_rows_filter_by_state_and_a_bad_state_is_refused(
+        self, agencies: Agencies, receiver: Receiver
+    ) -> None:
+        """The outbox listing shows state, attempts, last status and next attempt, and filters
+        by state; an unknown state is a 422 naming the states (and no rows)."""
+        await agencies.behave("dmv", {"mode": "callback", "callback_delay_s": 0})
+        body = request_body(callback_url=receiver.url)
+        await agencies.call("dmv", "update-address", body)
+        await next_callback(receiver)
+
+        async def delivered() -> None:
+            rows = await agencies.outbox("dmv", state="delivered")
+            assert len(rows) == 1, rows
+            [row] = rows
+            assert (row["attempts"], row["last_status"]) == (1, 200), row
+            assert {"next_attempt_at", "last_error", "reference"} <= set(row)
+            assert "body" not in row and "url" not in row
+
+        await eventually(delivered, within_s=5, every_s=0.05)
+        assert await agencies.outbox("dmv", state="pending") == []
+        bad = await agencies.http.get(
+            f"{agencies.url}/_admin/agencies/dmv/outbox", params={"state": "sent"}
+        )
+        assert bad.status_code == 422, bad.text
+        assert bad.json()["code"] == "invalid_state"
+        assert "pending" in bad.json()["reason"]

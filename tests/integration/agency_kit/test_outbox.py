@@ -22,7 +22,7 @@ import pytest_asyncio
 from agency_kit.contract import Callback
 from agency_kit.outbox import Outbox, OutboxRow, OutboxSender, RetryPolicy
 from agency_kit.signing import verify_headers
-from tests.integration.agency_kit.receiver import RESET, Answer, CountingReceiver
+from tests.integration.agency_kit.receiver import HANG, RESET, Answer, CountingReceiver
 from tests.polling import eventually
 
 SECRET = "outbox-secret"
@@ -194,6 +194,31 @@ class TestRetries:
         assert answers == [503, "reset", 408, "reset", 429, 500, 200]
         assert counting_receiver.delivered() == {key: 1}
         assert delivered.attempts == 7
+
+    async def test_an_engine_that_does_not_answer_times_out_and_is_tried_again(
+        self, pool: asyncpg.Pool, outbox: Outbox, enqueue: Enqueue, sender: Sender,
+        counting_receiver: CountingReceiver,
+    ) -> None:
+        """No answer within timeout_s: the attempt ends as a timeout (no status), the row
+        stays pending, and the next attempt — same key — is the one delivery."""
+        counting_receiver.script = [HANG]
+        slow = RetryPolicy(initial_interval_s=1.0, jitter=0)  # time to see the timeout
+        async with sender(timeout_s=0.5, policy=slow):
+            key = await enqueue()
+
+            async def timed_out() -> None:
+                found = await row(pool, outbox, key)
+                assert (found.state, found.attempts, found.last_status, found.last_error) == (
+                    "pending", 1, None, "Timeout"
+                ), found
+
+            await eventually(timed_out, within_s=5, every_s=0.02)
+            delivered = await until_state(pool, outbox, key, "delivered")
+        first, second = counting_receiver.requests(key)
+        assert (first.answer, second.answer) == ("hang", 200)
+        assert second.at - first.at >= 0.45, "the first attempt waited for its timeout"
+        assert counting_receiver.delivered() == {key: 1}
+        assert delivered.attempts == 2
 
     async def test_an_engine_down_for_a_while_gets_the_callback_when_back(
         self, pool: asyncpg.Pool, outbox: Outbox, enqueue: Enqueue, sender: Sender,

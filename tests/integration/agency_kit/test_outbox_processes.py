@@ -198,8 +198,13 @@ class TestProcesses:
         await eventually(all_delivered, within_s=30, every_s=0.1)
         assert counting_receiver.delivered() == dict.fromkeys(keys, 1)
         assert len(counting_receiver.arrivals) == 20
-        rows = await table(database_url, "SELECT state, attempts FROM agency_dmv.outbox")
-        assert sorted((r["state"], r["attempts"]) for r in rows) == [("delivered", 1)] * 20
+
+        async def recorded() -> None:
+            # the receiver counts on arrival; the sender writes the answer down just after
+            rows = await table(database_url, "SELECT state, attempts FROM agency_dmv.outbox")
+            assert sorted((r["state"], r["attempts"]) for r in rows) == [("delivered", 1)] * 20
+
+        await eventually(recorded, within_s=5, every_s=0.1)
         outcomes = await table(
             database_url, "SELECT status, count(*) AS n FROM agency_dmv.records GROUP BY status"
         )
