@@ -74,8 +74,11 @@ _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _UNUSUAL_BREAK = re.compile("[\x85\u2028\u2029]")
 """NEL, LINE SEPARATOR, PARAGRAPH SEPARATOR: line breaks to ruamel (YAML 1.1), not to YAML 1.2
 or most editors, so a position after one would differ between the message and the editor."""
-_FORBIDDEN_CHARACTER = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
-"""What no value may hold: C0 controls but tab and line breaks, DEL, surrogates, non-characters.
+_FORBIDDEN_CHARACTER = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]"
+)
+"""What no value may hold: C0 controls but tab and line breaks, DEL, C1 controls (NEL too),
+surrogates, non-characters.
 The reader refuses them in the raw text; this catches them written as escapes (``"\\0"``)."""
 
 

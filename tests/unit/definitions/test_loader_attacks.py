@@ -96,6 +96,19 @@ class TestSize:
         assert f"more than {MAX_NODES:,} values" in problem.message
         assert problem.line > MAX_NODES - 100  # where the limit was reached
 
+    def test_the_slowest_file_at_the_byte_limit_is_decided_in_bounded_time(
+        self, root: Path
+    ) -> None:
+        """Of the 1 MiB files tried (comments, one long scalar, escapes, spaces, a long key,
+        a block literal), blank lines cost the scanner most: ~7 s measured on a busy machine.
+        A file of exactly MAX_FILE_BYTES of them still loads within the bound."""
+        target = root / "services" / "x.yaml"
+        target.write_bytes(SERVICE.encode() + b"\n" * (MAX_FILE_BYTES - len(SERVICE.encode())))
+        assert target.stat().st_size == MAX_FILE_BYTES
+        timer = Timer()
+        assert set(load_catalog(root).services) == {"x"}
+        assert timer.seconds < 60
+
     def test_a_large_valid_registry_under_the_limits_loads(self, root: Path) -> None:
         """The limits leave room: 200 agencies (~13,000 values; the shipped registry has 9)
         load."""
@@ -227,6 +240,8 @@ class TestEncoding:
             pytest.param('"X\\ud83dY"', 8, id="lone-surrogate-escape"),
             pytest.param('"\\ud83d\\ude00"', 8, id="surrogate-pair-escape"),
             pytest.param('"X\\x07"', 8, id="bell-escape"),
+            pytest.param('"X\\x80"', 8, id="C1-control-escape"),
+            pytest.param('"X\\N"', 8, id="NEL-escape"),
         ],
     )
     def test_control_characters_and_surrogates_are_refused(
@@ -238,6 +253,18 @@ class TestEncoding:
         )
         problem = only(problems_of(root), "invalid-character")
         assert (problem.line, problem.column) == (3, column)
+
+    def test_invisible_characters_are_shown_escaped(self, root: Path) -> None:
+        """A step kind holding a right-to-left override (allowed in YAML text) is reported
+        with the character escaped, so `nwd definitions check` prints what is really there
+        (found by hypothesis: pydantic's union message echoed a kind of U+0080 raw)."""
+        (root / "services" / "x.yaml").write_text(
+            SERVICE.replace("  - id: first\n", "  - id: first\n    kind: c\u202eall\n"),
+            encoding="utf-8",
+        )
+        problem = only(problems_of(root), "invalid-value")
+        assert "c\\u202eall" in problem.message
+        assert str(problem).isprintable()
 
     @pytest.mark.parametrize("separator", ["\x85", "\u2028", "\u2029"])
     def test_unusual_line_breaks_are_refused(self, root: Path, separator: str) -> None:
@@ -350,7 +377,8 @@ def chain(count: int, *, extra: str = "") -> str:
     """A service of ``count`` steps, each needing the one before."""
     head = SERVICE.split("steps:")[0] + "steps:\n"
     return head + "".join(
-        f"  - {{id: s{i}, agency: tax, operation: update-address, needs: [{f's{i - 1}' if i else ''}],"
+        f"  - {{id: s{i}, agency: tax, operation: update-address,"
+        f" needs: [{f's{i - 1}' if i else ''}],"
         f" input: {{tax_id: submission.tax_id, address: submission.address}}{extra}}}\n"
         for i in range(count)
     )
