@@ -11,8 +11,9 @@ Three checks, because each misses what the others catch:
 - the **implicit-null** check below: in an OpenAPI document no value is null unless it is an
   example or a default, and every ``description`` is text. An unquoted comma in a flow
   mapping — ``{type: string, description: A code, e.g. x.}`` — makes ``e.g. x.`` a key with
-  a null value; JSON Schema ignores unknown keywords and yamllint sees valid YAML, so without
-  this the description is silently cut short (as two in the agency contract were).
+  a null value; JSON Schema ignores unknown keywords and the document is valid YAML, so without
+  this (or yamllint's ``empty-values`` rule) the description is silently cut short (as two in
+  the agency contract were).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
+from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 from ruamel.yaml import YAML
 from yamllint import config, linter
 
@@ -31,9 +33,14 @@ LINTED_DIRS = (ROOT / "docs", ROOT / "definitions")
 """docs/ (the OpenAPI documents) and the shipped catalog."""
 
 DOCUMENTS = sorted(
-    path for folder in LINTED_DIRS for pattern in ("*.yaml", "*.yml") for path in folder.rglob(pattern)
+    path
+    for folder in LINTED_DIRS
+    for pattern in ("*.yaml", "*.yml")
+    for path in folder.rglob(pattern)
 )
-OPENAPI = [path for path in DOCUMENTS if "openapi" in (YAML(typ="safe").load(path.read_text()) or {})]
+OPENAPI = [
+    path for path in DOCUMENTS if "openapi" in (YAML(typ="safe").load(path.read_text()) or {})
+]
 YAMLLINT = config.YamlLintConfig(file=str(ROOT / ".yamllint.yaml"))
 NULL_ALLOWED_UNDER = {"default", "example", "const", "examples", "enum"}
 
@@ -118,12 +125,13 @@ class TestTheChecksBite:
             ("a: yes\n", "truthy"),
             ("label: {en: Why?, es: Por qué?}\n", "syntax"),
             (f"a: {'x' * 101}\n", "line-length"),
-            ("a: &x 1\nb: *x\n", "anchors"),
+            ("a: &x 1\nb: 2\n", "anchors"),  # an unused anchor
+            ("a: *x\n", "anchors"),  # an alias to no anchor
         ],
     )
     def test_yamllint_config_refuses(self, text: str, rule: str) -> None:
         assert any(f"({rule})" in p for p in yamllint_problems(text, "x.yaml"))
 
     def test_the_openapi_validator_refuses_a_broken_document(self) -> None:
-        with pytest.raises(Exception, match="info"):
+        with pytest.raises(OpenAPIValidationError, match="info"):
             validate({"openapi": "3.1.0", "paths": {}}, cls=OpenAPIV31SpecValidator)
