@@ -28,12 +28,14 @@ from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 from definitions.errors import DefinitionErrors
-from definitions.loader import load_catalog
+from definitions.loader import load_catalog, load_registry_file
 from runtime.settings import DEFAULT_CATALOG_DIR
 from tests.unit.definitions.test_cases import CASES, documented_codes
 
-EXAMPLES = {"bytes": 50, "soup": 50, "documents": 30, "shaped": 30, "mutations": 20}
-"""Examples per property: 180 in all, ~20 s on a shared 2-core machine (a shipped-catalog
+EXAMPLES = {
+    "bytes": 50, "soup": 50, "documents": 30, "shaped": 30, "mutations": 20, "registry": 30,
+}
+"""Examples per property: 210 in all, ~20 s on a shared 2-core machine (a shipped-catalog
 mutation costs ~0.4 s: the registry alone is 10 KB of pure-Python YAML). Raise them to explore;
 hypothesis keeps what it finds in .hypothesis/ and replays it first."""
 
@@ -77,17 +79,23 @@ def assert_loads_or_refuses_cleanly(root: Path) -> None:
     try:
         load_catalog(root)
     except DefinitionErrors as exc:
-        assert exc.problems, "DefinitionErrors without a problem"
-        for problem in exc.problems:
-            shown = str(problem)
-            assert problem.file.resolve().is_relative_to(root.resolve()), shown
-            assert problem.code in KNOWN_CODES, shown
-            assert problem.message.strip(), shown
-            assert problem.line >= 1 and problem.column >= 1, shown
-            assert shown.isprintable(), f"unprintable problem: {shown!r}"
-            if problem.file.is_file():
-                lines = _line_count(problem.file.read_bytes())
-                assert problem.line <= lines, f"{shown} (the file has {lines} lines)"
+        assert_well_formed(exc, root)
+
+
+def assert_well_formed(exc: DefinitionErrors, root: Path) -> None:
+    """Every problem names a file of the catalog, a position inside it, a documented code
+    and a printable, non-empty message."""
+    assert exc.problems, "DefinitionErrors without a problem"
+    for problem in exc.problems:
+        shown = str(problem)
+        assert problem.file.resolve().is_relative_to(root.resolve()), shown
+        assert problem.code in KNOWN_CODES, shown
+        assert problem.message.strip(), shown
+        assert problem.line >= 1 and problem.column >= 1, shown
+        assert shown.isprintable(), f"unprintable problem: {shown!r}"
+        if problem.file.is_file():
+            lines = _line_count(problem.file.read_bytes())
+            assert problem.line <= lines, f"{shown} (the file has {lines} lines)"
 
 
 def _line_count(raw: bytes) -> int:
@@ -237,3 +245,13 @@ class TestHostileFiles:
             files[f"services/{path.name}"] = raw
         with catalog(files) as root:
             assert_loads_or_refuses_cleanly(root)
+
+    @budget(EXAMPLES["registry"])
+    @given(raw=st.one_of(st.binary(max_size=2000), yaml_soup, documents.map(dump)))
+    def test_a_registry_file_on_its_own(self, raw: bytes) -> None:
+        """load_registry_file (what the embedded stack reads) keeps the same promise."""
+        with catalog({"agencies.yaml": raw}) as root:
+            try:
+                load_registry_file(root / "agencies.yaml")
+            except DefinitionErrors as exc:
+                assert_well_formed(exc, root)
