@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -113,11 +114,11 @@ def catalog() -> Catalog:
     return load_catalog(DEFAULT_CATALOG_DIR)
 
 
-@pytest_asyncio.fixture
-async def agencies(postgres_server: str, catalog: Catalog) -> AsyncIterator[Agencies]:
+@asynccontextmanager
+async def running_agencies(database_url: str, catalog: Catalog) -> AsyncIterator[Agencies]:
+    """The reference agencies of ``catalog`` on uvicorn (a free port), on ``database_url``."""
     from agency_kit.reference.app import create_app
 
-    database_url = await new_database(postgres_server, "agencies")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env: dict[str, str] = {}
@@ -131,10 +132,18 @@ async def agencies(postgres_server: str, catalog: Catalog) -> AsyncIterator[Agen
             agency_secrets[agency.id] = secret
     app = create_app(registry=catalog.registry, database_url=database_url, secrets=agency_secrets)
     server, task = await serve(app, port)
-    async with httpx.AsyncClient(base_url=url, timeout=10) as admin:
-        yield Agencies(url=url, database_url=database_url, env=env, admin=admin)
-    server.should_exit = True
-    await task
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as admin:
+            yield Agencies(url=url, database_url=database_url, env=env, admin=admin)
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest_asyncio.fixture
+async def agencies(postgres_server: str, catalog: Catalog) -> AsyncIterator[Agencies]:
+    async with running_agencies(await new_database(postgres_server, "agencies"), catalog) as a:
+        yield a
 
 
 @dataclass
@@ -145,7 +154,7 @@ class Engine:
     read_model: ReadModel
     pool: asyncpg.Pool
     agencies: Agencies
-    worker: Worker
+    worker: Worker | None
     intake_url: str
     intake: httpx.AsyncClient
     callback_key: bytes
@@ -204,8 +213,12 @@ async def running_engine(
     metrics: Callable[[], Awaitable[str]] | None = None,
     codec: PayloadCodec | None = None,
     codec_token: str | None = None,
+    in_process_worker: bool = True,
 ) -> AsyncIterator[Engine]:
     """A worker, an engine database and an intake (with the callback routes) on ``client``.
+
+    Without ``in_process_worker`` there is no worker: the test runs its own (processes it
+    can kill, tests/faults/).
 
     The intake is wired as ``intake.__main__`` wires it: its submissions write the request's
     first row. ``meter``, ``metrics``, ``codec`` and ``codec_token`` are the intake's options
@@ -235,8 +248,8 @@ async def running_engine(
                 directory=AgencyDirectory(agencies.env), callback_key=key,
                 # the development guard: a clock, random or I/O call in workflow code fails
                 sandboxed=True,
-            )
-            async with worker:
+            ) if in_process_worker else None
+            async with worker if worker is not None else contextlib.nullcontext():
                 engine = Engine(
                     client=client, task_queue=task_queue, submissions=submissions,
                     read_model=read_model, pool=pool, agencies=agencies, worker=worker,
