@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -72,6 +73,22 @@ class Agencies:
     database_url: str
     env: dict[str, str]
     admin: httpx.AsyncClient
+    app: Any = field(default=None, repr=False)
+    served: tuple[uvicorn.Server, asyncio.Task[None]] | None = field(default=None, repr=False)
+
+    async def stop(self) -> None:
+        """Stop serving (the process of a real agency going down): connections refused,
+        scheduled callbacks dropped (their rows stay owed)."""
+        assert self.served is not None, "not running"
+        server, task = self.served
+        self.served = None
+        server.should_exit = True
+        await task
+
+    async def start(self) -> None:
+        """Serve the same app again on the same port and database (after :meth:`stop`)."""
+        assert self.served is None, "already running"
+        self.served = await serve(self.app, int(urlsplit(self.url).port or 0))
 
     async def set_behaviour(self, agency: str, behaviour: Mapping[str, Any]) -> None:
         response = await self.admin.put(f"/_admin/agencies/{agency}/behaviour", json=behaviour)
@@ -131,13 +148,14 @@ async def running_agencies(database_url: str, catalog: Catalog) -> AsyncIterator
             env[agency.auth_secret] = secret
             agency_secrets[agency.id] = secret
     app = create_app(registry=catalog.registry, database_url=database_url, secrets=agency_secrets)
-    server, task = await serve(app, port)
-    try:
-        async with httpx.AsyncClient(base_url=url, timeout=10) as admin:
-            yield Agencies(url=url, database_url=database_url, env=env, admin=admin)
-    finally:
-        server.should_exit = True
-        await task
+    async with httpx.AsyncClient(base_url=url, timeout=10) as admin:
+        agencies = Agencies(url=url, database_url=database_url, env=env, admin=admin, app=app,
+                            served=await serve(app, port))
+        try:
+            yield agencies
+        finally:
+            if agencies.served is not None:
+                await agencies.stop()
 
 
 @pytest_asyncio.fixture

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from definitions.catalog import Catalog
 from definitions.loader import load_catalog
-from runtime.messages import RequestResult
+from runtime.messages import RequestResult, StepOutcome
 from runtime.settings import DEFAULT_CATALOG_DIR
 from tests.consistency import assert_read_model_equals_temporal
 from tests.e2e.conftest import (
@@ -141,6 +141,25 @@ async def submit_drill(engine: Engine, count: int) -> list[str]:
     return [await engine.submit("fault-drill", drill_submission()) for _ in range(count)]
 
 
+def attempts(steps: Sequence[StepOutcome], step_id: str) -> int:
+    """The attempts of every item of step ``step_id``, summed."""
+    return sum(i.attempts for s in steps if s.step_id == step_id for i in s.items)
+
+
+async def retried(engine: Engine, reference: str, *, times: int, within_s: float = 20,
+                  client: Client | None = None) -> None:
+    """Until one of the request's pending activities is on attempt ``times + 1`` or later
+    (the server retries activities; the workflow sees only their final outcome)."""
+    handle = (client or engine.client).get_workflow_handle(reference)
+
+    async def probe() -> None:
+        pending = (await handle.describe()).raw_description.pending_activities
+        got = max((a.attempt for a in pending), default=0)
+        assert got > times, f"pending activities at attempt {got}, waiting for {times + 1}"
+
+    await eventually(probe, within_s=within_s, every_s=0.1)
+
+
 async def records_by_reference(agencies: Agencies, agency: str) -> dict[str, list[dict[str, Any]]]:
     rows: dict[str, list[dict[str, Any]]] = {}
     for row in await agencies.records(agency):
@@ -173,8 +192,8 @@ async def assert_settled(
     results = [await asyncio.wait_for(
         client.get_workflow_handle_for(CitizenRequestWorkflow.run, ref).result(), within_s)
         for ref in references]
-    problems = [f"{ref}: {r.status}" for ref, r in zip(references, results, strict=True)
-                if r.status != status]
+    problems = [f"{ref}: {r.status}; steps: {[(s.step_id, s.status, s.reason) for s in r.steps]}"
+                for ref, r in zip(references, results, strict=True) if r.status != status]
     assert not problems, f"requests not {status}: {problems}"
     undone = dict(undone or {})
     for agency in sorted(set(effects) | set(undone)):
@@ -190,12 +209,26 @@ async def assert_settled(
                 f"{ref}: {len(undos)} undo records at {agency}, expected "
                 f"{undone.get(agency, 0)}")
             assert sum(1 for r in done if r["reverted_at"] is not None) == len(undos)
-            owed = [r["agency_reference"] for r in mine if r["callback_state"] == "pending"]
-            assert not owed, f"{ref}: {agency} still owes callbacks {owed}"
+    await assert_nothing_owed(engine.agencies, references, among=set(effects) | set(undone))
     for ref in references:
         await assert_read_model_equals_temporal(engine.read_model, client, ref)
     await assert_nothing_running(client, engine.started)
     return results
+
+
+async def assert_nothing_owed(agencies: Agencies, references: Iterable[str], *,
+                              among: Iterable[str] = (VOTER, TAX), within_s: float = 10) -> None:
+    """No agency of ``among`` still owes one of ``references`` a callback. An agency marks a
+    callback sent once the intake has answered it: a moment after the request may end."""
+    wanted = set(references)
+
+    async def settled() -> None:
+        owed = [(agency, row["reference"], row["agency_reference"])
+                for agency in sorted(among) for row in await agencies.records(agency)
+                if row["reference"] in wanted and row["callback_state"] == "pending"]
+        assert not owed, f"callbacks still owed (agency, request, record): {owed}"
+
+    await eventually(settled, within_s=within_s, every_s=0.1)
 
 
 async def assert_nothing_running(client: Client, references: Iterable[str]) -> None:
