@@ -177,6 +177,8 @@ class Engine:
     intake: httpx.AsyncClient
     callback_key: bytes
     started: list[str] = field(default_factory=list)
+    database_url: str = ""
+    """The engine database's DSN (for worker processes a test runs itself)."""
 
     async def submit(self, service: str, data: Any, key: str | None = None,
                      language: str = "en") -> str:
@@ -272,6 +274,7 @@ async def running_engine(
                     client=client, task_queue=task_queue, submissions=submissions,
                     read_model=read_model, pool=pool, agencies=agencies, worker=worker,
                     intake_url=intake_url, intake=intake, callback_key=key,
+                    database_url=database_url,
                 )
                 yield engine
                 # Leave nothing running on the shared server for the next test to trip over.
