@@ -1,0 +1,94 @@
+"""The Temporal dev server, then PostgreSQL, stopped and started again mid-flight.
+
+Both run in a stack of this module's own (``quiet_stack``: free ports, a state folder of its
+own), started once for the module: the dev server on its database file, PostgreSQL on its
+data folder, so a restart keeps what they held. PostgreSQL holds both the engine's read model
+and the agencies' tables. The worker runs in this process and reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import pytest_asyncio
+from temporalio.client import Client
+
+from definitions.catalog import Catalog
+from nwd.stack import Stack
+from runtime.temporal import data_converter
+from tests.conftest import new_database, quiet_stack
+from tests.e2e.conftest import running_agencies
+from tests.faults.conftest import (
+    TAX,
+    VOTER,
+    Agencies,
+    Engine,
+    assert_settled,
+    running_engine,
+    submit_drill,
+    wait_for_records,
+)
+
+OUTAGE_S = 3.0
+"""How long each server stays down: longer than the drill's first retries."""
+
+
+@pytest.fixture(scope="module")
+def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A dev server (file-backed) and a PostgreSQL of this module's own, to stop and start."""
+    stack = quiet_stack(tmp_path_factory.mktemp("restart-stack"), start_timeout=60)
+    try:
+        stack.up(["postgres", "temporal"])
+        yield stack
+    finally:
+        stack.down()
+
+
+@pytest_asyncio.fixture
+async def own_agencies(own_stack: Stack, drill_catalog: Catalog) -> AsyncIterator[Agencies]:
+    database_url = await new_database(own_stack.postgres_dsn, "agencies")
+    async with running_agencies(database_url, drill_catalog) as agencies:
+        yield agencies
+
+
+@pytest_asyncio.fixture
+async def restart_engine(
+    own_stack: Stack, own_agencies: Agencies, drill_catalog: Catalog, encryption_key: bytes,
+    task_queue: str,
+) -> AsyncIterator[Engine]:
+    client = await Client.connect(own_stack.temporal_address,
+                                  data_converter=data_converter(encryption_key))
+    async with running_engine(
+        client, postgres_server=own_stack.postgres_dsn, agencies=own_agencies,
+        catalog=drill_catalog, encryption_key=encryption_key, task_queue=task_queue,
+    ) as engine:
+        yield engine
+
+
+async def restart(stack: Stack, component: str) -> None:
+    """Stop ``component``, leave it down for :data:`OUTAGE_S`, start it again."""
+    await asyncio.to_thread(stack.down, [component])
+    await asyncio.sleep(OUTAGE_S)  # the outage itself: time passing is the point
+    await asyncio.to_thread(stack.up, [component])
+
+
+class TestRestarts:
+    async def test_temporal_restarted_while_callbacks_are_owed(
+        self, restart_engine: Engine, own_agencies: Agencies, own_stack: Stack
+    ) -> None:
+        """Three requests wait for the voter roll's callbacks, which come while the dev server
+        is down (the intake answers 503, the agency sends again): the same runs complete,
+        one record per agency each, the read model equals Temporal, nothing owed."""
+        engine = restart_engine
+        await own_agencies.set_behaviour(VOTER, {"mode": "callback", "callback_delay_s": 1.0})
+        references = await submit_drill(engine, 3)
+        await wait_for_records(own_agencies, VOTER, references)
+        await wait_for_records(own_agencies, TAX, references)
+        runs = [(await engine.client.get_workflow_handle(r).describe()).run_id
+                for r in references]
+        await restart(own_stack, "temporal")
+        await assert_settled(engine, references, within_s=90)
+        assert runs == [(await engine.client.get_workflow_handle(r).describe()).run_id
+                        for r in references]
