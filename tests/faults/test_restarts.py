@@ -9,7 +9,7 @@ and the agencies' tables. The worker runs in this process and reconnects by itse
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 import pytest_asyncio
@@ -67,11 +67,25 @@ async def restart_engine(
         yield engine
 
 
-async def restart(stack: Stack, component: str) -> None:
-    """Stop ``component``, leave it down for :data:`OUTAGE_S`, start it again."""
+async def restart(stack: Stack, component: str,
+                  while_down: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Stop ``component``, run ``while_down``, leave it down for :data:`OUTAGE_S` in all,
+    start it again."""
     await asyncio.to_thread(stack.down, [component])
+    if while_down is not None:
+        await while_down()
     await asyncio.sleep(OUTAGE_S)  # the outage itself: time passing is the point
     await asyncio.to_thread(stack.up, [component])
+
+
+def owed(agencies: Agencies, references: list[str]) -> Callable[[], Awaitable[None]]:
+    """A probe: the voter roll still owes every one of ``references`` its callback."""
+    async def probe() -> None:
+        rows = await agencies.records(VOTER)
+        pending = {r["reference"] for r in rows if r["callback_state"] == "pending"}
+        assert pending >= set(references), "a callback was sent before the outage"
+
+    return probe
 
 
 class TestRestarts:
@@ -82,13 +96,14 @@ class TestRestarts:
         is down (the intake answers 503, the agency sends again): the same runs complete,
         one record per agency each, the read model equals Temporal, nothing owed."""
         engine = restart_engine
-        await own_agencies.set_behaviour(VOTER, {"mode": "callback", "callback_delay_s": 1.0})
+        await own_agencies.set_behaviour(VOTER, {"mode": "callback", "callback_delay_s": 2.0})
         references = await submit_drill(engine, 3)
         await wait_for_records(own_agencies, VOTER, references)
         await wait_for_records(own_agencies, TAX, references)
         runs = [(await engine.client.get_workflow_handle(r).describe()).run_id
                 for r in references]
-        await restart(own_stack, "temporal")
+        # every callback falls due during the outage (2 s after its call; down for 3 s)
+        await restart(own_stack, "temporal", while_down=owed(own_agencies, references))
         await assert_settled(engine, references, within_s=90)
         assert runs == [(await engine.client.get_workflow_handle(r).describe()).run_id
                         for r in references]
