@@ -77,8 +77,8 @@ class Agencies:
     served: tuple[uvicorn.Server, asyncio.Task[None]] | None = field(default=None, repr=False)
 
     async def stop(self) -> None:
-        """Stop serving (the process of a real agency going down): connections refused,
-        scheduled callbacks dropped (their rows stay owed)."""
+        """Stop serving (the process of a real agency going down): connections refused;
+        outcomes falling due and callbacks owed wait in its database (the outbox)."""
         assert self.served is not None, "not running"
         server, task = self.served
         self.served = None
@@ -140,8 +140,10 @@ def catalog() -> Catalog:
 
 
 @asynccontextmanager
-async def running_agencies(database_url: str, catalog: Catalog) -> AsyncIterator[Agencies]:
-    """The reference agencies of ``catalog`` on uvicorn (a free port), on ``database_url``."""
+async def running_agencies(database_url: str, catalog: Catalog,
+                           **options: Any) -> AsyncIterator[Agencies]:
+    """The reference agencies of ``catalog`` on uvicorn (a free port), on ``database_url``;
+    ``options`` go to :func:`agency_kit.reference.app.create_app` (``callback_timeout_s``...)."""
     from agency_kit.reference.app import create_app
 
     port = free_port()
@@ -155,7 +157,8 @@ async def running_agencies(database_url: str, catalog: Catalog) -> AsyncIterator
             secret = secrets.token_urlsafe(24)
             env[agency.auth_secret] = secret
             agency_secrets[agency.id] = secret
-    app = create_app(registry=catalog.registry, database_url=database_url, secrets=agency_secrets)
+    app = create_app(registry=catalog.registry, database_url=database_url, secrets=agency_secrets,
+                     **options)
     async with httpx.AsyncClient(base_url=url, timeout=10) as admin:
         agencies = Agencies(url=url, database_url=database_url, env=env, admin=admin, app=app,
                             served=await serve(app, port))

@@ -8,7 +8,8 @@ one") with :func:`assert_settled`:
 1. every request reached its correct final state;
 2. each agency effect happened exactly once, counted in the agencies' own tables;
 3. the read model equals Temporal (``tests/consistency.py``);
-4. nothing is stuck: no workflow still running, no callback still owed by an agency.
+4. nothing is stuck: no workflow still running, nothing still owed by an agency (no outcome
+   due, no outbox row not delivered).
 
 Most tests run the *drill* service: the voter roll answering by callback and the tax
 authority synchronously, with short timeouts and quick retries, so that a fault and its
@@ -218,15 +219,22 @@ async def assert_settled(
 
 async def assert_nothing_owed(agencies: Agencies, references: Iterable[str], *,
                               among: Iterable[str] = (VOTER, TAX), within_s: float = 10) -> None:
-    """No agency of ``among`` still owes one of ``references`` a callback. An agency marks a
-    callback sent once the intake has answered it: a moment after the request may end."""
+    """No agency of ``among`` still owes one of ``references`` anything: no outcome still
+    due (a record ``accepted`` with ``due_at``) and no callback still ``pending`` in its
+    outbox; every callback it sent ended ``delivered``. An agency writes the delivery down
+    once the intake has answered it: a moment after the request may have ended."""
     wanted = set(references)
 
     async def settled() -> None:
-        owed = [(agency, row["reference"], row["agency_reference"])
-                for agency in sorted(among) for row in await agencies.records(agency)
-                if row["reference"] in wanted and row["callback_state"] == "pending"]
-        assert not owed, f"callbacks still owed (agency, request, record): {owed}"
+        owed: list[tuple[str, str, str]] = []
+        for agency in sorted(among):
+            owed += [(agency, row["reference"], f"outcome due {row['agency_reference']}")
+                     for row in await agencies.records(agency)
+                     if row["reference"] in wanted and row["due_at"] is not None]
+            owed += [(agency, row["reference"], f"callback {row['state']} {row['key']}")
+                     for row in await agencies.outbox(agency)
+                     if row["reference"] in wanted and row["state"] != "delivered"]
+        assert not owed, f"owed or undelivered (agency, request, what): {owed}"
 
     await eventually(settled, within_s=within_s, every_s=0.1)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import pytest_asyncio
@@ -22,10 +23,12 @@ from tests.conftest import new_database, quiet_stack
 from tests.e2e.conftest import running_agencies
 from tests.faults.conftest import (
     TAX,
+    TAX_STEP,
     VOTER,
     Agencies,
     Engine,
     assert_settled,
+    attempts,
     running_engine,
     submit_drill,
     wait_for_records,
@@ -33,6 +36,8 @@ from tests.faults.conftest import (
 
 OUTAGE_S = 3.0
 """How long each server stays down: longer than the drill's first retries."""
+TEMPORAL_OUTAGE_S = 12.0
+"""Longer than the intake waits for an unreachable server (~10 s): the callbacks get 503."""
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +54,8 @@ def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest_asyncio.fixture
 async def own_agencies(own_stack: Stack, drill_catalog: Catalog) -> AsyncIterator[Agencies]:
     database_url = await new_database(own_stack.postgres_dsn, "agencies")
-    async with running_agencies(database_url, drill_catalog) as agencies:
+    # a callback attempt outlasts the intake's own wait (~10 s of the SDK's retries, then 503)
+    async with running_agencies(database_url, drill_catalog, callback_timeout_s=20) as agencies:
         yield agencies
 
 
@@ -68,22 +74,23 @@ async def restart_engine(
 
 
 async def restart(stack: Stack, component: str,
-                  while_down: Callable[[], Awaitable[None]] | None = None) -> None:
-    """Stop ``component``, run ``while_down``, leave it down for :data:`OUTAGE_S` in all,
-    start it again."""
+                  while_down: Callable[[], Awaitable[None]] | None = None,
+                  outage_s: float = OUTAGE_S) -> None:
+    """Stop ``component``, run ``while_down``, leave it down for ``outage_s``, start it
+    again."""
     await asyncio.to_thread(stack.down, [component])
     if while_down is not None:
         await while_down()
-    await asyncio.sleep(OUTAGE_S)  # the outage itself: time passing is the point
+    await asyncio.sleep(outage_s)  # the outage itself: time passing is the point
     await asyncio.to_thread(stack.up, [component])
 
 
 def owed(agencies: Agencies, references: list[str]) -> Callable[[], Awaitable[None]]:
-    """A probe: the voter roll still owes every one of ``references`` its callback."""
+    """A probe: the voter roll has delivered none of ``references``' callbacks yet."""
     async def probe() -> None:
-        rows = await agencies.records(VOTER)
-        pending = {r["reference"] for r in rows if r["callback_state"] == "pending"}
-        assert pending >= set(references), "a callback was sent before the outage"
+        delivered = {r["reference"] for r in await agencies.outbox(VOTER)
+                     if r["state"] == "delivered"}
+        assert not delivered & set(references), "a callback was delivered before the outage"
 
     return probe
 
@@ -92,9 +99,10 @@ class TestRestarts:
     async def test_temporal_restarted_while_callbacks_are_owed(
         self, restart_engine: Engine, own_agencies: Agencies, own_stack: Stack
     ) -> None:
-        """Three requests wait for the voter roll's callbacks, which come while the dev server
-        is down (the intake answers 503, the agency sends again): the same runs complete,
-        one record per agency each, the read model equals Temporal, nothing owed."""
+        """Three requests wait for the voter roll's callbacks, which fall due while the dev
+        server is down (12 s): the intake answers 503, the agency's outbox sends them again
+        after; the same runs complete, one record per agency each, the read model equals
+        Temporal, nothing owed."""
         engine = restart_engine
         await own_agencies.set_behaviour(VOTER, {"mode": "callback", "callback_delay_s": 2.0})
         references = await submit_drill(engine, 3)
@@ -103,7 +111,35 @@ class TestRestarts:
         runs = [(await engine.client.get_workflow_handle(r).describe()).run_id
                 for r in references]
         # every callback falls due during the outage (2 s after its call; down for 3 s)
-        await restart(own_stack, "temporal", while_down=owed(own_agencies, references))
+        await restart(own_stack, "temporal", while_down=owed(own_agencies, references),
+                      outage_s=TEMPORAL_OUTAGE_S)
         await assert_settled(engine, references, within_s=90)
+        # each callback was answered 503 during the outage (its attempt's timeout is 20 s),
+        # and the outbox sent it again
+        rows = await own_agencies.outbox(VOTER)
+        assert {r["reference"]: r["attempts"] >= 2 for r in rows} == {
+            r: True for r in references}, rows
         assert runs == [(await engine.client.get_workflow_handle(r).describe()).run_id
                         for r in references]
+
+    async def test_postgres_restarted_mid_flight(
+        self, restart_engine: Engine, own_agencies: Agencies, own_stack: Stack
+    ) -> None:
+        """PostgreSQL (the read model's and the agencies') stops while tax calls are being
+        retried and the voter roll's outcomes fall due: the agencies answer 503, the engine
+        retries, the read-model writes wait; once it is back the due outcomes are carried
+        out and their callbacks delivered, every request completes, one record per agency
+        each, the read model equals Temporal, nothing owed."""
+        engine = restart_engine
+        await own_agencies.set_behaviour(VOTER, {"mode": "callback", "callback_delay_s": 1.5})
+        await own_agencies.set_behaviour(TAX, {"outage": {"duration_s": 1.0}})
+        references = await submit_drill(engine, 3)
+        await wait_for_records(own_agencies, VOTER, references)
+        stopped_at = datetime.now(UTC)
+        await restart(own_stack, "postgres")
+        results = await assert_settled(engine, references, within_s=90)
+        # the voter roll's outcomes fell due during the outage and were carried out after it
+        finished = [datetime.fromisoformat(r["updated_at"])
+                    for r in await own_agencies.records(VOTER)]
+        assert len(finished) == 3 and min(finished) > stopped_at + timedelta(seconds=OUTAGE_S)
+        assert any(attempts(r.steps, TAX_STEP) >= 2 for r in results)  # 503s were retried

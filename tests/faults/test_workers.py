@@ -98,7 +98,7 @@ class TestWorkerKilled:
         encryption_key: bytes, tmp_path: Path,
     ) -> None:
         """Six requests; the worker is SIGKILLed when the first calls are in flight, when
-        half the tax calls are done, and when callbacks have begun to arrive; a fourth
+        half the tax calls are done, and when a first callback has fallen due; a fourth
         worker finishes: each request completed, one record per agency each."""
         engine = no_worker
         await agencies.set_behaviour(TAX, {"latency_ms": 400})
@@ -108,8 +108,8 @@ class TestWorkerKilled:
             kill_points = [
                 (VOTER, lambda rows: len(rows) >= 1, "a first call in flight"),
                 (TAX, lambda rows: len(rows) >= 3, "half the tax calls done"),
-                (VOTER, lambda rows: any(r["callback_state"] == "sent" for r in rows),
-                 "a callback delivered"),
+                (VOTER, lambda rows: any(r["status"] == "completed" for r in rows),
+                 "a first callback due"),
             ]
             for agency, check, what in kill_points:
                 worker = start()
