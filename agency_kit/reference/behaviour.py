@@ -6,6 +6,7 @@ Behaviour is JSON, per agency, optionally per operation; ``"*"`` gives every age
       "*":   {"latency_ms": 20},
       "dmv": {
         "latency_ms": 50,                      # asyncio.sleep before answering
+        "latency_calls": 2,                    # ... on the first 2 calls only
         "error_rate": 0.1, "seed": 7,          # 503 for ~10% of calls, reproducible
         "error_every": 3,                      # 503 on every 3rd call (3rd, 6th, ...)
         "outage": {"duration_s": 30},          # 503 (+ Retry-After) for 30 s from now;
@@ -14,14 +15,23 @@ Behaviour is JSON, per agency, optionally per operation; ``"*"`` gives every age
         "needs_information": {"fields": {"proof": {"type": "text"}},
                               "message": {"en": "Send proof", "es": "Envíe prueba"}},
         "reject": {"code": "not_found", "reason": "No such licence", "status": 409},
+        "malformed": {"body": "html", "calls": 1},     # the effect is done, the answer is
+                                               # garbled (first call only; default: all)
         "operations": {"update-address": {"latency_ms": 500}}
       }
     }
 
 Layers merge key by key: ``"*"``, then the agency, then the agency's ``operations`` entry.
-503s are decided before anything is written. Counters (``error_every``) and random generators
-(``error_rate`` with ``seed``) are kept per agency and operation, and restart whenever the
-agency's behaviour is set and on reset.
+503s are decided before anything is written; a ``malformed`` answer after the effect is
+done (and stored for the idempotency key: a retry replays the true answer, garbled again
+while ``calls`` lasts). Counters (``error_every``, ``latency_calls``, ``malformed.calls``) and
+random generators (``error_rate`` with ``seed``) are kept per agency and operation, and
+restart whenever the agency's behaviour is set and on reset.
+
+The malformed bodies are those the fault tests need (tests/faults/): ``not_json`` (text),
+``html`` (a gateway's error page, ``text/html``), ``not_an_object`` (a JSON array),
+``missing_fields`` (a JSON object without the contract's keys), ``truncated_json`` (the true
+answer cut in half) and ``as_is`` (the true answer, with only ``content_type`` wrong).
 """
 
 from __future__ import annotations
@@ -82,10 +92,37 @@ class RejectSpec(_Strict):
     status: Literal[400, 403, 409, 410, 422] = 409
 
 
+MalformedBody = Literal[
+    "not_json", "html", "not_an_object", "missing_fields", "truncated_json", "as_is"]
+
+
+class MalformedSpec(_Strict):
+    """Answer with a body (or content type) the contract does not allow, the effect done."""
+
+    body: MalformedBody = "not_json"
+    content_type: str | None = Field(
+        None, description="The answer's Content-Type (default: the body kind's own)."
+    )
+    calls: int | None = Field(None, ge=1, description="Only the first N calls (default: all).")
+
+    def render(self, true_body: bytes) -> tuple[bytes, str]:
+        """The garbled answer's bytes and content type, from the true answer's bytes."""
+        body, media = {
+            "not_json": (b"OK, done", "text/plain"),
+            "html": (b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html"),
+            "not_an_object": (b'["completed"]', "application/json"),
+            "missing_fields": (b'{"ok": true}', "application/json"),
+            "truncated_json": (true_body[: len(true_body) // 2], "application/json"),
+            "as_is": (true_body, "text/plain"),
+        }[self.body]
+        return body, self.content_type or media
+
+
 class BehaviourSpec(_Strict):
     """One layer of behaviour; unset keys fall through to the layer below."""
 
     latency_ms: float | None = Field(None, ge=0)
+    latency_calls: int | None = Field(None, ge=1)
     error_rate: float | None = Field(None, ge=0, le=1)
     seed: int | None = None
     error_every: int | None = Field(None, ge=1)
@@ -94,6 +131,7 @@ class BehaviourSpec(_Strict):
     callback_delay_s: float | None = Field(None, ge=0)
     needs_information: NeedsInformationSpec | None = None
     reject: RejectSpec | None = None
+    malformed: MalformedSpec | None = None
 
 
 class AgencyBehaviour(BehaviourSpec):
@@ -106,6 +144,7 @@ class Effective(_Strict):
     """The behaviour in force for one call, every key resolved."""
 
     latency_ms: float = 0
+    latency_calls: int | None = None
     error_rate: float = 0
     seed: int | None = None
     error_every: int | None = None
@@ -114,6 +153,7 @@ class Effective(_Strict):
     callback_delay_s: float = 0.5
     needs_information: NeedsInformationSpec | None = None
     reject: RejectSpec | None = None
+    malformed: MalformedSpec | None = None
 
 
 def _layer(spec: BehaviourSpec | None) -> dict[str, Any]:
@@ -142,6 +182,8 @@ class BehaviourBook:
         self._initial = dict(initial or {})
         self._behaviours: dict[str, AgencyBehaviour] = {}
         self._counters: dict[tuple[str, str], int] = {}
+        self._slow: dict[tuple[str, str], int] = {}
+        self._garbled: dict[tuple[str, str], int] = {}
         self._rngs: dict[tuple[str, str], random.Random] = {}
         self.reset()
 
@@ -149,7 +191,8 @@ class BehaviourBook:
         """Back to the start-up behaviour; counters restart."""
         now = datetime.now(UTC)
         self._behaviours = {k: self._anchor(v, now) for k, v in self._initial.items()}
-        self._counters.clear()
+        for counts in (self._counters, self._slow, self._garbled):
+            counts.clear()
         self._rngs.clear()
 
     @staticmethod
@@ -173,8 +216,9 @@ class BehaviourBook:
         """Replace an agency's behaviour (``"*"`` for the base); its counters restart."""
         anchored = self._anchor(behaviour, datetime.now(UTC))
         self._behaviours[agency_id] = anchored
-        for key in [k for k in self._counters if agency_id in ("*", k[0])]:
-            del self._counters[key]
+        for counts in (self._counters, self._slow, self._garbled):
+            for key in [k for k in counts if agency_id in ("*", k[0])]:
+                del counts[key]
         for key in [k for k in self._rngs if agency_id in ("*", k[0])]:
             del self._rngs[key]
         return anchored
@@ -214,3 +258,30 @@ class BehaviourBook:
             if rng.random() < behaviour.error_rate:
                 return "injected failure (error_rate)", 1
         return None
+
+    def latency_s(self, agency_id: str, operation_id: str, behaviour: Effective) -> float:
+        """The latency of this call, in seconds: ``latency_ms``, on the first
+        ``latency_calls`` calls only when that is set (counts the call)."""
+        if not behaviour.latency_ms:
+            return 0.0
+        if behaviour.latency_calls is not None:
+            key = (agency_id, operation_id)
+            count = self._slow[key] = self._slow.get(key, 0) + 1
+            if count > behaviour.latency_calls:
+                return 0.0
+        return behaviour.latency_ms / 1000
+
+    def garble(
+        self, agency_id: str, operation_id: str, behaviour: Effective, true_body: bytes
+    ) -> tuple[bytes, str] | None:
+        """The malformed answer to send instead of ``true_body`` (bytes, content type), or
+        None to send the true one (counts the call against ``malformed.calls``)."""
+        spec = behaviour.malformed
+        if spec is None:
+            return None
+        if spec.calls is not None:
+            key = (agency_id, operation_id)
+            count = self._garbled[key] = self._garbled.get(key, 0) + 1
+            if count > spec.calls:
+                return None
+        return spec.render(true_body)

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped,unused-ignore]
 import structlog
-from fastapi import Request
+from fastapi import Request, Response
 
 from agency_kit.contract import (
     RETRY_AFTER_HEADER,
@@ -138,8 +138,9 @@ class Operations:
     async def _behave(self, agency: Agency, operation: Operation) -> Effective:
         """The behaviour in force: injected latency, then an injected 503 (before any write)."""
         behaviour = self._book.effective(agency.id, operation.id)
-        if behaviour.latency_ms:
-            await asyncio.sleep(behaviour.latency_ms / 1000)
+        latency_s = self._book.latency_s(agency.id, operation.id, behaviour)
+        if latency_s:
+            await asyncio.sleep(latency_s)
         unavailable = self._book.unavailable(agency.id, operation.id, behaviour)
         if unavailable is not None:
             reason, retry_after = unavailable
@@ -189,7 +190,7 @@ class Operations:
 
     async def perform(
         self, agency_id: str, operation_id: str, request: Request
-    ) -> CanonicalJSONResponse:
+    ) -> Response:
         """``POST /operations/{operation}``: validate the input, then do it once per key."""
         agency, operation, data, call = await self._received(
             agency_id, operation_id, request, OperationRequest
@@ -210,13 +211,20 @@ class Operations:
                     errors=errors,
                 )
             behaviour = await self._behave(agency, operation)
-            return await self._idempotent(
+            answer = await self._idempotent(
                 agency.id,
                 key,
                 data,
                 lambda conn: self._perform(conn, agency, operation, call, behaviour),
                 input_fields=sorted(call.input),
             )
+            garbled = self._book.garble(agency.id, operation.id, behaviour, bytes(answer.body))
+            if garbled is None:
+                return answer
+            log.info("agency.injected_malformed", kind=behaviour.malformed and
+                     behaviour.malformed.body, status_code=answer.status_code)
+            content, media_type = garbled
+            return Response(content, status_code=answer.status_code, media_type=media_type)
 
     async def _perform(
         self,

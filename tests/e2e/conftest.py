@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -18,6 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -71,6 +73,22 @@ class Agencies:
     database_url: str
     env: dict[str, str]
     admin: httpx.AsyncClient
+    app: Any = field(default=None, repr=False)
+    served: tuple[uvicorn.Server, asyncio.Task[None]] | None = field(default=None, repr=False)
+
+    async def stop(self) -> None:
+        """Stop serving (the process of a real agency going down): connections refused;
+        outcomes falling due and callbacks owed wait in its database (the outbox)."""
+        assert self.served is not None, "not running"
+        server, task = self.served
+        self.served = None
+        server.should_exit = True
+        await task
+
+    async def start(self) -> None:
+        """Serve the same app again on the same port and database (after :meth:`stop`)."""
+        assert self.served is None, "already running"
+        self.served = await serve(self.app, int(urlsplit(self.url).port or 0))
 
     async def set_behaviour(self, agency: str, behaviour: Mapping[str, Any]) -> None:
         response = await self.admin.put(f"/_admin/agencies/{agency}/behaviour", json=behaviour)
@@ -121,11 +139,13 @@ def catalog() -> Catalog:
     return load_catalog(DEFAULT_CATALOG_DIR)
 
 
-@pytest_asyncio.fixture
-async def agencies(postgres_server: str, catalog: Catalog) -> AsyncIterator[Agencies]:
+@asynccontextmanager
+async def running_agencies(database_url: str, catalog: Catalog,
+                           **options: Any) -> AsyncIterator[Agencies]:
+    """The reference agencies of ``catalog`` on uvicorn (a free port), on ``database_url``;
+    ``options`` go to :func:`agency_kit.reference.app.create_app` (``callback_timeout_s``...)."""
     from agency_kit.reference.app import create_app
 
-    database_url = await new_database(postgres_server, "agencies")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env: dict[str, str] = {}
@@ -137,12 +157,22 @@ async def agencies(postgres_server: str, catalog: Catalog) -> AsyncIterator[Agen
             secret = secrets.token_urlsafe(24)
             env[agency.auth_secret] = secret
             agency_secrets[agency.id] = secret
-    app = create_app(registry=catalog.registry, database_url=database_url, secrets=agency_secrets)
-    server, task = await serve(app, port)
+    app = create_app(registry=catalog.registry, database_url=database_url, secrets=agency_secrets,
+                     **options)
     async with httpx.AsyncClient(base_url=url, timeout=10) as admin:
-        yield Agencies(url=url, database_url=database_url, env=env, admin=admin)
-    server.should_exit = True
-    await task
+        agencies = Agencies(url=url, database_url=database_url, env=env, admin=admin, app=app,
+                            served=await serve(app, port))
+        try:
+            yield agencies
+        finally:
+            if agencies.served is not None:
+                await agencies.stop()
+
+
+@pytest_asyncio.fixture
+async def agencies(postgres_server: str, catalog: Catalog) -> AsyncIterator[Agencies]:
+    async with running_agencies(await new_database(postgres_server, "agencies"), catalog) as a:
+        yield a
 
 
 @dataclass
@@ -153,11 +183,13 @@ class Engine:
     read_model: ReadModel
     pool: asyncpg.Pool
     agencies: Agencies
-    worker: Worker
+    worker: Worker | None
     intake_url: str
     intake: httpx.AsyncClient
     callback_key: bytes
     started: list[str] = field(default_factory=list)
+    database_url: str = ""
+    """The engine database's DSN (for worker processes a test runs itself)."""
 
     async def submit(self, service: str, data: Any, key: str | None = None,
                      language: str = "en") -> str:
@@ -212,8 +244,12 @@ async def running_engine(
     metrics: Callable[[], Awaitable[str]] | None = None,
     codec: PayloadCodec | None = None,
     codec_token: str | None = None,
+    in_process_worker: bool = True,
 ) -> AsyncIterator[Engine]:
     """A worker, an engine database and an intake (with the callback routes) on ``client``.
+
+    Without ``in_process_worker`` there is no worker: the test runs its own (processes it
+    can kill, tests/faults/).
 
     The intake is wired as ``intake.__main__`` wires it: its submissions write the request's
     first row. ``meter``, ``metrics``, ``codec`` and ``codec_token`` are the intake's options
@@ -243,12 +279,13 @@ async def running_engine(
                 directory=AgencyDirectory(agencies.env), callback_key=key,
                 # the development guard: a clock, random or I/O call in workflow code fails
                 sandboxed=True,
-            )
-            async with worker:
+            ) if in_process_worker else None
+            async with worker if worker is not None else contextlib.nullcontext():
                 engine = Engine(
                     client=client, task_queue=task_queue, submissions=submissions,
                     read_model=read_model, pool=pool, agencies=agencies, worker=worker,
                     intake_url=intake_url, intake=intake, callback_key=key,
+                    database_url=database_url,
                 )
                 yield engine
                 # Leave nothing running on the shared server for the next test to trip over.
