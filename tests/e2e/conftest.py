@@ -46,6 +46,7 @@ from runtime.process import free_port
 from runtime.settings import DEFAULT_CATALOG_DIR, Settings
 from runtime.temporal import data_converter
 from tests.conftest import new_database
+from tests.http import client as http_client
 from tests.polling import eventually
 from tests.tiers import mark_folder
 from worker import agency_http_session, build_worker
@@ -159,7 +160,7 @@ async def running_agencies(database_url: str, catalog: Catalog,
             agency_secrets[agency.id] = secret
     app = create_app(registry=catalog.registry, database_url=database_url, secrets=agency_secrets,
                      **options)
-    async with httpx.AsyncClient(base_url=url, timeout=10) as admin:
+    async with http_client(base_url=url, timeout=10) as admin:
         agencies = Agencies(url=url, database_url=database_url, env=env, admin=admin, app=app,
                             served=await serve(app, port))
         try:
@@ -273,7 +274,7 @@ async def running_engine(
     intake_server, intake_task = await serve(app, intake_port)
     try:
         async with agency_http_session() as http, \
-                httpx.AsyncClient(base_url=intake_url, timeout=30) as intake:
+                http_client(base_url=intake_url, timeout=30) as intake:
             worker = build_worker(
                 client, task_queue=task_queue, http=http, read_model=read_model,
                 directory=AgencyDirectory(agencies.env), callback_key=key,

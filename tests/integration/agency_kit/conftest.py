@@ -30,6 +30,7 @@ from agency_kit.signing import signed_headers
 from definitions.loader import load_registry_file
 from definitions.models import AgencyRegistry
 from tests.conftest import new_database
+from tests.http import client as http_client
 from tests.integration.agency_kit.receiver import CountingReceiver
 from tests.polling import eventually
 
@@ -192,7 +193,7 @@ async def start_agencies(database_url: str) -> AsyncIterator[StartAgencies]:
         server = Server(app)
         await server.start()
         servers.append(server)
-        client = httpx.AsyncClient(timeout=10.0)
+        client = http_client(timeout=10.0)
         clients.append(client)
         return Agencies(url=server.url, database_url=database_url, http=client, server=server)
 
@@ -210,7 +211,7 @@ async def shared_agencies(postgres_server: str) -> AsyncIterator[Agencies]:
     database_url = await new_database(postgres_server)
     server = Server(create_app(registry(), database_url, {"dmv": SECRET}))
     await server.start()
-    async with httpx.AsyncClient(timeout=10.0) as client:
+    async with http_client(timeout=10.0) as client:
         yield Agencies(url=server.url, database_url=database_url, http=client)
     await server.stop()
 
