@@ -228,7 +228,8 @@ async def run_soak(stack: Stack, config: SoakConfig, echo: Any) -> dict[str, Any
         await sender
         await asyncio.gather(*faults)
     sent_at = time.time()
-    echo(f"  sent {len(soak.planned)} requests in {sent_at - started:.1f} s; draining")
+    echo(f"  sent {len(soak.planned)} requests, faults done, in {sent_at - started:.1f} s; "
+         "draining")
     accepted = {k: s.reference for k, s in soak.submitted.items() if s.reference is not None}
     closed = await soak.drain(client, set(accepted.values()))
     drained_at = time.time()
