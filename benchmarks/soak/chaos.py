@@ -29,7 +29,7 @@ from typing import Any
 import psutil  # type: ignore[import-untyped,unused-ignore]
 
 from benchmarks.measure import peak_rss_mb
-from nwd.stack import Stack
+from nwd.stack import Stack, StackError
 from nwd.stack.watchdog import pid_alive
 
 
@@ -71,7 +71,12 @@ class Chaos:
     # ---- the worker and its process manager ------------------------------------------------
 
     async def supervise_worker(self) -> None:
-        """Restart the worker whenever it is gone, until :meth:`stop`."""
+        """Restart the worker whenever it is gone, until :meth:`stop`.
+
+        A start that fails (the worker exits while starting: its server went away meanwhile)
+        is tried again after the delay, as a process manager would; it never starts a server
+        that is deliberately down (``up worker`` would start what the worker needs).
+        """
         while not self._stopping:
             pid = self.stack.running_pid("worker")
             if pid is not None and pid_alive(pid):
@@ -81,9 +86,23 @@ class Chaos:
             await asyncio.sleep(self.restart_delay_s)
             if self._stopping:
                 return
-            await self._stack(self.stack.up, ["worker"])
-            self.worker_started_at = time.time()
-            self.worker_starts.append(self.worker_started_at)
+            try:
+                started = await self._start_worker()
+            except StackError as exc:
+                self.echo(f"  supervisor: the worker did not start ({str(exc).splitlines()[0]});"
+                          " trying again")
+                continue
+            if started:
+                self.worker_started_at = time.time()
+                self.worker_starts.append(self.worker_started_at)
+
+    async def _start_worker(self) -> bool:
+        """``up worker`` unless a server is down (checked under the lock); whether it ran."""
+        async with self._lock:
+            if not self._servers_up.is_set():
+                return False
+            await asyncio.to_thread(self.stack.up, ["worker"])
+            return True
 
     def stop(self) -> None:
         self._stopping = True
@@ -115,7 +134,7 @@ class Chaos:
 
     async def restart(self, name: str, outage_s: float) -> Fault:
         """Stop ``name`` (``temporal`` or ``postgres``), wait ``outage_s``, start it again."""
-        self._servers_up.clear()
+        self._servers_up.clear()  # before the lock: no worker start slips in between
         try:
             fault = Fault(f"{name}_restart", time.time())
             self.echo(f"  fault: {name} stopping")
