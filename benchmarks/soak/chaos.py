@@ -24,6 +24,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psutil  # type: ignore[import-untyped,unused-ignore]
@@ -86,6 +87,8 @@ class Chaos:
             await asyncio.sleep(self.restart_delay_s)
             if self._stopping:
                 return
+            log = self.stack.log_path("worker")
+            offset = log.stat().st_size if log.exists() else 0
             try:
                 started = await self._start_worker()
             except StackError as exc:
@@ -93,8 +96,20 @@ class Chaos:
                           " trying again")
                 continue
             if started:
+                await self._taking_work(log, offset)
                 self.worker_started_at = time.time()
                 self.worker_starts.append(self.worker_started_at)
+
+    async def _taking_work(self, log: Path, offset: int, within_s: float = 60.0) -> None:
+        """Until the new worker logs ``worker_started`` (it polls from then on). ``up``'s own
+        readiness (the task queue has pollers) may still see the killed worker's polls."""
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline and not self._stopping:
+            with contextlib.suppress(OSError), log.open("rb") as stream:
+                stream.seek(offset)
+                if b'"worker_started"' in stream.read():
+                    return
+            await asyncio.sleep(0.1)
 
     async def _start_worker(self) -> bool:
         """``up worker`` unless a server is down (checked under the lock); whether it ran."""
@@ -106,6 +121,10 @@ class Chaos:
 
     def stop(self) -> None:
         self._stopping = True
+
+    async def servers_up(self) -> None:
+        """Until no server is deliberately down."""
+        await self._servers_up.wait()
 
     async def kill_worker(self) -> Fault | None:
         """SIGKILL the running worker; the fault (None: no worker was running)."""

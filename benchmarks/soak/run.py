@@ -136,10 +136,12 @@ class Soak:
             if time.time() < due:
                 await asyncio.sleep(min(0.2, due - time.time()))
                 continue
-            await self.chaos._servers_up.wait()
-            if await self.chaos.kill_worker() is not None:
-                kills += 1
-                await self.chaos.wait_worker_back(time.time() - 1)
+            await self.chaos.servers_up()
+            if await self.chaos.kill_worker() is None:  # none running: its restart is due
+                await asyncio.sleep(0.2)
+                continue
+            kills += 1
+            await self.chaos.wait_worker_back(time.time() - 1)
 
     async def restart_servers(self) -> None:
         window = self.config.requests / self.config.rate
