@@ -32,6 +32,14 @@ def key_path(loc: Loc) -> str:
     return text
 
 
+def printable(text: str) -> str:
+    """``text`` with every character :meth:`str.isprintable` refuses written as an escape
+    (``\\x80``, ``\\u202e``); printable text is returned unchanged."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
 @dataclass(frozen=True)
 class Issue:
     """A problem found by a rule, before it is placed in a file (rules know no YAML)."""
@@ -53,6 +61,14 @@ class DefinitionProblem:
     key_path: str
     code: str
     message: str
+
+    def __post_init__(self) -> None:
+        # The message and key path quote what the file holds (a key, a wrong value, a step
+        # kind); a hostile file may hold characters a terminal acts on or hides (C1 controls,
+        # bidirectional overrides, zero-width marks). Escaped here, once, so every problem
+        # prints as one visible line whatever rule made it.
+        object.__setattr__(self, "message", printable(self.message))
+        object.__setattr__(self, "key_path", printable(self.key_path))
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.column}: {self.message} [{self.code}]"

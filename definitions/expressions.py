@@ -48,14 +48,39 @@ class MissingValue(ExpressionError):  # noqa: N818 (public name, kept)
     """A path named a value the data does not hold (e.g. an optional field left empty)."""
 
 
+MAX_TREE_DEPTH = 200
+"""Deepest parse tree accepted. The parser is iterative but the reference walk and cel-python's
+evaluator recurse about five frames a level, so a deeper tree (``[[[[...]]]]`` fifty deep) would
+end in RecursionError, at load time or in a workflow task (cel-python sets the limit to 2,500
+frames; 200 levels use about 1,000). Each bracket or call adds about ten levels; the shipped
+expressions reach 26."""
+
+
 @lru_cache(maxsize=4096)
 def parse(expression: str) -> Tree[Token]:
     """Parse an expression, raising :class:`ExpressionError` with the parser's reason."""
     try:
-        return _env.compile(expression)
+        tree = _env.compile(expression)
     except CELParseError as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "syntax error"
         raise ExpressionError(expression, f"CEL syntax error: {first_line}") from exc
+    if _depth(tree) > MAX_TREE_DEPTH:
+        raise ExpressionError(
+            expression,
+            "the expression is nested too deeply (more than about 15 levels of brackets, "
+            "calls or chained operators); split it into simpler expressions",
+        )
+    return tree
+
+
+def _depth(tree: Tree[Token]) -> int:
+    """Height of a parse tree, found without recursion."""
+    deepest, pending = 0, [(tree, 1)]
+    while pending:
+        node, depth = pending.pop()
+        deepest = max(deepest, depth)
+        pending.extend((child, depth + 1) for child in node.children if isinstance(child, Tree))
+    return deepest
 
 
 @lru_cache(maxsize=4096)

@@ -20,12 +20,19 @@ from pydantic_core import ErrorDetails
 
 from definitions.catalog import Catalog
 from definitions.errors import DefinitionErrors, DefinitionProblem, Issue, Loc
-from definitions.models import Agency, AgencyRegistry, ServiceDefinition
-from definitions.validation import validate_registry, validate_service
+from definitions.models import Agency, AgencyRegistry, CallStep, DataSchema, ServiceDefinition
+from definitions.validation import iter_expressions, validate_registry, validate_service
 from definitions.yaml_source import YamlDocument, YamlSyntaxError
 
 REGISTRY_FILE = "agencies.yaml"
 SERVICES_DIR = "services"
+
+MAX_EXPRESSION_TEXT = 20_000
+"""Most characters of CEL in one service, all expressions together (shipped: at most 889)."""
+
+MAX_CHECK_WORK = 400_000
+"""Most expressions x values in scope checked in one service (shipped: at most 676); about a
+second of evaluation on a shared 2-core machine."""
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -96,7 +103,19 @@ def _by_id(registry: AgencyRegistry) -> dict[str, Agency]:
 
 
 def _read(path: Path, problems: list[DefinitionProblem]) -> YamlDocument | None:
+    """The file's document, or None with the reason added to ``problems``.
+
+    Only regular files are opened: a FIFO or a device named ``x.yaml`` would block or never
+    end, so it is reported, not read.
+    """
     if not path.is_file():
+        if path.exists():
+            problems.append(DefinitionProblem(
+                path, 1, 1, "", "unreadable-file",
+                f"{path.name} is not a regular file (a directory, a device or a pipe); "
+                "a catalog holds agencies.yaml and services/*.yaml files",
+            ))
+            return None
         problems.append(DefinitionProblem(
             path, 1, 1, "", "missing-file",
             f"{path.name} is missing; a catalog holds agencies.yaml and services/*.yaml",
@@ -106,17 +125,27 @@ def _read(path: Path, problems: list[DefinitionProblem]) -> YamlDocument | None:
         return YamlDocument.read(path)
     except YamlSyntaxError as exc:
         problems.append(exc.problem)
-        return None
+    except OSError as exc:
+        problems.append(DefinitionProblem(
+            path, 1, 1, "", "unreadable-file",
+            f"{path.name} cannot be read ({exc.strerror or exc}); check its permissions",
+        ))
+    return None
 
 
 def _load_registry(
     path: Path, problems: list[DefinitionProblem]
-) -> tuple[AgencyRegistry, frozenset[str]]:
-    """The registry (only its valid agencies if some are broken) and the broken agencies' ids."""
+) -> tuple[AgencyRegistry, frozenset[str] | None]:
+    """The registry (only its valid agencies if some are broken) and the broken agencies' ids.
+
+    The ids are None when there is no registry to speak of (missing, unreadable, not a list
+    of agencies): services are then checked without their agencies, rather than reported
+    once per step for calling agencies that may well exist.
+    """
     document = _read(path, problems)
     empty = AgencyRegistry(agencies=())
     if document is None:
-        return empty, frozenset()
+        return empty, None
     registry = _validate(AgencyRegistry, document, problems)
     if registry is not None:
         problems.extend(document.locate(issue) for issue in validate_registry(registry))
@@ -125,7 +154,9 @@ def _load_registry(
     good: list[Agency] = []
     broken: set[str] = set()
     items = document.data.get("agencies") if isinstance(document.data, dict) else None
-    for item in items if isinstance(items, list) else []:
+    if not isinstance(items, list):
+        return empty, None
+    for item in items:
         try:
             good.append(Agency.model_validate(item))
         except ValidationError:
@@ -138,7 +169,7 @@ def _load_registry(
 def _load_service(
     path: Path,
     agencies: Mapping[str, Agency],
-    broken: frozenset[str],
+    broken: frozenset[str] | None,
     problems: list[DefinitionProblem],
 ) -> tuple[ServiceDefinition, YamlDocument] | None:
     document = _read(path, problems)
@@ -149,16 +180,76 @@ def _load_service(
     if service is None:
         _check_valid_steps(document, errors, agencies, broken, problems)
         return None
-    issues = validate_service(service, agencies, unchecked_agencies=broken)
+    too_much = _over_budget(service, agencies)
+    if too_much is not None:
+        problems.append(document.locate(too_much))
+        return None
+    issues = validate_service(service, agencies, unchecked_agencies=_unchecked(service, broken))
     problems.extend(document.locate(issue) for issue in issues)
     return service, document
+
+
+def _over_budget(service: ServiceDefinition, agencies: Mapping[str, Agency]) -> Issue | None:
+    """Refuse a service whose expressions would take unbounded time to check.
+
+    Every expression is parsed (~0.1 ms a token) and evaluated over a sample holding the
+    submission and every upstream step's output, so the work grows with the expressions' text
+    and with their count times the values in scope. Both are bounded here, far above what a
+    real service needs (the largest shipped one: 26 expressions, 889 characters, 676 units).
+    """
+    expressions = [text for _, text in iter_expressions(service)]
+    text = sum(len(expression) for expression in expressions)
+    if text > MAX_EXPRESSION_TEXT:
+        return Issue(
+            ("steps",), "file-too-large",
+            f"the expressions of this service hold {text:,} characters in all; at most "
+            f"{MAX_EXPRESSION_TEXT:,} are checked: split the service or shorten them",
+            at_key=True,
+        )
+    values = _schema_size(service.input)
+    for step in service.steps:
+        operation = None
+        if isinstance(step, CallStep) and step.agency in agencies:
+            operation = agencies[step.agency].operation(step.operation)
+        # A decision step's output is {decision, reason, decided_by}.
+        values += _schema_size(operation.output) if operation is not None else 3
+    work = len(expressions) * values
+    if work > MAX_CHECK_WORK:
+        return Issue(
+            ("steps",), "file-too-large",
+            f"this service has {len(expressions):,} expressions over {values:,} values in "
+            f"scope ({work:,} units; at most {MAX_CHECK_WORK:,} are checked): split the service "
+            "or its operations' outputs",
+            at_key=True,
+        )
+    return None
+
+
+def _schema_size(schema: DataSchema) -> int:
+    """How many fields a schema holds, nested ones included (counted without recursion)."""
+    count, pending = 0, list(schema.fields.values())
+    while pending:
+        spec = pending.pop()
+        count += 1
+        pending.extend((spec.fields or {}).values())
+        if spec.items is not None:
+            pending.append(spec.items)
+    return count
+
+
+def _unchecked(service: ServiceDefinition, broken: frozenset[str] | None) -> frozenset[str]:
+    """The agencies a service is not checked against: the broken ones, or all without a
+    registry."""
+    if broken is not None:
+        return broken
+    return frozenset(step.agency for step in service.steps if isinstance(step, CallStep))
 
 
 def _check_valid_steps(
     document: YamlDocument,
     errors: list[ErrorDetails],
     agencies: Mapping[str, Agency],
-    broken: frozenset[str],
+    broken: frozenset[str] | None,
     problems: list[DefinitionProblem],
 ) -> None:
     """Run the cross-file rules on the steps that are valid, when only some steps are not.
@@ -188,8 +279,12 @@ def _check_valid_steps(
         )
     except ValidationError:
         return
+    too_much = _over_budget(partial, agencies)
+    if too_much is not None:
+        problems.append(document.locate(too_much))
+        return
     for issue in validate_service(
-        partial, agencies, unchecked_agencies=broken, unchecked_steps=skipped
+        partial, agencies, unchecked_agencies=_unchecked(partial, broken), unchecked_steps=skipped
     ):
         loc = issue.loc
         if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
@@ -249,20 +344,26 @@ def _issue_from_pydantic(model: type[BaseModel], error: ErrorDetails) -> Issue:
             hint = f"did you mean {close[0]!r}? " if close else ""
             hint += f"allowed keys here: {', '.join(allowed)}"
         return Issue(_data_loc(model, loc), "unknown-key",
-                     f"unknown key {key!r}; {hint or 'remove it'}", at_key=True)
+                     f"unknown key {_shown(key)}; {hint or 'remove it'}", at_key=True)
     if kind == "missing":
         return Issue(_data_loc(model, loc), "missing-key",
                      f"missing required key {str(loc[-1])!r}; add it here")
     if kind == "string_pattern_mismatch" and "a-z][a-z0-9_-]" in message:
-        message = (f"{error['input']!r} is not a valid id: use lowercase letters, digits, "
+        message = (f"{_shown(error['input'])} is not a valid id: use lowercase letters, digits, "
                    "'-' and '_', starting with a letter")
     elif (
         "input" in error
         and not isinstance(error["input"], dict | list)
         and repr(error["input"]) not in message
     ):
-        message = f"{message} (got {error['input']!r})"
+        message = f"{message} (got {_shown(error['input'])})"
     return Issue(_data_loc(model, loc), "invalid-value", message)
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut short: a message quotes a wrong value, never a whole megabyte."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _data_loc(model: type[BaseModel], loc: Loc) -> Loc:

@@ -368,15 +368,27 @@ Step = Annotated[
 ]
 
 
+MAX_STEPS = 100
+"""Most steps in one service (the shipped services have 3 to 5, the benchmark's chain 20).
+Checking `needs` and the scope of every expression grows with the square of the step count, so
+an unbounded count would let one file stall `nwd definitions check`."""
+
+
 class ServiceDefinition(Model):
     """A citizen service: what the citizen submits and which steps carry it out."""
 
     service: Identifier = Field(description="Service id, e.g. 'change-of-address'.")
-    version: int = Field(ge=1, description="Bump when the meaning changes; the hash pins the text.")
+    # At most PostgreSQL's `integer`: the read model stores it in one (and a search attribute).
+    version: int = Field(
+        ge=1, le=2_147_483_647,
+        description="Bump when the meaning changes; the hash pins the text.",
+    )
     title: LocalizedText = Field(description="Service name, by language.")
     description: LocalizedText = Field(description="What the service does, by language.")
     input: DataSchema = Field(description="What the citizen submits.")
-    steps: tuple[Step, ...] = Field(min_length=1, description="What the engine does.")
+    steps: tuple[Step, ...] = Field(
+        min_length=1, max_length=MAX_STEPS, description="What the engine does."
+    )
 
     def step(self, step_id: str) -> CallStep | DecisionStep | None:
         return next((s for s in self.steps if s.id == step_id), None)

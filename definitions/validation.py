@@ -192,23 +192,32 @@ class _ServiceChecker:
                 ))
 
     def _cycle_from(self, start: str) -> list[str] | None:
-        """The first cycle through ``start`` found by depth-first search, as a path."""
-        path: list[str] = []
+        """The first cycle through ``start`` found by depth-first search, as a path.
 
-        def visit(step_id: str) -> list[str] | None:
-            if step_id == start and path:
+        Iterative, and each step is searched at most once (a step already searched without
+        reaching ``start`` cannot reach it by another way): a long chain of `needs` must not
+        overflow the stack, nor a ladder of them take exponential time.
+        """
+        path = [start]
+        on_path = {start}
+        searched: set[str] = set()
+        pending = [iter(self.steps[start].needs)]
+        while pending:
+            need = next(pending[-1], None)
+            if need is None:
+                pending.pop()
+                done = path.pop()
+                on_path.discard(done)
+                searched.add(done)
+                continue
+            if need == start:
                 return list(path)
-            if step_id in path or step_id not in self.steps:
-                return None
-            path.append(step_id)
-            for need in self.steps[step_id].needs:
-                found = visit(need)
-                if found:
-                    return found
-            path.pop()
-            return None
-
-        return visit(start)
+            if need in on_path or need in searched or need not in self.steps:
+                continue
+            path.append(need)
+            on_path.add(need)
+            pending.append(iter(self.steps[need].needs))
+        return None
 
     def _upstream(self) -> dict[str, frozenset[str]]:
         """For each step, every step it waits for, directly or through others."""

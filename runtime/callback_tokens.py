@@ -3,7 +3,9 @@
 A token names the request, step, item and agency it is for, and carries an HMAC over them
 with a key only the engine holds: a forged or altered token fails the check at the intake
 before anything else happens. *Single use* is enforced by the workflow itself: its update
-validator accepts a callback only while that branch is waiting for one.
+validator accepts a callback for a call whose branch has not ended (kept until the call's
+outcome is known if it comes early, see ``workflows/callbacks.py``), answers a copy of one
+already applied as already received, and refuses any other.
 """
 
 from __future__ import annotations

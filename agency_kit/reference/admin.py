@@ -3,7 +3,10 @@
 - ``PUT /_admin/agencies/{agency}/behaviour`` (``*`` for every agency) — replace behaviour;
 - ``GET /_admin/agencies/{agency}/behaviour``;
 - ``GET /_admin/agencies/{agency}/records[?reference=&operation=]`` — rows as JSON;
-- ``POST /_admin/reset`` — empty every table, restore start-up behaviour.
+- ``GET /_admin/agencies/{agency}/outbox[?reference=&state=]`` — the callbacks owed or sent:
+  state, attempts, last status and error code, next attempt (not the body or the URL);
+- ``POST /_admin/reset`` — empty every table (records, outbox, keys), restore start-up
+  behaviour.
 
 It has no authentication: bind the reference agencies to a local address.
 """
@@ -18,6 +21,7 @@ import structlog
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
+from agency_kit.outbox import STATES
 from agency_kit.reference.behaviour import AgencyBehaviour, BehaviourBook
 from agency_kit.reference.hosted import HostedAgencies
 from agency_kit.reference.plumbing import Refusal, field_errors
@@ -63,6 +67,22 @@ def admin_router(
         async with hosted.pool.acquire() as conn:
             rows = await hosted.stores[agency_id].list_records(
                 conn, reference=reference, operation=operation
+            )
+        return [row.as_json() for row in rows]
+
+    @routes.get("/agencies/{agency_id}/outbox")
+    async def outbox(
+        agency_id: str, reference: str | None = None, state: str | None = None
+    ) -> list[dict[str, Any]]:
+        hosted.agency(agency_id)
+        if state is not None and state not in STATES:
+            raise Refusal(
+                422, "invalid_state",
+                f"state must be one of {', '.join(sorted(STATES))}, not {state!r}",
+            )
+        async with hosted.pool.acquire() as conn:
+            rows = await hosted.stores[agency_id].outbox.rows(
+                conn, reference=reference, state=state
             )
         return [row.as_json() for row in rows]
 

@@ -15,8 +15,10 @@ API that is *not* part of the contract (:mod:`agency_kit.reference.admin`).
 
 This module only wires the parts: the request prelude and refusals
 (:mod:`~agency_kit.reference.plumbing`), what each call does
-(:mod:`~agency_kit.reference.operations`) and the callbacks it owes
-(:mod:`~agency_kit.reference.callbacks`).
+(:mod:`~agency_kit.reference.operations`), the accepted calls finished when due
+(:mod:`~agency_kit.reference.callbacks`) and the outbox sender delivering their callbacks
+(:mod:`agency_kit.outbox`). While the database is down a call answers 503 with
+``Retry-After`` (it did nothing, so the engine's retry is safe) and the loops wait for it.
 """
 
 from __future__ import annotations
@@ -27,13 +29,15 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
+from agency_kit.contract import RETRY_AFTER_HEADER
+from agency_kit.outbox import OutboxSender, RetryPolicy
 from agency_kit.reference.admin import admin_router
 from agency_kit.reference.behaviour import AgencyBehaviour, BehaviourBook, parse_behaviours
-from agency_kit.reference.callbacks import CallbackSender
-from agency_kit.reference.hosted import HostedAgencies
+from agency_kit.reference.callbacks import DueOutcomes
+from agency_kit.reference.hosted import DATABASE_UNAVAILABLE, HostedAgencies
 from agency_kit.reference.operations import Operations
 from agency_kit.reference.plumbing import Refusal
 from definitions.models import AgencyRegistry
@@ -49,8 +53,10 @@ class ReferenceAgencies:
         database_url: PostgreSQL DSN; each agency gets its own schema in that database.
         secrets: Agency id -> signing secret.
         behaviour: Start-up behaviour, agency id (or ``*``) -> behaviour.
-        callback_max_attempts: Attempts to deliver one callback (5xx/connection errors retry).
-        callback_initial_backoff_s: First wait between attempts; it doubles, up to 30 s.
+        callback_retry: Backoff between callback attempts (default :class:`RetryPolicy()`:
+            0.5 s doubling to 60 s, no attempt limit).
+        callback_timeout_s: The HTTP timeout of one callback attempt.
+        poll_interval_s: The safety-net poll of the due work and of the outbox.
     """
 
     def __init__(
@@ -60,34 +66,53 @@ class ReferenceAgencies:
         secrets: Mapping[str, str],
         behaviour: Mapping[str, AgencyBehaviour] | None = None,
         *,
-        callback_max_attempts: int = 8,
-        callback_initial_backoff_s: float = 0.2,
+        callback_retry: RetryPolicy | None = None,
+        callback_timeout_s: float = 10.0,
+        poll_interval_s: float = 5.0,
     ) -> None:
         self.hosted = HostedAgencies(registry, database_url, secrets)
         for agency_id in dict(behaviour or {}):
             if agency_id != "*" and agency_id not in self.hosted.agencies:
                 raise ValueError(f"behaviour names unknown agency {agency_id!r}")
         self.book = BehaviourBook(dict(behaviour or {}))
-        self.callbacks = CallbackSender(
-            self.hosted,
-            max_attempts=callback_max_attempts,
-            initial_backoff_s=callback_initial_backoff_s,
-        )
-        self.operations = Operations(self.hosted, self.book, self.callbacks)
+        self.callback_retry = callback_retry or RetryPolicy()
+        self.callback_timeout_s = callback_timeout_s
+        self.poll_interval_s = poll_interval_s
+        self.due = DueOutcomes(self.hosted, poll_interval_s=poll_interval_s)
+        self.sender: OutboxSender | None = None
+        self.operations = Operations(self.hosted, self.book)
 
     async def start(self) -> None:
-        pending = await self.hosted.open()
-        await self.callbacks.start(pending)
+        """Open the database, then start delivering owed callbacks and finishing due work."""
+        adopted = await self.hosted.open()
+        self.sender = OutboxSender(
+            self.hosted.pool,
+            [store.outbox for store in self.hosted.stores.values()],
+            policy=self.callback_retry,
+            timeout_s=self.callback_timeout_s,
+            poll_interval_s=self.poll_interval_s,
+        )
+        await self.sender.start()
+        await self.due.start()
         log.info("agencies.started", agencies=sorted(self.hosted.agencies),
-                 resumed_callbacks=len(pending))
+                 adopted_callbacks=adopted)
 
     async def stop(self) -> None:
-        await self.callbacks.stop()
+        """Stop the loops (what is owed stays in the tables), then close the pool."""
+        await self.due.stop()
+        if self.sender is not None:
+            await self.sender.stop()
         await self.hosted.close()
 
+    @property
+    def healthy(self) -> bool:
+        """Whether both loops are alive (they end only when stopped)."""
+        return self.due.running and self.sender is not None and self.sender.running
+
     async def reset(self) -> None:
-        """Drop scheduled callbacks, empty every table, restore start-up behaviour."""
-        await self.callbacks.cancel_all()
+        """Drop callbacks under way, empty every table, restore start-up behaviour."""
+        if self.sender is not None:
+            await self.sender.drop_in_flight()
         await self.hosted.empty_tables()
         self.book.reset()
         log.info("agencies.reset")
@@ -99,8 +124,9 @@ def create_app(
     secrets: Mapping[str, str],
     behaviour: Mapping[str, AgencyBehaviour | Mapping[str, Any]] | None = None,
     *,
-    callback_max_attempts: int = 8,
-    callback_initial_backoff_s: float = 0.2,
+    callback_retry: RetryPolicy | None = None,
+    callback_timeout_s: float = 10.0,
+    poll_interval_s: float = 5.0,
 ) -> FastAPI:
     """The reference agencies as one ASGI app (it owns its pool and HTTP client via lifespan).
 
@@ -110,8 +136,11 @@ def create_app(
         secrets: Agency id -> signing secret. An agency that declares ``auth_secret`` but has
             no secret here refuses every call with 401 (and logs why).
         behaviour: Start-up behaviour, agency id (or ``*``) -> behaviour (models or JSON).
-        callback_max_attempts: Attempts to deliver one callback.
-        callback_initial_backoff_s: First wait between callback attempts (doubles, max 30 s).
+        callback_retry: Backoff between callback attempts; no attempt limit unless it sets
+            ``max_age_s``.
+        callback_timeout_s: The HTTP timeout of one callback attempt.
+        poll_interval_s: The safety-net poll of the due work and of the outbox (a commit
+            wakes both at once; the poll only matters when a notification was missed).
     """
     parsed = parse_behaviours(
         {
@@ -124,8 +153,9 @@ def create_app(
         database_url,
         secrets,
         parsed,
-        callback_max_attempts=callback_max_attempts,
-        callback_initial_backoff_s=callback_initial_backoff_s,
+        callback_retry=callback_retry,
+        callback_timeout_s=callback_timeout_s,
+        poll_interval_s=poll_interval_s,
     )
     operations = agencies.operations
 
@@ -150,9 +180,22 @@ def create_app(
     async def _refusal(_: Request, exc: Refusal) -> Response:
         return exc.response()
 
+    async def _database_down(_: Request, exc: Exception) -> Response:
+        log.warning("agency.database_unavailable", error=type(exc).__name__)
+        return Refusal(
+            503, "unavailable", "the agency's database is unavailable; nothing was done",
+            headers={RETRY_AFTER_HEADER: "1"},
+        ).response()
+
+    for error in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(error, _database_down)
+
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "agencies": sorted(agencies.hosted.agencies)}
+    async def health() -> Response:
+        """200 while the agencies and their loops run; 503 if a loop has died."""
+        body = {"status": "ok" if agencies.healthy else "degraded",
+                "agencies": sorted(agencies.hosted.agencies)}
+        return JSONResponse(body, status_code=200 if agencies.healthy else 503)
 
     @app.get("/agencies/{agency_id}/health")
     async def agency_health(agency_id: str) -> dict[str, Any]:

@@ -1,174 +1,146 @@
-"""Callbacks of the reference agencies: finish accepted work later, then tell the engine.
+"""Accepted calls of the reference agencies: finished when due, their callbacks via the outbox.
 
-An accepted (202) call is written with ``callback_state = 'pending'`` in the transaction that
-accepted it; after commit, :meth:`CallbackSender.schedule` waits the behaviour's delay, finishes
-the work (completes the record, or rejects it when the behaviour said so) and POSTs the signed
-:class:`~agency_kit.contract.Callback` to the record's ``callback_url``, retrying 5xx, 408, 429
-and connection errors with backoff. The delivery's end (``sent``, ``refused``, ``failed``) is
-written back, so a restart resends only what is still pending (:meth:`CallbackSender.start`).
+An accepted (202) call is a record with ``status = 'accepted'`` and ``due_at`` = now + the
+behaviour's ``callback_delay_s``, written in the transaction that accepted it: the durable
+form of "finish this later". :class:`DueOutcomes` is the loop that finishes due records. For
+each one, in **one transaction**, it carries out the effect (completes the record, or rejects
+it when the behaviour planned so), clears ``due_at`` and stores the callback in the agency's
+outbox (:class:`agency_kit.outbox.Outbox`); the outbox sender delivers it. A cancel clears
+``due_at`` and voids the outbox row in the cancel's transaction, so a withdrawn call is
+neither finished nor told.
 
-The schedule lives in this process's memory; the pending rows are what makes it durable.
+Nothing lives only in memory: a restarted process finishes what fell due while it was away,
+a second process on the same database shares the work (rows are claimed with ``FOR UPDATE
+SKIP LOCKED``), and while PostgreSQL is down the loop backs off and resumes
+(:func:`agency_kit.wakeup.run_until_stopped`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-import json
+from datetime import UTC, datetime, timedelta
 
-import httpx
+import asyncpg  # type: ignore[import-untyped,unused-ignore]
 import structlog
 
-from agency_kit.contract import (
-    IDEMPOTENCY_HEADER,
-    REFERENCE_HEADER,
-    RETRYABLE_STATUS,
-    Callback,
-    idempotency_key,
-)
-from agency_kit.reference.hosted import HostedAgencies
+from agency_kit.reference.hosted import DATABASE_UNAVAILABLE, HostedAgencies
 from agency_kit.reference.operations import complete
-from agency_kit.reference.store import Record
-from agency_kit.signing import signed_headers
-from definitions.models import Agency
+from agency_kit.reference.store import AgencyStore, Record
+from agency_kit.wakeup import Wakeup, run_until_stopped
 
 log = structlog.get_logger("agency_kit.reference")
 
+FAILED_WORK_RETRY = timedelta(seconds=30)
+"""When finishing one record raises (not the database: a bug), it is tried again this late."""
 
-class CallbackSender:
-    """Schedules and delivers callbacks; owns their tasks and its HTTP client.
+
+class DueOutcomes:
+    """The loop finishing accepted calls when they fall due (one per process, any number of
+    processes).
 
     Args:
-        hosted: The agencies, their stores, secrets and pool.
-        max_attempts: Attempts to deliver one callback (5xx/connection errors retry).
-        initial_backoff_s: First wait between attempts; it doubles, up to 30 s.
+        hosted: The agencies, their stores (records and outboxes) and pool.
+        batch: At most this many records of one agency per transaction.
+        poll_interval_s: How often every agency is looked at even without a notification.
     """
 
     def __init__(
-        self, hosted: HostedAgencies, *, max_attempts: int = 8, initial_backoff_s: float = 0.2
+        self, hosted: HostedAgencies, *, batch: int = 20, poll_interval_s: float = 5.0
     ) -> None:
         self._hosted = hosted
-        self.max_attempts = max_attempts
-        self.initial_backoff_s = initial_backoff_s
-        self._http: httpx.AsyncClient | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.batch = batch
+        self.poll_interval_s = poll_interval_s
+        self._by_channel = {store.work_channel: (agency_id, store)
+                            for agency_id, store in hosted.stores.items()}
+        self._wakeup: Wakeup | None = None
+        self._loop: asyncio.Task[None] | None = None
 
-    async def start(self, pending: list[tuple[str, Record]]) -> None:
-        """Open the HTTP client and resend the callbacks still owed from before a restart."""
-        self._http = httpx.AsyncClient(timeout=10.0)
-        for agency_id, record in pending:
-            self.schedule(agency_id, record.agency_reference, 0.0)
+    @property
+    def running(self) -> bool:
+        return self._loop is not None and not self._loop.done()
+
+    async def start(self) -> None:
+        """Start the loop (call once the pool is open)."""
+        if self._loop is not None:
+            return
+        wakeup = self._wakeup = Wakeup(
+            self._hosted.pool, self._by_channel, poll_interval_s=self.poll_interval_s
+        )
+        self._loop = asyncio.create_task(
+            run_until_stopped(self._step, wakeup, name="agency.due_work"), name="due-outcomes"
+        )
 
     async def stop(self) -> None:
-        await self.cancel_all()
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        """Stop the loop; what is not finished stays due for the next process."""
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+        if self._wakeup is not None:
+            await self._wakeup.close()
+            self._wakeup = None
 
-    async def cancel_all(self) -> None:
-        """Drop every scheduled callback (their rows stay pending)."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    def schedule(self, agency_id: str, agency_reference: str, delay_s: float) -> None:
-        """Finish and deliver the record's callback after ``delay_s`` (call after commit)."""
-        task = asyncio.create_task(self._send(agency_id, agency_reference, delay_s))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _send(self, agency_id: str, agency_ref: str, delay_s: float) -> None:
-        agency = self._hosted.agencies[agency_id]
-        store = self._hosted.stores[agency_id]
-        await asyncio.sleep(delay_s)
-        try:
-            async with self._hosted.pool.acquire() as conn, conn.transaction():
-                record = await store.get(conn, agency_ref, for_update=True)
-                if record is None or record.callback_state != "pending":
-                    return  # cancelled, or already delivered by an earlier task
-                operation = agency.operation(record.operation)
-                if record.status == "accepted" and record.outcome is not None:
-                    await store.update(conn, record.id, status="rejected")
-                    record = dataclasses.replace(record, status="rejected")
-                elif record.status == "accepted" and operation is not None:
-                    output = await complete(conn, store, agency, operation, record)
-                    record = dataclasses.replace(record, status="completed", output=output)
-            payload = self.payload(record)
-            if payload is None:
-                return
-            state = await self.deliver(agency, record, payload)
+    async def _step(self, fired: set[str]) -> None:
+        assert self._wakeup is not None
+        for channel in sorted(fired):
+            agency_id, store = self._by_channel[channel]
             async with self._hosted.pool.acquire() as conn:
-                await store.update(conn, record.id, callback_state=state)
-        except Exception:
-            log.exception("agency.callback_crashed", agency=agency_id, agency_reference=agency_ref)
-            raise
+                async with conn.transaction():
+                    records = await store.claim_due(conn, self.batch)
+                    for record in records:
+                        await self._finish_one(conn, agency_id, store, record)
+                if len(records) == self.batch:
+                    self._wakeup.due_in(channel, 0)  # maybe more: look again at once
+                else:
+                    self._wakeup.due_in(channel, await store.next_due_s(conn))
 
-    @staticmethod
-    def payload(record: Record) -> Callback | None:
-        """The callback body for a finished record; None while there is nothing to tell."""
-        if record.status == "completed":
-            return Callback(
-                status="completed",
-                agency_reference=record.agency_reference,
-                output=record.output or {},
-            )
-        if record.status == "rejected":
-            outcome = record.outcome or {}
-            return Callback(
-                status="rejected",
-                agency_reference=record.agency_reference,
-                code=str(outcome.get("code", "rejected")),
-                reason=str(outcome.get("reason", "")),
-            )
-        return None
+    async def _finish_one(
+        self, conn: asyncpg.Connection, agency_id: str, store: AgencyStore, record: Record
+    ) -> None:
+        """Finish one record in a savepoint: a bug in one record does not hold up the rest.
 
-    async def deliver(self, agency: Agency, record: Record, payload: Callback) -> str:
-        """POST the signed callback; retry 5xx, 408, 429 and connection errors with backoff.
-
-        Returns the delivery's end: ``sent`` (2xx), ``refused`` (another 4xx: the engine will
-        not take it, so retrying is pointless) or ``failed`` (every attempt used).
+        A database failure is not caught here: it ends the whole transaction, and the loop
+        tries again once the database is back.
         """
-        assert self._http is not None and record.callback_url is not None
-        body = json.dumps(payload.model_dump(mode="json")).encode()
-        secret = self._hosted.signing_secret(agency)
-        bound = log.bind(
-            agency=agency.id,
-            operation=record.operation,
-            reference=record.reference,
-            agency_reference=record.agency_reference,
-            outcome=payload.status,
-        )
-        wait = self.initial_backoff_s
-        for attempt in range(1, self.max_attempts + 1):
-            headers = {
-                "Content-Type": "application/json",
-                REFERENCE_HEADER: record.reference,
-                IDEMPOTENCY_HEADER: idempotency_key(
-                    record.reference, record.step, record.item, "callback"
-                ),
-                **signed_headers(secret, body),  # a fresh timestamp on every attempt
+        bound = log.bind(agency=agency_id, operation=record.operation,
+                         reference=record.reference, step=record.step, item=record.item,
+                         agency_reference=record.agency_reference)
+        try:
+            async with conn.transaction():
+                await self._finish(conn, agency_id, store, record)
+        except DATABASE_UNAVAILABLE:
+            raise
+        except Exception:
+            bound.exception("agency.due_work_failed", retry_in_s=FAILED_WORK_RETRY.seconds)
+            await store.update(conn, record.id, due_at=datetime.now(UTC) + FAILED_WORK_RETRY)
+
+    async def _finish(
+        self, conn: asyncpg.Connection, agency_id: str, store: AgencyStore, record: Record
+    ) -> None:
+        """The effect, the cleared due time and the callback: one transaction (the caller's)."""
+        agency = self._hosted.agencies[agency_id]
+        operation = agency.operation(record.operation)
+        if record.outcome is None and operation is not None:
+            output = await complete(conn, store, agency, operation, record)
+            record = dataclasses.replace(record, status="completed", output=output)
+        else:
+            outcome = record.outcome or {
+                "status": "rejected",
+                "code": "unknown_operation",
+                "reason": f"the agency no longer offers operation {record.operation!r}",
             }
-            try:
-                response = await self._http.post(record.callback_url, content=body, headers=headers)
-            except httpx.HTTPError as exc:
-                bound.warning("agency.callback_failed", attempt=attempt, error=type(exc).__name__)
-            else:
-                if response.is_success:
-                    bound.info(
-                        "agency.callback_sent", attempt=attempt, status_code=response.status_code
-                    )
-                    return "sent"
-                if response.status_code < 500 and response.status_code not in RETRYABLE_STATUS:
-                    bound.error(
-                        "agency.callback_refused", attempt=attempt, status_code=response.status_code
-                    )
-                    return "refused"
-                bound.warning(
-                    "agency.callback_failed", attempt=attempt, status_code=response.status_code
-                )
-            if attempt < self.max_attempts:
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, 30.0)
-        bound.error("agency.callback_gave_up", attempts=self.max_attempts)
-        return "failed"
+            await store.update(conn, record.id, status="rejected", outcome=outcome)
+            record = dataclasses.replace(record, status="rejected", outcome=outcome)
+        await store.update(conn, record.id, due_at=None)
+        callback = record.callback()
+        if callback is not None and record.callback_url is not None:
+            await store.outbox.enqueue(
+                conn, callback, url=record.callback_url, reference=record.reference,
+                step=record.step, item=record.item, subject=record.agency_reference,
+            )
+        log.info("agency.outcome_due", agency=agency_id, agency_reference=record.agency_reference,
+                 reference=record.reference, outcome=record.status)
+

@@ -12,10 +12,18 @@ import asyncpg  # type: ignore[import-untyped,unused-ignore]
 import structlog
 
 from agency_kit.reference.plumbing import known_agency
-from agency_kit.reference.store import AgencyStore, Record, schema_name
+from agency_kit.reference.store import AgencyStore, schema_name
 from definitions.models import Agency, AgencyRegistry
 
 log = structlog.get_logger("agency_kit.reference")
+
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OSError,  # refused, reset, unreachable; TimeoutError is one too
+    asyncpg.PostgresConnectionError,  # SQLSTATE 08: the connection failed or was lost
+    asyncpg.InterfaceError,  # the connection is closed on our side
+    asyncpg.exceptions.OperatorInterventionError,  # 57: shutting down, starting up
+)
+"""What a database outage raises: the call did nothing, and trying again later is right."""
 
 
 class HostedAgencies:
@@ -43,9 +51,12 @@ class HostedAgencies:
                     f"database schema {schema!r}; rename one"
                 )
             schemas[schema] = agency_id
-        self.stores = {agency_id: AgencyStore(agency_id) for agency_id in self.agencies}
         self.database_url = database_url
         self.secrets = dict(secrets)
+        self.stores = {
+            agency.id: AgencyStore(agency.id, secret=self.signing_secret(agency))
+            for agency in self.agencies.values()
+        }
         self._pool: asyncpg.Pool | None = None
 
     @property
@@ -62,17 +73,17 @@ class HostedAgencies:
         """The secret the agency signs its callbacks with (None: it does not sign)."""
         return self.secrets.get(agency.id) if agency.auth_secret else None
 
-    async def open(self) -> list[tuple[str, Record]]:
-        """Open the pool and create every agency's tables; return the callbacks still owed."""
-        self._pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=10)
+    async def open(self) -> int:
+        """Open the pool and create every agency's tables; how many owed callbacks were
+        adopted from tables made before the outbox."""
+        # 10 for calls, and one each held by the outbox sender's and the due work's LISTEN
+        self._pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=12)
         async with self.pool.acquire() as conn:
             async with conn.transaction():  # one round trip for every agency's tables
                 await conn.execute(";\n".join(store.ddl() for store in self.stores.values()))
-            pending = [
-                (agency_id, record)
-                for agency_id, store in self.stores.items()
-                for record in await store.pending_callbacks(conn)
-            ]
+            adopted = 0
+            for store in self.stores.values():
+                adopted += await store.adopt_owed_callbacks(conn)
         for agency in self.agencies.values():
             if agency.auth_secret and not self.secrets.get(agency.id):
                 log.error(
@@ -81,7 +92,7 @@ class HostedAgencies:
                     env=agency.auth_secret,
                     effect="every call to this agency is refused with 401",
                 )
-        return pending
+        return adopted
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -89,7 +100,7 @@ class HostedAgencies:
             self._pool = None
 
     async def empty_tables(self) -> None:
-        """Delete every record and idempotency key of every agency, in one transaction."""
+        """Delete every record, outbox row and idempotency key of every agency, at once."""
         async with self.pool.acquire() as conn, conn.transaction():
             for store in self.stores.values():
                 await store.reset(conn)

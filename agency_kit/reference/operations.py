@@ -18,7 +18,7 @@ import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped,unused-ignore]
 import structlog
@@ -71,23 +71,12 @@ def _bound(call: StepEnvelope) -> contextlib.AbstractContextManager[None]:
     )
 
 
-class CallbackScheduler(Protocol):
-    """Where an accepted call's outcome goes once the transaction that accepted it commits.
-
-    The only thing operations know of callbacks: the record (by agency reference) and when.
-    """
-
-    def schedule(self, agency_id: str, agency_reference: str, delay_s: float) -> None: ...
-
-
 @dataclasses.dataclass
 class Outcome:
     """The answer to one call, decided inside its transaction."""
 
     status_code: int
     body: dict[str, Any]
-    callback: tuple[str, float] | None = None
-    """(agency reference, delay in seconds) of a callback to schedule after commit."""
 
 
 async def complete(
@@ -124,18 +113,18 @@ async def complete(
 class Operations:
     """The contract's three calls for every hosted agency.
 
+    An accepted call's outcome is not scheduled in memory: the record is written with the
+    time it falls due, in the call's transaction, and
+    :class:`~agency_kit.reference.callbacks.DueOutcomes` finishes it then.
+
     Args:
         hosted: The agencies, their stores, secrets and pool.
         book: The behaviour in force (latency, failures, modes, rejections).
-        callbacks: Where accepted calls' outcomes are scheduled after commit.
     """
 
-    def __init__(
-        self, hosted: HostedAgencies, book: BehaviourBook, callbacks: CallbackScheduler
-    ) -> None:
+    def __init__(self, hosted: HostedAgencies, book: BehaviourBook) -> None:
         self._hosted = hosted
         self._book = book
-        self._callbacks = callbacks
 
     async def _received(
         self, agency_id: str, operation_id: str, request: Request, model: type[_E]
@@ -187,8 +176,6 @@ class Operations:
                 )
             outcome = await work(conn)
             await store.idempotency.save(conn, key, outcome.status_code, outcome.body)
-        if outcome.callback is not None:
-            self._callbacks.schedule(agency_id, *outcome.callback)
         log.info(
             "agency.call",
             status_code=outcome.status_code,
@@ -277,13 +264,10 @@ class Operations:
                     "reason": behaviour.reject.reason,
                 }
             record = await store.insert(
-                conn, status="accepted", callback_state="pending", outcome=outcome, **common
+                conn, status="accepted", outcome=outcome, due_in_s=behaviour.callback_delay_s,
+                **common,
             )
-            return Outcome(
-                202,
-                dump(Accepted(agency_reference=record.agency_reference)),
-                callback=(record.agency_reference, behaviour.callback_delay_s),
-            )
+            return Outcome(202, dump(Accepted(agency_reference=record.agency_reference)))
         record = await store.insert(conn, status="accepted", **{**common, "callback_url": None})
         output = await complete(conn, store, agency, operation, record)
         done = Completed(agency_reference=record.agency_reference, output=output)
@@ -360,12 +344,8 @@ class Operations:
         await store.update(conn, record.id, answers=answer.answers)
         record = dataclasses.replace(record, answers=answer.answers)
         if behaviour.mode == "callback" and record.callback_url is not None:
-            await store.update(conn, record.id, status="accepted", callback_state="pending")
-            return Outcome(
-                202,
-                dump(Accepted(agency_reference=ref)),
-                callback=(ref, behaviour.callback_delay_s),
-            )
+            await store.schedule(conn, record.id, behaviour.callback_delay_s)
+            return Outcome(202, dump(Accepted(agency_reference=ref)))
         output = await complete(conn, store, agency, operation, record)
         return Outcome(200, dump(Completed(agency_reference=ref, output=output)))
 
@@ -396,12 +376,8 @@ class Operations:
                         f"operation {operation.id!r} cannot be withdrawn once accepted",
                     )
                 if record.status != "cancelled":
-                    await store.update(
-                        conn,
-                        record.id,
-                        status="cancelled",
-                        callback_state=None if record.callback_state == "pending"
-                        else record.callback_state,
-                    )
+                    # the pending outcome and any callback owed go with it, in this transaction
+                    await store.update(conn, record.id, status="cancelled", due_at=None)
+                    await store.outbox.void(conn, subject=ref)
             log.info("agency.cancel", agency_reference=ref, result="cancelled")
             return CanonicalJSONResponse(dump(Cancelled(agency_reference=ref)))

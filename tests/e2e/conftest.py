@@ -84,6 +84,14 @@ class Agencies:
         rows = list(body["records"] if isinstance(body, dict) else body)
         return [r for r in rows if reference is None or r.get("reference") == reference]
 
+    async def outbox(self, agency: str, *, reference: str | None = None) -> list[dict[str, Any]]:
+        """The callbacks ``agency`` owes or has sent (its outbox rows), oldest first."""
+        response = await self.admin.get(f"/_admin/agencies/{agency}/outbox",
+                                         params={} if reference is None else
+                                         {"reference": reference})
+        response.raise_for_status()
+        return list(response.json())
+
 
 async def serve(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",

@@ -54,8 +54,7 @@ async def accept(call: AgencyCallInput) -> AgencyCallResult:
 @asynccontextmanager
 async def worker(client: Client, task_queue: str, stubs: Stubs) -> AsyncIterator[None]:
     async with Worker(client, task_queue=task_queue, workflows=[CitizenRequestWorkflow],
-                      activities=[stubs.call_agency, stubs.notify_operator,
-                                  stubs.record_request],
+                      activities=stubs.activities(),
                       workflow_runner=workflow_runner(True)):
         yield
 

@@ -118,6 +118,11 @@ class Stubs:
     async def record_progress(self, record: RecordProgressInput) -> None:
         self.progress.append(record)
 
+    def activities(self) -> list[Callable[..., Awaitable[AgencyCallResult | None]]]:
+        """Every activity the workflow calls by name, as a worker registers them."""
+        return [self.call_agency, self.notify_operator, self.record_request,
+                self.record_progress]
+
     def calls_of(self, action: str) -> list[AgencyCallInput]:
         return [c for c in self.calls if c.action == action]
 
@@ -193,8 +198,7 @@ async def harness(workflow_client: Client, task_queue: str) -> AsyncIterator[Har
     stubs = Stubs()
     async with Worker(
         workflow_client, task_queue=task_queue, workflows=[CitizenRequestWorkflow],
-        activities=[stubs.call_agency, stubs.notify_operator, stubs.record_request,
-                    stubs.record_progress],
+        activities=stubs.activities(),
         workflow_runner=workflow_runner(True),
     ):
         running = Harness(workflow_client, task_queue, stubs)

@@ -3,7 +3,8 @@
 ``agencies`` is one app per test module on its own database, reset before each test;
 ``start_agencies`` starts a fresh app (with start-up behaviour or options) on the test's own
 fresh ``database_url``; ``receiver`` starts a small callback receiver standing in for the
-engine's callback endpoint.
+engine's callback endpoint, and ``counting_receiver`` one that can misbehave
+(:mod:`tests.integration.agency_kit.receiver`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from agency_kit.signing import signed_headers
 from definitions.loader import load_registry_file
 from definitions.models import AgencyRegistry
 from tests.conftest import new_database
+from tests.integration.agency_kit.receiver import CountingReceiver
 from tests.polling import eventually
 
 SECRET = "dmv-test-secret"
@@ -67,7 +69,7 @@ class Server:
 
     async def stop(self) -> None:
         self.server.should_exit = True
-        if self.task is not None:
+        if self.task is not None and not self.task.done():
             await self.task
         self.sock.close()
 
@@ -79,6 +81,12 @@ class Agencies:
     url: str
     database_url: str
     http: httpx.AsyncClient
+    server: Server | None = None
+
+    async def stop(self) -> None:
+        """Stop the app (as a process stopping would: owed work stays in its tables)."""
+        assert self.server is not None, "only apps from start_agencies can be stopped here"
+        await self.server.stop()
 
     def base(self, agency: str) -> str:
         return f"{self.url}/agencies/{agency}"
@@ -123,6 +131,15 @@ class Agencies:
     async def records(self, agency: str, **params: str) -> list[dict[str, Any]]:
         response = await self.http.get(
             f"{self.url}/_admin/agencies/{agency}/records", params=params
+        )
+        assert response.status_code == 200, response.text
+        rows: list[dict[str, Any]] = response.json()
+        return rows
+
+    async def outbox(self, agency: str, **params: str) -> list[dict[str, Any]]:
+        """The agency's outbox rows, through the admin API."""
+        response = await self.http.get(
+            f"{self.url}/_admin/agencies/{agency}/outbox", params=params
         )
         assert response.status_code == 200, response.text
         rows: list[dict[str, Any]] = response.json()
@@ -177,13 +194,14 @@ async def start_agencies(database_url: str) -> AsyncIterator[StartAgencies]:
         servers.append(server)
         client = httpx.AsyncClient(timeout=10.0)
         clients.append(client)
-        return Agencies(url=server.url, database_url=database_url, http=client)
+        return Agencies(url=server.url, database_url=database_url, http=client, server=server)
 
     yield start
     for client in clients:
         await client.aclose()
     for server in servers:
-        await server.stop()
+        if server.task is not None and not server.task.done():
+            await server.stop()
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -238,3 +256,14 @@ async def receiver() -> AsyncIterator[Receiver]:
         yield state["r"]
     finally:
         await server.stop()
+
+
+@pytest_asyncio.fixture
+async def counting_receiver() -> AsyncIterator[CountingReceiver]:
+    """A callback endpoint on a free loopback port that counts and can misbehave."""
+    receiver = CountingReceiver()
+    await receiver.start()
+    try:
+        yield receiver
+    finally:
+        await receiver.stop()

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
+import asyncpg
+
+from agency_kit.outbox import RetryPolicy
 from agency_kit.signing import verify_headers
+from runtime.process import free_port
 from tests.integration.agency_kit.conftest import (
     SECRET,
     Agencies,
@@ -18,6 +23,16 @@ from tests.polling import eventually
 
 async def next_callback(receiver: Receiver, wait_s: float = 5.0) -> tuple[dict[str, str], bytes]:
     return await asyncio.wait_for(receiver.received.get(), wait_s)
+
+
+async def first_records(agencies: Agencies) -> list[dict[str, Any]]:
+    """The dmv records of a stopped app, read straight from its database."""
+    conn = await asyncpg.connect(agencies.database_url)
+    try:
+        rows = await conn.fetch("SELECT status, due_at FROM agency_dmv.records ORDER BY id")
+    finally:
+        await conn.close()
+    return [dict(row) for row in rows]
 
 
 class TestFailures:
@@ -141,7 +156,13 @@ class TestCallbackMode:
 
         async def sent() -> None:
             [row] = await agencies.records("dmv")
-            assert (row["status"], row["callback_state"]) == ("completed", "sent"), row
+            assert (row["status"], row["due_at"]) == ("completed", None), row
+            [owed] = await agencies.outbox("dmv")
+            assert (owed["state"], owed["attempts"], owed["last_status"]) == (
+                "delivered", 1, 200
+            ), owed
+            assert owed["subject"] == "DMV-000001"
+            assert owed["key"] == f"{body['reference']}:dmv:-:callback"
 
         await eventually(sent, within_s=5, every_s=0.05)
         again = await agencies.call("dmv", "update-address", body)
@@ -154,7 +175,7 @@ class TestCallbackMode:
         """The callback is retried with backoff after 503s until it is taken."""
         agencies = await start_agencies(
             {"dmv": {"mode": "callback", "callback_delay_s": 0}},
-            callback_initial_backoff_s=0.05,
+            callback_retry=RetryPolicy(initial_interval_s=0.05),
         )
         receiver.fail_first = 2
         await agencies.call("dmv", "update-address", request_body(callback_url=receiver.url))
@@ -172,8 +193,8 @@ class TestCallbackMode:
         await next_callback(receiver)
 
         async def refused() -> None:
-            [row] = await agencies.records("dmv")
-            assert row["callback_state"] == "refused", row
+            [row] = await agencies.outbox("dmv")
+            assert (row["state"], row["last_status"]) == ("refused", 401), row
 
         await eventually(refused, within_s=5, every_s=0.05)
         assert receiver.attempts == 1
@@ -203,13 +224,128 @@ class TestCallbackMode:
     async def test_pending_callbacks_resume_after_restart(
         self, start_agencies: StartAgencies, receiver: Receiver
     ) -> None:
-        """A callback still owed when the app stops is delivered by the next start."""
-        first = await start_agencies({"dmv": {"mode": "callback", "callback_delay_s": 30}})
+        """An outcome still due when the app stops is finished and sent by the next start."""
+        first = await start_agencies({"dmv": {"mode": "callback", "callback_delay_s": 1.0}})
         await first.call("dmv", "update-address", request_body(callback_url=receiver.url))
-        assert receiver.received.empty()
-        await start_agencies()  # a second process on the same database resumes the owed call
+        await first.stop()
+        [record] = await first_records(first)
+        assert (record["status"], record["due_at"] is not None) == ("accepted", True)
+        await start_agencies()  # a new process on the same database: nothing in its memory
         _, raw = await next_callback(receiver)
         assert json.loads(raw)["status"] == "completed"
+
+    async def test_callbacks_owed_in_a_table_from_before_the_outbox_are_adopted(
+        self, start_agencies: StartAgencies, receiver: Receiver
+    ) -> None:
+        """A records table of the old shape (callback_state = 'pending', no due time): on
+        start-up the finished record's callback moves into the outbox, the accepted one
+        falls due; both are sent once and the old column goes."""
+        first = await start_agencies({"dmv": {"mode": "callback", "callback_delay_s": 60}})
+        finished, accepted = (request_body(callback_url=receiver.url) for _ in range(2))
+        for body in (finished, accepted):
+            assert (await first.call("dmv", "update-address", body)).status_code == 202
+        await first.stop()
+        conn = await asyncpg.connect(first.database_url)
+        try:
+            await conn.execute(
+                "ALTER TABLE agency_dmv.records ADD COLUMN callback_state text;"
+                " UPDATE agency_dmv.records SET callback_state = 'pending', due_at = NULL;"
+                " UPDATE agency_dmv.records SET status = 'completed', output = '{\"n\": 1}'"
+                f" WHERE reference = '{finished['reference']}'"
+            )
+        finally:
+            await conn.close()
+        await start_agencies({"dmv": {"mode": "callback", "callback_delay_s": 60}})
+        got: dict[str, dict[str, Any]] = {}
+        for _ in range(2):
+            headers, raw = await next_callback(receiver)
+            got[headers["x-nwd-reference"]] = json.loads(raw)
+        assert got[finished["reference"]]["output"] == {"n": 1}
+        assert got[accepted["reference"]]["status"] == "completed"
+
+        async def delivered_once_each() -> None:
+            rows = await _outbox_rows(first)
+            assert sorted(rows) == [("delivered", 1), ("delivered", 1)], rows
+
+        await eventually(delivered_once_each, within_s=5, every_s=0.05)
+        assert receiver.received.empty(), "each callback once"
+        conn = await asyncpg.connect(first.database_url)
+        try:
+            assert not await conn.fetchval(
+                "SELECT count(*) FROM information_schema.columns WHERE table_schema ="
+                " 'agency_dmv' AND table_name = 'records' AND column_name = 'callback_state'"
+            )
+        finally:
+            await conn.close()
+
+    async def test_information_in_callback_mode_is_told_by_callback(
+        self, agencies: Agencies, receiver: Receiver
+    ) -> None:
+        """Answers to needs_information in callback mode: 202, then the completion by callback."""
+        await agencies.behave("dmv", {
+            "mode": "callback", "callback_delay_s": 0,
+            "needs_information": {"fields": {"proof": {"type": "text"}}},
+        })
+        body = request_body(callback_url=receiver.url)
+        asked = await agencies.call("dmv", "update-address", body)
+        assert asked.json()["status"] == "needs_information"
+        assert receiver.received.empty()
+        info = {"reference": body["reference"], "step": "dmv", "item": None,
+                "agency_reference": asked.json()["agency_reference"],
+                "answers": {"proof": "a bill"}}
+        answered = await agencies.post(
+            "dmv", "/operations/update-address/information", info,
+            key=f"{body['reference']}:dmv:-:info:1",
+        )
+        assert answered.status_code == 202, answered.text
+        _, raw = await next_callback(receiver)
+        assert json.loads(raw)["status"] == "completed"
+        [record] = await agencies.records("dmv")
+        assert (record["status"], record["answers"]) == ("completed", {"proof": "a bill"})
+
+
+class TestIdle:
+    async def test_idle_agencies_leave_their_database_alone(
+        self, start_agencies: StartAgencies, receiver: Receiver
+    ) -> None:
+        """After a callback, with nothing due: neither the due-work loop nor the outbox
+        sender touches the database until the next poll (no busy loop)."""
+        agencies = await start_agencies(
+            {"dmv": {"mode": "callback", "callback_delay_s": 0}}, poll_interval_s=60
+        )
+        await agencies.call("dmv", "update-address", request_body(callback_url=receiver.url))
+        await next_callback(receiver)
+
+        async def settled() -> None:
+            [row] = await agencies.outbox("dmv")
+            assert row["state"] == "delivered", row
+
+        await eventually(settled, within_s=5, every_s=0.05)
+        conn = await asyncpg.connect(agencies.database_url)
+        try:
+            before = await _commits(conn)
+            await asyncio.sleep(3)  # the window the database is watched over
+            after = await _commits(conn)
+        finally:
+            await conn.close()
+        assert after - before < 30, f"{after - before} transactions in 3 s of idling"
+
+
+async def _outbox_rows(agencies: Agencies) -> list[tuple[str, int]]:
+    """(state, attempts) of the dmv outbox, read straight from the database."""
+    conn = await asyncpg.connect(agencies.database_url)
+    try:
+        rows = await conn.fetch("SELECT state, attempts FROM agency_dmv.outbox")
+    finally:
+        await conn.close()
+    return [(row["state"], row["attempts"]) for row in rows]
+
+
+async def _commits(conn: asyncpg.Connection) -> int:
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    return int(await conn.fetchval(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+    ))
 
 
 class TestNeedsInformation:
@@ -295,10 +431,11 @@ class TestCancel:
         assert response.json()["status"] == "cancelled"
         again = await agencies.post("dmv", "/operations/update-address/cancel", cancel)
         assert again.json()["status"] == "cancelled"
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(0.4)  # past the due time the cancel withdrew
         assert receiver.received.empty()
         [record] = await agencies.records("dmv")
-        assert record["status"] == "cancelled"
+        assert (record["status"], record["due_at"]) == ("cancelled", None)
+        assert await agencies.outbox("dmv") == []
 
     async def test_cancel_after_completion_is_too_late(self, agencies: Agencies) -> None:
         """A completed call cannot be cancelled: 409 too_late."""
@@ -381,14 +518,27 @@ class TestAdmin:
     async def test_reset_empties_tables_and_restores_behaviour(
         self, start_agencies: StartAgencies
     ) -> None:
-        """POST /_admin/reset: no rows, numbering restarts, start-up behaviour is back."""
+        """POST /_admin/reset: no rows (records, owed callbacks), numbering restarts,
+        start-up behaviour is back."""
         agencies = await start_agencies({"dmv": {"latency_ms": 1}})
         await agencies.behave("dmv", {"reject": {}})
+        await agencies.behave("companies", {"mode": "callback", "callback_delay_s": 0})
+        nobody = f"http://127.0.0.1:{free_port()}/callbacks/t"  # refused: stays owed
         await agencies.call("companies", "register-company",
-                            request_body(input={"business_name": "Acme"}), secret=None)
+                            request_body(input={"business_name": "Acme"}, callback_url=nobody),
+                            secret=None)
+
+        async def owed() -> None:
+            rows = await agencies.outbox("companies")
+            assert len(rows) == 1, rows  # the outcome falls due at once, then the row exists
+            [row] = rows
+            assert (row["state"], row["attempts"] >= 1) == ("pending", True), row
+
+        await eventually(owed, within_s=5, every_s=0.05)
         response = await agencies.http.post(f"{agencies.url}/_admin/reset")
         assert response.status_code == 200
         assert await agencies.records("companies") == []
+        assert await agencies.count("companies", "outbox") == 0
         behaviour = await agencies.http.get(f"{agencies.url}/_admin/agencies/dmv/behaviour")
         assert behaviour.json() == {"latency_ms": 1.0, "operations": {}}
         again = await agencies.call("dmv", "update-address", request_body())
@@ -400,3 +550,30 @@ class TestAdmin:
         await agencies.call("dmv", "update-address", request_body("REQ-b"))
         rows = await agencies.records("dmv", reference="REQ-b")
         assert [row["reference"] for row in rows] == ["REQ-b"]
+
+    async def test_outbox_rows_filter_by_state_and_a_bad_state_is_refused(
+        self, agencies: Agencies, receiver: Receiver
+    ) -> None:
+        """The outbox listing shows state, attempts, last status and next attempt, and filters
+        by state; an unknown state is a 422 naming the states (and no rows)."""
+        await agencies.behave("dmv", {"mode": "callback", "callback_delay_s": 0})
+        body = request_body(callback_url=receiver.url)
+        await agencies.call("dmv", "update-address", body)
+        await next_callback(receiver)
+
+        async def delivered() -> None:
+            rows = await agencies.outbox("dmv", state="delivered")
+            assert len(rows) == 1, rows
+            [row] = rows
+            assert (row["attempts"], row["last_status"]) == (1, 200), row
+            assert {"next_attempt_at", "last_error", "reference"} <= set(row)
+            assert "body" not in row and "url" not in row
+
+        await eventually(delivered, within_s=5, every_s=0.05)
+        assert await agencies.outbox("dmv", state="pending") == []
+        bad = await agencies.http.get(
+            f"{agencies.url}/_admin/agencies/dmv/outbox", params={"state": "sent"}
+        )
+        assert bad.status_code == 422, bad.text
+        assert bad.json()["code"] == "invalid_state"
+        assert "pending" in bad.json()["reason"]
