@@ -101,7 +101,7 @@ async def agency_tables(agencies_dsn: str, agencies: list[str]) -> tuple[
             state = "callback_state" if "callback_state" in columns else "NULL AS callback_state"
             for row in await conn.fetch(
                     f"SELECT agency_reference, operation, reference, step, item, status, is_undo,"
-                    f" callback_url, {state} FROM {schema}.records ORDER BY id"):
+                    f" callback_url, created_at, {state} FROM {schema}.records ORDER BY id"):
                 records.append({"agency": agency, **dict(row)})
             out_columns = await _columns(conn, schema, "outbox")
             if out_columns:
@@ -139,8 +139,9 @@ async def _temporal_views(client: Client, references: list[str]) -> dict[str, An
 async def run_checks(
     *, planned: list[PlannedRequest], accepted: dict[str, str], client: Client,
     read_model: ReadModel, agencies_dsn: str, agency_ids: list[str],
-) -> tuple[Checks, list[dict[str, Any]] | None]:
-    """Every end check over the run; the checks and the outbox rows (for the figures).
+) -> tuple[Checks, list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """Every end check over the run; the checks, the agencies' records and their outbox rows
+    (for the figures).
 
     Args:
         planned: every request the soak meant to send.
@@ -194,6 +195,8 @@ async def run_checks(
         effects[(record["reference"], record["agency"], record["step"], item)].append(record)
     expected_keys: set[tuple[str, str, str, str | None]] = set()
     callbacks_owed = 0
+    owed_callbacks: list[tuple[str, str, str]] = []
+    """(agency, agency reference, label) of every callback owed: the outbox row's subject."""
     for reference, request in by_reference.items():
         result = completed_results.get(reference)
         for effect in request.effects:
@@ -212,6 +215,7 @@ async def run_checks(
                                                   f"{record['status']}")
             if effect.callback:
                 callbacks_owed += 1
+                owed_callbacks.append((effect.agency, record["agency_reference"], label))
                 if outbox is None and record["callback_state"] != "sent":
                     checks.fail("undelivered_callbacks",
                                 f"{label}: callback {record['callback_state']}")
@@ -237,18 +241,17 @@ async def run_checks(
         for row in outbox:
             if row["state"] == "pending":
                 checks.fail("pending_outbox_rows", f"{row['agency']} {row['subject']}")
-        delivered = Counter((row["reference"], row["agency"]) for row in outbox
+        delivered = Counter((row["agency"], row["subject"]) for row in outbox
                             if row["state"] == "delivered")
-        owed = Counter((reference, e.agency) for reference, request in by_reference.items()
-                       for e in request.effects if e.callback)
-        for key, n in owed.items():
-            if delivered.get(key, 0) < n:
+        for agency, subject, label in owed_callbacks:
+            if delivered.get((agency, subject), 0) != 1:
                 checks.fail("undelivered_callbacks",
-                            f"{key[0]} {key[1]}: {delivered.get(key, 0)} of {n} delivered")
+                            f"{label}: {delivered.get((agency, subject), 0)} outbox rows "
+                            "delivered, not 1")
 
     # ---- the read model ----
     await _check_read_model(checks, read_model, completed_results)
-    return checks, outbox
+    return checks, records, outbox
 
 
 def _compare_step(checks: Checks, result: Any, step_id: str, item: str | None,

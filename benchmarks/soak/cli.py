@@ -172,7 +172,8 @@ def summary(report: dict[str, Any]) -> str:
         lines.append(f"recovery after {kind} (x{spread['count']}): " + "; ".join(parts))
     if figures.get("callbacks_across_outages") is not None:
         lines.append(f"callbacks owed across a restart and delivered after it: "
-                     f"{figures['callbacks_across_outages']}")
+                     f"{figures['callbacks_across_outages']}; falling due during it: "
+                     f"{figures.get('callbacks_due_during_outages')}")
     lines.append("peak RSS MiB: " + ", ".join(f"{k} {v}" for k, v in
                                               report["peak_rss_mb"].items()))
     for check, examples in checks.get("examples", {}).items():

@@ -32,7 +32,7 @@ from temporalio.client import Client
 from benchmarks.soak.chaos import Chaos, Fault, MemorySampler
 from benchmarks.soak.checks import Checks, run_checks, schema_name
 from benchmarks.soak.figures import summarise
-from benchmarks.soak.workload import PlannedRequest, plan_requests
+from benchmarks.soak.workload import CALLBACK_DELAY_S, PlannedRequest, plan_requests
 from nwd.stack import Stack
 from nwd.stack.stack import COMPONENTS
 from readmodel.store import ReadModel, open_pool
@@ -249,7 +249,7 @@ async def run_soak(stack: Stack, config: SoakConfig, echo: Any) -> dict[str, Any
     agency_ids = [a.id for a in registry.agencies] if registry else []
     pool = await open_pool(stack.database_url, max_size=4)
     try:
-        checks, outbox = await run_checks(
+        checks, records, outbox = await run_checks(
             planned=soak.planned, accepted=accepted, client=client,
             read_model=ReadModel(pool), agencies_dsn=stack.agencies_database_url,
             agency_ids=agency_ids)
@@ -259,6 +259,8 @@ async def run_soak(stack: Stack, config: SoakConfig, echo: Any) -> dict[str, Any
                     if s.reference is not None}
     figures = summarise(submitted_at=submitted_at, closed_at=closed, faults=soak.chaos.faults)
     figures["callbacks_across_outages"] = _across_outages(outbox, soak.chaos.faults)
+    figures["callbacks_due_during_outages"] = _due_during_outages(
+        records, soak.chaos.faults, config)
     if config.mode == "experiment":
         _experiment_checks(checks, figures, outbox)
     return {
@@ -304,21 +306,39 @@ def _count(values: Any) -> dict[str, int]:
 
 def _across_outages(outbox: list[dict[str, Any]] | None,
                     faults: list[Fault]) -> dict[str, int] | None:
-    """Per server restart: callbacks owed while the server was down and delivered after it
-    was back (outbox rows created before it was back, delivered after it stopped, and after
-    at least one failed attempt or after the server's return). None without an outbox."""
+    """Per server restart: callbacks owed while the server was down and delivered once it was
+    back — outbox rows written before it was back and delivered after its stop began. None
+    without an outbox."""
     if outbox is None:
         return None
     out: dict[str, int] = {}
     for fault in faults:
         if fault.back_at is None:
             continue
+        n = sum(1 for row in outbox
+                if row["state"] == "delivered" and row["finished_at"] is not None
+                and row["created_at"].timestamp() < fault.back_at
+                and row["finished_at"].timestamp() > fault.at)
+        out[fault.kind] = out.get(fault.kind, 0) + n
+    return out
+
+
+def _due_during_outages(records: list[dict[str, Any]], faults: list[Fault],
+                        config: SoakConfig) -> dict[str, int]:
+    """Per server restart: accepted calls whose work fell due (accepted + the agency's
+    callback delay) while the server was stopping, down or starting again."""
+    out: dict[str, int] = {}
+    for fault in faults:
+        if fault.back_at is None:
+            continue
         n = 0
-        for row in outbox:
-            created = row["created_at"].timestamp()
-            finished = row["finished_at"].timestamp() if row["finished_at"] else None
-            if (row["state"] == "delivered" and finished is not None
-                    and created < fault.back_at and finished > fault.back_at):
+        for record in records:
+            if record["callback_url"] is None or record["created_at"] is None:
+                continue
+            delay = (config.callback_delay_s if config.callback_delay_s is not None
+                     else CALLBACK_DELAY_S.get(record["agency"], 0.0))
+            due = record["created_at"].timestamp() + delay
+            if fault.at <= due <= fault.back_at:
                 n += 1
         out[fault.kind] = out.get(fault.kind, 0) + n
     return out
@@ -326,12 +346,13 @@ def _across_outages(outbox: list[dict[str, Any]] | None,
 
 def _experiment_checks(checks: Checks, figures: dict[str, Any],
                        outbox: list[dict[str, Any]] | None) -> None:
-    """The experiment proves something only if callbacks were owed across each restart."""
-    across = figures.get("callbacks_across_outages")
-    if across is None:
-        return
+    """The experiment proves something only if callbacks were owed across each restart: owed
+    before the server was back and delivered after it stopped (the outbox's rows), or falling
+    due while it was down."""
+    across = figures.get("callbacks_across_outages") or {}
+    due = figures.get("callbacks_due_during_outages") or {}
     for kind in ("temporal_restart", "postgres_restart"):
         checks.zero(f"no_callback_across_{kind}")
-        if across.get(kind, 0) == 0:
+        if across.get(kind, 0) + due.get(kind, 0) == 0:
             checks.fail(f"no_callback_across_{kind}",
                         f"no callback was owed across the {kind}: the experiment missed it")
