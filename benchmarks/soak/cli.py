@@ -41,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "Temporal and PostgreSQL each restarted")
     parser.add_argument("--requests", type=int, default=None,
                         help="requests to send (default 1000; experiment 50)")
-    parser.add_argument("--rate", type=float, default=8.0,
-                        help="requests sent per second, open loop (default 8)")
+    parser.add_argument("--rate", type=float, default=4.0,
+                        help="requests sent per second, open loop (default 4: below what "
+                             "2 idle cores serve; above it the run measures a queue)")
     parser.add_argument("--kill-every", type=float, default=5.0, metavar="S",
                         help="SIGKILL the worker S seconds after each (re)start while "
                              "sending (default 5)")
@@ -59,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--callback-delay", type=float, default=None, metavar="S",
                         help="every callback-mode agency calls back after S seconds "
                              "(default: 1.5-3 s per agency; experiment 6)")
-    parser.add_argument("--drain-timeout", type=float, default=180.0, metavar="S",
-                        help="how long to wait for the last requests to close (default 180)")
+    parser.add_argument("--drain-timeout", type=float, default=600.0, metavar="S",
+                        help="how long to wait, once everything is sent, for the last requests "
+                             "to close; one still open then is stuck (default 600)")
     parser.add_argument("--seed", type=int, default=12, help="workload seed (default 12)")
     parser.add_argument("--json", type=Path, default=Path("bench-results/soak.json"),
                         help="where the report goes (default bench-results/soak.json)")

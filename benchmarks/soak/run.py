@@ -45,7 +45,7 @@ class SoakConfig:
 
     mode: str = "soak"
     requests: int = 1000
-    rate: float = 8.0
+    rate: float = 4.0
     kill_every_s: float = 5.0
     max_kills: int | None = None
     restart_temporal: bool = True
@@ -53,7 +53,7 @@ class SoakConfig:
     outage_s: float = 3.0
     failure_rate: float = 0.05
     callback_delay_s: float | None = None
-    drain_timeout_s: float = 180.0
+    drain_timeout_s: float = 600.0
     seed: int = 12
 
 
