@@ -107,8 +107,8 @@ async def agency_tables(agencies_dsn: str, agencies: list[str]) -> tuple[
             if out_columns:
                 outbox = outbox or []
                 for row in await conn.fetch(
-                        f"SELECT reference, subject, state, attempts, created_at, finished_at,"
-                        f" last_attempt_at FROM {schema}.outbox ORDER BY id"):
+                        f"SELECT reference, subject, state, attempts, created_at,"
+                        f" finished_at, last_attempt_at, last_status, last_error FROM {schema}.outbox ORDER BY id"):
                     outbox.append({"agency": agency, **dict(row)})
         return records, outbox
     finally:
@@ -246,9 +246,14 @@ async def run_checks(
         checks.verified.update({f"outbox_{state}": n for state, n in states.items()})
         for row in outbox:
             if row["state"] == "pending":
-                checks.fail("pending_outbox_rows", f"{row['agency']} {row['subject']}")
+                checks.fail("pending_outbox_rows",
+                            f"{row['agency']} {row['subject']} ({row['attempts']} attempts, "
+                            f"last {row['last_status'] or row['last_error']})")
+        # ``finished`` (the engine answered 410: the request had ended) counts as delivered
+        # when the request took the outcome — an earlier attempt reached it, its answer was
+        # lost; temporal_agency_mismatch and wrong_steps check that it did
         delivered = Counter((row["agency"], row["subject"]) for row in outbox
-                            if row["state"] == "delivered")
+                            if row["state"] in ("delivered", "finished"))
         checks.verified["outbox_pending_of_running_requests"] = sum(
             1 for row in outbox if row["state"] == "pending" and row["reference"] in still_running)
         for agency, subject, label in owed_callbacks:

@@ -180,10 +180,31 @@ class Soak:
 
     # ---- draining ----------------------------------------------------------------------------
 
+    async def outbox_pending(self) -> int:
+        """Outbox rows still being delivered, over every agency (0 without an outbox)."""
+        registry = self.stack.registry()
+        try:
+            conn = await asyncpg.connect(self.stack.agencies_database_url)
+        except (OSError, asyncpg.PostgresError):
+            return -1
+        try:
+            total = 0
+            for agency in registry.agencies if registry else ():
+                schema = schema_name(agency.id)
+                if await conn.fetchval(
+                        "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1"
+                        " AND table_name = 'outbox'", schema):
+                    total += await conn.fetchval(
+                        f"SELECT count(*) FROM {schema}.outbox WHERE state = 'pending'")
+            return int(total)
+        finally:
+            await conn.close()
+
     async def drain(self, client: Client, references: set[str]) -> dict[str, float]:
-        """Wait until every accepted request's workflow closed (or the drain budget ran out);
-        the close time of each that did. Each workflow is described (not listed through
-        visibility, which may lag behind), until it has closed."""
+        """Wait until every accepted request's workflow closed and no callback is still being
+        delivered (or the drain budget ran out); the close time of each request that did.
+        Each workflow is described (not listed through visibility, which may lag behind),
+        until it has closed."""
         deadline = time.monotonic() + self.config.drain_timeout_s
         closed: dict[str, float] = {}
         last_print = 0.0
@@ -200,8 +221,13 @@ class Soak:
 
         while True:
             await asyncio.gather(*(look(r) for r in references - closed.keys()))
-            if len(closed) >= len(references) or time.monotonic() > deadline:
+            if time.monotonic() > deadline:
                 return closed
+            if len(closed) >= len(references):
+                pending = await self.outbox_pending()
+                if not pending:
+                    return closed
+                self.echo(f"  every request closed; {pending} outbox rows still pending")
             if time.monotonic() - last_print > 10:
                 last_print = time.monotonic()
                 self.echo(f"  draining: {len(closed)} of {len(references)} closed")
