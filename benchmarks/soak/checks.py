@@ -108,7 +108,8 @@ async def agency_tables(agencies_dsn: str, agencies: list[str]) -> tuple[
                 outbox = outbox or []
                 for row in await conn.fetch(
                         f"SELECT reference, subject, state, attempts, created_at,"
-                        f" finished_at, last_attempt_at, last_status, last_error FROM {schema}.outbox ORDER BY id"):
+                        f" finished_at, last_attempt_at, last_status, last_error"
+                        f" FROM {schema}.outbox ORDER BY id"):
                     outbox.append({"agency": agency, **dict(row)})
         return records, outbox
     finally:
