@@ -104,7 +104,10 @@ class Chaos:
         """Until the new worker logs ``worker_started`` (it polls from then on). ``up``'s own
         readiness (the task queue has pollers) may still see the killed worker's polls."""
         deadline = time.monotonic() + within_s
+        pid = self.stack.running_pid("worker")
         while time.monotonic() < deadline and not self._stopping:
+            if pid is None or not pid_alive(pid):
+                return  # it exited while starting (its server went away): restart it
             with contextlib.suppress(OSError), log.open("rb") as stream:
                 stream.seek(offset)
                 if b'"worker_started"' in stream.read():
