@@ -3,6 +3,7 @@
 #   make dev    run the whole stack in the foreground until Ctrl-C
 #   make test   lint, type-check and run the test suite (what CI runs)
 #   make test-fast  lint and the fast tier: unit, replay and workflow tests (docs/testing.md)
+#   make soak   the soak: 1,000 requests under faults on a stack of its own (docs/reliability.md)
 #   make stop   stop the stack;  make clean  stop it and delete .state/
 
 .DEFAULT_GOAL := help
@@ -19,10 +20,10 @@ APP_PACKAGES := definitions workflows activities runtime readmodel intake agency
 APP_MODULES := $(wildcard worker.py)
 PYTEST_ARGS ?=
 
-.PHONY: help install demo dev up stop ps lint typecheck test test-fast bench clean
+.PHONY: help install demo dev up stop ps lint typecheck test test-fast bench soak clean
 
 help:
-	@echo "make demo | dev | up | stop | ps | test | test-fast | lint | typecheck | bench | clean"
+	@echo "make demo | dev | up | stop | ps | test | test-fast | lint | typecheck | bench | soak | clean"
 
 $(BIN)/python:
 	@if [ -z "$(PYTHON)" ]; then \
@@ -80,6 +81,12 @@ test-fast: lint
 
 bench: $(STAMP)
 	$(BIN)/nwd bench --quick
+
+# The soak (issue 12), its own stack on free ports; SOAK_ARGS adds options, e.g.
+# `make soak SOAK_ARGS=--experiment` (the 50-in-flight experiment). Prints where the report is.
+SOAK_ARGS ?=
+soak: $(STAMP)
+	$(BIN)/nwd soak --json bench-results/soak.json $(SOAK_ARGS)
 
 clean: stop
 	rm -rf .state

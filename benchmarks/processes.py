@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +63,32 @@ def bench_stack(
     owned by this process, by the stack's watchdog if the benchmark is killed; a second
     watchdog then sweeps the workers the benchmark started (docs/operations-stack.md).
     """
+    with owned_stack(state_dir, environ, echo, catalog_dir=DEFINITIONS,
+                     components=("postgres", "temporal", "agencies")) as stack:
+        yield BenchEnv(
+            temporal_address=stack.temporal_address,
+            namespace=stack.settings.temporal_namespace,
+            postgres_dsn=stack.postgres_dsn,
+            agencies_url=stack.settings.agencies_url,
+            key=base64.b64decode(stack.secrets().encryption_key),
+            server_pid=stack.running_pid("temporal"),
+            agencies_pid=stack.running_pid("agencies"),
+            postgres_pid=stack.running_pid("postgres"),
+        )
+
+
+@contextlib.contextmanager
+def owned_stack(
+    state_dir: Path, environ: Mapping[str, str], echo: Callable[[str], None], *,
+    catalog_dir: Path, components: Sequence[str],
+) -> Iterator[Stack]:
+    """An embedded stack on free ports under ``state_dir``, owned by this process, up.
+
+    ``components`` start (with what they need) serving ``catalog_dir``; the benchmark starts
+    PostgreSQL, Temporal and the agencies, the soak (:mod:`benchmarks.soak`) the whole stack.
+    Stopped on exit; if this process is killed, the stack's watchdog stops it and a second
+    watchdog sweeps the processes this one started itself.
+    """
     env = dict(environ)
     given = Settings.from_environment()
     settings = Settings(
@@ -70,7 +96,7 @@ def bench_stack(
         temporal_namespace=given.temporal_namespace,
         database_url=given.database_url,
         state_dir=state_dir,
-        catalog_dir=DEFINITIONS,
+        catalog_dir=catalog_dir,
         agencies_url=f"http://127.0.0.1:{free_port()}",
         intake_url=f"http://127.0.0.1:{free_port()}",
         temporal_port=free_port(), temporal_ui_port=free_port(),
@@ -81,17 +107,8 @@ def bench_stack(
                   owner_pid=os.getpid())
     sweeper = Watchdog.start(state_dir / "sweep", owner=os.getpid(), sweep=True)
     try:
-        stack.up(["postgres", "temporal", "agencies"])
-        yield BenchEnv(
-            temporal_address=stack.temporal_address,
-            namespace=settings.temporal_namespace,
-            postgres_dsn=stack.postgres_dsn,
-            agencies_url=settings.agencies_url,
-            key=base64.b64decode(stack.secrets().encryption_key),
-            server_pid=stack.running_pid("temporal"),
-            agencies_pid=stack.running_pid("agencies"),
-            postgres_pid=stack.running_pid("postgres"),
-        )
+        stack.up(list(components))
+        yield stack
     finally:
         stack.down()
         sweeper.stop()

@@ -43,8 +43,9 @@ def _bench(args: argparse.Namespace) -> int:
     return launch(list(args.arguments))
 
 
-def launch(arguments: list[str]) -> int:
-    """Run the benchmark program to its end; its exit code (128 + N if signal N ended it).
+def launch(arguments: list[str], program: str = PROGRAM) -> int:
+    """Run the benchmark program (or ``program``, another of ``benchmarks/``, such as
+    ``benchmarks.soak``) to its end; its exit code (128 + N if signal N ended it).
 
     The checkout goes first on its ``PYTHONPATH`` (the ``benchmarks`` package is not
     installed); the working directory stays the caller's, so ``--out`` means what it says.
@@ -60,8 +61,8 @@ def launch(arguments: list[str]) -> int:
     )
     previous = signal.signal(signal.SIGINT, lambda _signum, _frame: None)
     try:
-        program = subprocess.Popen([sys.executable, "-m", PROGRAM, *arguments], env=env)
-        code = program.wait()
+        process = subprocess.Popen([sys.executable, "-m", program, *arguments], env=env)
+        code = process.wait()
     finally:
         signal.signal(signal.SIGINT, previous)
     return 128 - code if code < 0 else code
