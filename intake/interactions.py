@@ -30,7 +30,12 @@ import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.workflow import UpdateMethodMultiParam
@@ -123,7 +128,7 @@ async def send(
                 return Outcome(410, "request_finished", f"request {reference} has finished")
             return Outcome(404, "unknown_request", f"no request {reference!r}")
         if exc.status == RPCStatusCode.FAILED_PRECONDITION:
-            return Outcome(410, "request_finished", f"request {reference} has finished")
+            return await _finished_or_not_ready(handle, reference, name, exc)
         if exc.status == RPCStatusCode.INVALID_ARGUMENT:
             return Outcome(404, "unknown_request", f"no request {reference!r}")
         if errors.unavailable_cause(exc) is None:
@@ -135,6 +140,28 @@ async def send(
         return _unavailable(reference, name, exc)
     label = name.replace("_", " ")
     return Outcome(200, answer, f"{label}: {answer}")
+
+
+async def _finished_or_not_ready(
+    handle: WorkflowHandle[Any, Any], reference: str, name: str, exc: RPCError
+) -> Outcome:
+    """``FAILED_PRECONDITION`` is not always "finished": Temporal also answers it to an update
+    for a *running* workflow that cannot take updates now — its workflow task failed (a worker
+    crashed or was replaced mid-task, a deploy), "workflow not ready". Answering ``410`` there
+    would tell the agency's outbox to stop sending a callback the request still waits for
+    (the soak found one such request, stuck). So ask Temporal: closed is ``410``; running,
+    or not known just now, is ``503`` — send it again."""
+    try:
+        status = (await handle.describe(rpc_timeout=timedelta(seconds=5))).status
+    except Exception as describe_exc:
+        if errors.unavailable_cause(describe_exc) is None and not isinstance(
+                describe_exc, RPCError):
+            raise
+        return _unavailable(reference, name, exc)
+    if status is not None and status != WorkflowExecutionStatus.RUNNING:
+        return Outcome(410, "request_finished", f"request {reference} has finished")
+    log.warning("message_not_ready", reference=reference, update=name, rpc_status=exc.status.name)
+    return _unavailable(reference, name, exc)
 
 
 def _unavailable(reference: str, name: str, exc: BaseException) -> Outcome:

@@ -15,7 +15,8 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from temporalio.client import Client, WorkflowHandle
+from temporalio import workflow
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -29,7 +30,7 @@ from runtime.messages import (
     RequestResult,
 )
 from runtime.temporal import data_converter
-from tests.polling import progress_until
+from tests.polling import eventually, progress_until
 from tests.workflows.conftest import Stubs, service, waiting_for
 from worker import workflow_runner
 from workflows.request_workflow import CitizenRequestWorkflow
@@ -130,3 +131,79 @@ class TestMessagesSentAgain:
         accepted = [e for e in history.events
                     if e.HasField("workflow_execution_update_accepted_event_attributes")]
         assert len(accepted) == 1
+
+
+@workflow.defn(name="CitizenRequest")
+class FailsItsTasks(CitizenRequestWorkflow):
+    """The request's code broken as a bad deploy breaks it: every workflow task fails (an
+    error that is not a workflow failure), so the server holds the run and refuses updates
+    with ``FAILED_PRECONDITION`` ("workflow not ready") although it is running."""
+
+    @workflow.run
+    async def run(self, request: RequestInput) -> RequestResult:
+        raise RuntimeError("a deliberately broken deploy")
+
+
+class TestRunningButNotReady:
+    async def test_a_running_request_that_cannot_take_it_is_503_not_410(
+        self, workflow_client: Client, task_queue: str
+    ) -> None:
+        """A callback for a running request whose workflow task fails is ``503`` (send it
+        again), never ``410 request_finished`` — which would tell the agency's outbox to stop
+        sending a callback the request still waits for. Once the code is fixed, the resend
+        is applied exactly once and the request completes."""
+        stubs = Stubs(answer=accept)
+        async with worker(workflow_client, task_queue, stubs):
+            handle = await start(workflow_client, task_queue)
+            await progress_until(handle, waiting_for("register", "callback"), within_s=10,
+                                 every_s=0.05)
+        async with Worker(workflow_client, task_queue=task_queue, workflows=[FailsItsTasks],
+                          activities=stubs.activities(), workflow_runner=workflow_runner(True),
+                          max_cached_workflows=0):
+            # the first waits while the server tries the failing task; once the task has
+            # failed the server may refuse at once: FAILED_PRECONDITION, "workflow not ready"
+            refused = [await send(workflow_client, handle.id,
+                                  CitizenRequestWorkflow.agency_callback, callback("REG-1"),
+                                  wait=timedelta(seconds=3)) for _ in range(3)]
+            assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+        # between the broken worker and the fixed one the task has failed: the server refuses
+        # at once (FAILED_PRECONDITION, "workflow not ready"; 410 before the fix)
+        refused += [await send(workflow_client, handle.id,
+                               CitizenRequestWorkflow.agency_callback, callback("REG-1"),
+                               wait=timedelta(seconds=2)) for _ in range(2)]
+        assert {(r.status, r.code) for r in refused} == {(503, "temporarily_unavailable")}, \
+            refused
+        answers: list[tuple[int, str]] = []
+
+        async def resent() -> None:
+            # as an outbox does: the same message again after each 503 (until the server has
+            # run a workflow task again, it may still say "not ready")
+            outcome = await send(workflow_client, handle.id,
+                                 CitizenRequestWorkflow.agency_callback, callback("REG-1"))
+            answers.append((outcome.status, outcome.code))
+            assert outcome.status != 503, "not taken yet"
+
+        async with worker(workflow_client, task_queue, stubs):
+            await eventually(resent, within_s=60, every_s=0.5)
+            result = await handle.result()
+        assert answers[-1] == (200, "accepted")
+        assert set(answers[:-1]) <= {(503, "temporarily_unavailable")}, answers
+        assert result.status == "completed"
+        history = await handle.fetch_history()
+        accepted = [e for e in history.events
+                    if e.HasField("workflow_execution_update_accepted_event_attributes")]
+        assert len(accepted) == 1
+
+    async def test_a_finished_request_is_410(
+        self, workflow_client: Client, task_queue: str
+    ) -> None:
+        """The other side of the same rule: a request that has ended answers ``410``."""
+        stubs = Stubs(answer=accept)
+        async with worker(workflow_client, task_queue, stubs):
+            handle = await start(workflow_client, task_queue)
+            await progress_until(handle, waiting_for("register", "callback"), within_s=10,
+                                 every_s=0.05)
+            await handle.terminate("the test ends it")
+            late = await send(workflow_client, handle.id,
+                              CitizenRequestWorkflow.agency_callback, callback("REG-1"))
+        assert (late.status, late.code) == (410, "request_finished")
