@@ -11,7 +11,7 @@ Three witnesses, each read directly:
   result names the very agency references the agencies hold, step by step (the other steps
   skipped); the namespace holds no workflow the soak did not start;
 - **the read model**: for every request, equal to Temporal
-  (:func:`tests.consistency.differences`, the assertion the e2e tests use).
+  (:func:`nwd.consistency.differences`, the assertion the e2e tests use).
 
 Every check is a count of offending requests or rows plus the first few examples; the run
 passes when every count is 0 (:attr:`Checks.ok`).
@@ -29,8 +29,8 @@ import asyncpg
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from benchmarks.soak.workload import PlannedRequest
+from nwd.consistency import TemporalView, differences
 from readmodel.store import ReadModel
-from tests.consistency import TemporalView, differences
 from workflows.request_workflow import CitizenRequestWorkflow
 
 EXAMPLES_KEPT = 5
