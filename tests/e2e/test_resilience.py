@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,9 @@ import asyncpg
 import pytest_asyncio
 from temporalio.client import Client
 
+from definitions.catalog import Catalog
 from definitions.loader import load_catalog
+from definitions.models import CallStep
 from intake.submissions import Submissions, build_submissions
 from runtime.messages import RequestResult
 from runtime.settings import DEFAULT_CATALOG_DIR, PROJECT_ROOT, Settings
@@ -97,8 +101,27 @@ async def workers(
                "database_url": database_url, "key": encryption_key, "agencies": agencies,
                "state_dir": tmp_path, "log_path": log_path}
     submissions = build_submissions(Settings(task_queue=task_queue), engine_client_for_key,
-                                    load_catalog(DEFAULT_CATALOG_DIR))
+                                    with_call_timeout(load_catalog(DEFAULT_CATALOG_DIR)))
     return KillableWorkers(options, submissions, database_url, log_path)
+
+
+KILLED_CALL_TIMEOUT = timedelta(seconds=6)
+"""A call whose worker was SIGKILLed is retried once its start-to-close timeout has passed:
+the shipped 30 s would make each kill test wait half a minute for nothing. 6 s is still
+well over the slowest agency latency these tests set (2.5 s)."""
+
+
+def with_call_timeout(catalog: Catalog) -> Catalog:
+    """``catalog`` with every call step's (and undo's) timeout at :data:`KILLED_CALL_TIMEOUT`."""
+    def shorter(step: Any) -> Any:
+        if not isinstance(step, CallStep):
+            return step
+        return step.model_copy(update={"timeout": KILLED_CALL_TIMEOUT})
+
+    services = {name: service.model_copy(
+                    update={"steps": tuple(shorter(st) for st in service.steps)})
+                for name, service in catalog.services.items()}
+    return dataclasses.replace(catalog, services=services)
 
 
 class TestWorkerKilled:
