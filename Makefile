@@ -71,8 +71,14 @@ run_pytest = set +e; $(BIN)/pytest $(1) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests; the suite must run tests" >&2; exit 1; fi; \
 	exit $$rc
 
+# Two pytest processes (pytest-xdist), whole files to each (module fixtures stay shared): most
+# tests wait on servers, so two cores serve two at once (10.6 min -> 6.5 min measured).
+# TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
+test_workers = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 test: lint typecheck
-	@$(call run_pytest,)
+	@$(call run_pytest,$(test_workers))
 
 # The tiers are folders, marked by their conftests: this leaves out tests/integration/ and
 # tests/e2e/ (no PostgreSQL, no reference agencies; the workflow tests use the dev server).
