@@ -22,25 +22,38 @@ PROGRAM = "benchmarks"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    bench = subparsers.add_parser(
-        "bench",
-        help="benchmark the engine against a hand-written Temporal workflow (and DBOS); "
-             "`nwd bench --help` lists its options",
-        description="Runs `python -m benchmarks` with the given arguments.",
+    register_program(
+        subparsers, "bench", PROGRAM,
+        "benchmark the engine against a hand-written Temporal workflow (and DBOS); "
+        "`nwd bench --help` lists its options",
+    )
+
+
+def register_program(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str, program: str, help_text: str,
+) -> None:
+    """Add `nwd NAME`, which runs ``python -m PROGRAM`` (a program of ``benchmarks/``) with
+    every argument it is given, through :func:`launch`."""
+    command = subparsers.add_parser(
+        name,
+        help=help_text,
+        description=f"Runs `python -m {program}` with the given arguments.",
         add_help=False,
         # Every argument, options included, is the program's: with no option prefix of its
         # own, this parser takes `--quick`, `--help`, ... as plain words and passes them on.
         prefix_chars="\0",
     )
-    bench.add_argument("arguments", nargs="*", metavar="ARG",
-                       help="the benchmark's options (see `nwd bench --help`)")
-    bench.set_defaults(handler=_bench)
+    command.add_argument("arguments", nargs="*", metavar="ARG",
+                         help=f"the program's options (see `nwd {name} --help`)")
 
+    def run(args: argparse.Namespace) -> int:
+        if not (PROJECT_ROOT / program.replace(".", "/") / "__main__.py").is_file():
+            raise UserError(f"nwd {name} runs from a source checkout "
+                            "(benchmarks/ is not installed)")
+        return launch(list(args.arguments), program)
 
-def _bench(args: argparse.Namespace) -> int:
-    if not (PROJECT_ROOT / PROGRAM / "__main__.py").is_file():
-        raise UserError("nwd bench runs from a source checkout (benchmarks/ is not installed)")
-    return launch(list(args.arguments))
+    command.set_defaults(handler=run)
 
 
 def launch(arguments: list[str], program: str = PROGRAM) -> int:

@@ -10,28 +10,14 @@ from __future__ import annotations
 
 import argparse
 
-from nwd.cli import UserError
-from nwd.commands.bench import launch
-from runtime.settings import PROJECT_ROOT
+from nwd.commands.bench import register_program
 
 PROGRAM = "benchmarks.soak"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    soak = subparsers.add_parser(
-        "soak",
-        help="soak the engine under faults on a stack of its own and check that nothing was "
-             "lost, duplicated or stuck; `nwd soak --help` lists its options",
-        description="Runs `python -m benchmarks.soak` with the given arguments.",
-        add_help=False,
-        prefix_chars="\0",  # every argument, options included, is the program's
+    register_program(
+        subparsers, "soak", PROGRAM,
+        "soak the engine under faults on a stack of its own and check that nothing was "
+        "lost, duplicated or stuck; `nwd soak --help` lists its options",
     )
-    soak.add_argument("arguments", nargs="*", metavar="ARG",
-                      help="the soak's options (see `nwd soak --help`)")
-    soak.set_defaults(handler=_soak)
-
-
-def _soak(args: argparse.Namespace) -> int:
-    if not (PROJECT_ROOT / "benchmarks" / "soak" / "__main__.py").is_file():
-        raise UserError("nwd soak runs from a source checkout (benchmarks/ is not installed)")
-    return launch(list(args.arguments), PROGRAM)
