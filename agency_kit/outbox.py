@@ -71,7 +71,7 @@ from agency_kit.contract import (
 )
 from agency_kit.idempotency import quote_ident
 from agency_kit.signing import signed_headers
-from agency_kit.wakeup import Wakeup, jittered_backoff, notify, run_until_stopped
+from agency_kit.wakeup import Wakeup, jittered_backoff, notify, run_until_stopped, seconds_until
 
 log = structlog.get_logger("agency_kit.outbox")
 
@@ -361,12 +361,8 @@ class Outbox:
 
     async def _next_due_s(self, conn: asyncpg.Connection) -> float | None:
         """Seconds until the earliest pending row falls due (0 if one is due), or None."""
-        value = await conn.fetchval(
-            "SELECT extract(epoch FROM min(next_attempt_at) - now())::float8"
-            f" FROM {self.qualified} WHERE state = 'pending'"
-        )
-        # not greatest(0, ...) in SQL: greatest() skips NULLs, and "nothing due" became 0
-        return None if value is None else max(0.0, float(value))
+        return await seconds_until(conn, "next_attempt_at",
+                                   f"{self.qualified} WHERE state = 'pending'")
 
     async def _record(
         self, conn: asyncpg.Connection, claimed: _Claimed, attempt: _Attempt, state: str,

@@ -63,6 +63,16 @@ def jittered_backoff(
     return base * (1.0 - jitter * draw)
 
 
+async def seconds_until(conn: asyncpg.Connection, due_column: str, where: str) -> float | None:
+    """Seconds until the earliest ``due_column`` of the rows ``where`` selects (``"table
+    WHERE ..."``) falls due: 0 if one is due already, None if there is none."""
+    value = await conn.fetchval(
+        f"SELECT extract(epoch FROM min({due_column}) - now())::float8 FROM {where}"
+    )
+    # not greatest(0, ...) in SQL: greatest() skips NULLs, and "nothing due" became 0
+    return None if value is None else max(0.0, float(value))
+
+
 async def notify(conn: asyncpg.Connection, channel: str) -> None:
     """Wake the loops listening on ``channel`` once the caller's transaction commits."""
     await conn.execute("SELECT pg_notify($1, '')", channel)

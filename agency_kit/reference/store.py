@@ -34,7 +34,7 @@ from agency_kit.contract import Callback
 from agency_kit.idempotency import IdempotencyStore, quote_ident
 from agency_kit.outbox import Outbox
 from agency_kit.reference.outputs import agency_reference
-from agency_kit.wakeup import notify
+from agency_kit.wakeup import notify, seconds_until
 
 
 def schema_name(agency_id: str) -> str:
@@ -288,12 +288,8 @@ class AgencyStore:
 
     async def next_due_s(self, conn: asyncpg.Connection) -> float | None:
         """Seconds until the earliest accepted record falls due (0: one is due), or None."""
-        value = await conn.fetchval(
-            "SELECT extract(epoch FROM min(due_at) - now())::float8"
-            f" FROM {self.records} WHERE status = 'accepted' AND due_at IS NOT NULL"
-        )
-        # not greatest(0, ...) in SQL: greatest() skips NULLs, and "nothing due" became 0
-        return None if value is None else max(0.0, float(value))
+        return await seconds_until(
+            conn, "due_at", f"{self.records} WHERE status = 'accepted' AND due_at IS NOT NULL")
 
     async def get(
         self, conn: asyncpg.Connection, agency_ref: str, *, for_update: bool = False
