@@ -32,11 +32,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agency_kit.signing import SignatureError, Signer, Verified, Verifier
+from definitions.models import AgencyKeys
 
 log = structlog.get_logger("agency_kit.keys")
 
 
-class KeyError_(ValueError):  # noqa: N801 - not the builtin KeyError (a missing mapping key)
+class InvalidKeyError(ValueError):
     """A key or key set that cannot be used; the message says which and why."""
 
 
@@ -72,11 +73,11 @@ def _unb64(text: str) -> bytes:
 
 
 def public_key_from_x(x: str) -> Ed25519PublicKey:
-    """The public key a JWK's ``x`` holds; :class:`KeyError_` if it is not one."""
+    """The public key a JWK's ``x`` holds; :class:`InvalidKeyError` if it is not one."""
     try:
         return Ed25519PublicKey.from_public_bytes(_unb64(x))
     except ValueError as exc:
-        raise KeyError_(f"not an Ed25519 public key (x={x[:12]}...): {exc}") from None
+        raise InvalidKeyError(f"not an Ed25519 public key (x={x[:12]}...): {exc}") from None
 
 
 def public_jwk(kid: str, key: Ed25519PublicKey) -> dict[str, str]:
@@ -98,13 +99,13 @@ def jwks(keys: Mapping[str, Ed25519PublicKey]) -> dict[str, Any]:
 
 
 def parse_jwks(data: Any) -> dict[str, Ed25519PublicKey]:
-    """The public keys of a JWKS document (parsed JSON) by kid; :class:`KeyError_` if bad."""
+    """The public keys of a JWKS document (parsed JSON) by kid; :class:`InvalidKeyError` if bad."""
     try:
         document = Jwks.model_validate(data)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "document"
-        raise KeyError_(f"not an Ed25519 JWKS: {where}: {first['msg']}") from None
+        raise InvalidKeyError(f"not an Ed25519 JWKS: {where}: {first['msg']}") from None
     return {jwk.kid: public_key_from_x(jwk.x) for jwk in document.keys}
 
 
@@ -117,26 +118,26 @@ def load_private_key(text: str, *, kid: str | None = None) -> tuple[str, Ed25519
     text = text.strip()
     if text.startswith("-----BEGIN"):
         if not kid:
-            raise KeyError_("a PEM key needs its key id (kid) given beside it")
+            raise InvalidKeyError("a PEM key needs its key id (kid) given beside it")
         try:
             key = serialization.load_pem_private_key(text.encode(), password=None)
         except (ValueError, TypeError) as exc:
-            raise KeyError_(f"not a readable PEM private key: {exc}") from None
+            raise InvalidKeyError(f"not a readable PEM private key: {exc}") from None
         if not isinstance(key, Ed25519PrivateKey):
-            raise KeyError_(f"the PEM key is {type(key).__name__}, not Ed25519")
+            raise InvalidKeyError(f"the PEM key is {type(key).__name__}, not Ed25519")
         return kid, key
     try:
         jwk = PrivateJwk.model_validate_json(text)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "key"
-        raise KeyError_(
+        raise InvalidKeyError(
             f"not a PEM or a private Ed25519 JWK ({where}: {first['msg']})") from None
     if kid and kid != jwk.kid:
-        raise KeyError_(f"the JWK's kid {jwk.kid!r} is not the key id given ({kid!r})")
+        raise InvalidKeyError(f"the JWK's kid {jwk.kid!r} is not the key id given ({kid!r})")
     key = Ed25519PrivateKey.from_private_bytes(_unb64(jwk.d))
     if public_jwk(jwk.kid, key.public_key())["x"] != jwk.x:
-        raise KeyError_(f"the JWK {jwk.kid!r}: its x is not the public half of its d")
+        raise InvalidKeyError(f"the JWK {jwk.kid!r}: its x is not the public half of its d")
     return jwk.kid, key
 
 
@@ -153,10 +154,10 @@ class Keyring:
 
     def __post_init__(self) -> None:
         if not self.keys:
-            raise KeyError_("a keyring needs at least one key")
+            raise InvalidKeyError("a keyring needs at least one key")
         kids = [kid for kid, _ in self.keys]
         if len(set(kids)) != len(kids):
-            raise KeyError_(f"a keyring's key ids must be distinct, got {kids}")
+            raise InvalidKeyError(f"a keyring's key ids must be distinct, got {kids}")
 
     @classmethod
     def from_jwks(cls, private_jwks: Sequence[Mapping[str, Any]]) -> Keyring:
@@ -200,11 +201,12 @@ class KeySource:
 
     Args:
         url: The JWKS URL.
-        http: A shared client, owned by the caller.
+        http: A shared client, owned by the caller; None: a client for each fetch (they are
+            rare: the set is cached).
     """
 
     url: str
-    http: httpx.AsyncClient
+    http: httpx.AsyncClient | None = None
     ttl_s: float = 300.0
     min_refresh_s: float = 5.0
     _keys: dict[str, Ed25519PublicKey] = field(default_factory=dict)
@@ -226,7 +228,11 @@ class KeySource:
             return False
         self._tried_at = now
         try:
-            response = await self.http.get(self.url, timeout=5.0)
+            if self.http is not None:
+                response = await self.http.get(self.url, timeout=5.0)
+            else:
+                async with httpx.AsyncClient() as http:
+                    response = await http.get(self.url, timeout=5.0)
             response.raise_for_status()
             self._keys = parse_jwks(response.json())
         except (httpx.HTTPError, ValueError) as exc:
@@ -284,3 +290,35 @@ async def verify_answer(
         if exc.unknown_key_id is None or not await keys.refresh():
             raise
     return Verifier(keys.get).verify_answer(status, body, headers, **arguments)
+
+
+class RegistryKeys:
+    """The public keys of each agency as the registry names them, resolved in ``env``.
+
+    Inline ``keys.public`` are used as they are; a JWKS URL (``keys.jwks_url_env``'s value,
+    else ``keys.default_jwks_url``) becomes one cached :class:`KeySource` per URL.
+    """
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+        self._sources: dict[str, KeySource] = {}
+
+    def of(self, agency_id: str, keys: AgencyKeys | None) -> PublicKeys | None:
+        """Where ``agency_id``'s signatures are verified; None for an agency without keys.
+
+        Raises:
+            InvalidKeyError: the registry names a JWKS variable that is not set and no default.
+        """
+        if keys is None:
+            return None
+        if keys.public:
+            return StaticKeys({k.kid: public_key_from_x(k.x) for k in keys.public})
+        url = self._env.get(keys.jwks_url_env or "") or keys.default_jwks_url
+        if not url:
+            raise InvalidKeyError(
+                f"agency {agency_id!r} signs its messages but its keys are not configured: "
+                f"set {keys.jwks_url_env}")
+        source = self._sources.get(url)
+        if source is None:
+            source = self._sources[url] = KeySource(url)
+        return source

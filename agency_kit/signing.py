@@ -151,7 +151,7 @@ class _Response:
     request: _Request
 
 
-class _Keys(HTTPSignatureKeyResolver):  # type: ignore[misc]
+class _Keys(HTTPSignatureKeyResolver):
     """The library's key resolver over a lookup; remembers a keyid it could not resolve."""
 
     def __init__(
@@ -211,6 +211,7 @@ class Signer:
         if not 1 <= expires_s <= MAX_EXPIRES_S:
             raise ValueError(f"expires_s must be 1..{MAX_EXPIRES_S} seconds, got {expires_s}")
         self.key_id = key_id
+        self.public_key = private_key.public_key()
         self.expires_s = expires_s
         self._clock = clock
         self._signer = HTTPMessageSigner(
@@ -274,7 +275,7 @@ class Signer:
 # ---- verifying ------------------------------------------------------------------------------
 
 
-class _ClockedVerifier(HTTPMessageVerifier):  # type: ignore[misc]
+class _ClockedVerifier(HTTPMessageVerifier):
     max_clock_skew = dt.timedelta(seconds=CLOCK_SKEW_S)
 
     def __init__(self, keys: _Keys, clock: Callable[[], float]) -> None:

@@ -56,6 +56,7 @@ from intake.schemas import (
     Submitted,
 )
 from intake.submissions import Submissions, build_submissions
+from readmodel.nonces import NonceCache
 from readmodel.store import ReadModel, RequestRow
 from runtime import metric_names
 from runtime.callback_tokens import callback_key
@@ -107,8 +108,17 @@ def build_app(
         metrics=metrics,
         meter=meter,
     )
+    nonces = NonceCache(read_model.pool) if read_model is not None else None
     app.include_router(interactions.router(client, interactions.CallbackVerifier(
-        callback_key(settings.payload_key()), catalog, settings.agency_env)))
+        callback_key(settings.payload_key()), catalog, settings.agency_env, nonces)))
+    engine_keys = settings.engine_jwks()
+
+    @app.get("/.well-known/jwks.json", tags=["exchanges"])
+    async def engine_jwks() -> JSONResponse:
+        """The engine's public Ed25519 keys (JWKS): agencies verify the engine's calls with
+        them (docs/agency-contract.md). During a rotation it holds both keys."""
+        return JSONResponse(engine_keys, headers={"Cache-Control": "max-age=300"})
+
     return app
 
 
