@@ -67,12 +67,16 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 REQUEST_COMPONENTS = ("@method", "@target-uri", "content-type", "content-digest")
 """What every signed request covers; ``idempotency-key`` is added when the request has one."""
-ANSWER_COMPONENTS = (
-    "@status", "content-type", "content-digest",
-    '"@method";req', '"@target-uri";req', '"content-digest";req',
-)
-"""What every signed answer covers; ``"idempotency-key";req`` is added when the request has
-one."""
+ANSWER_COMPONENTS = ("@status", "content-type", "content-digest", '"@method";req',
+                     '"@target-uri";req')
+"""What every signed answer covers; the request's ``content-digest`` and ``idempotency-key``
+(``;req``) are added when the request has them (the engine's always do)."""
+_REQUEST_FIELDS = ("content-digest", "idempotency-key")
+
+
+def _answer_components(request: _Request) -> list[str]:
+    return [*ANSWER_COMPONENTS,
+            *(f'"{name}";req' for name in _REQUEST_FIELDS if name in request.headers)]
 
 PublicKeyLookup = Callable[[str], Ed25519PublicKey | None]
 """The public key a ``keyid`` names, or None when the receiver knows no such key."""
@@ -252,10 +256,7 @@ class Signer:
         """``headers`` of an answer to the given request, signed and bound to that request."""
         request = _Request(request_method.upper(), request_url, _Headers(request_headers))
         message = _Response(status, _Headers(headers), request)
-        components = list(ANSWER_COMPONENTS)
-        if IDEMPOTENCY_HEADER in request.headers:
-            components.append('"idempotency-key";req')
-        self._sign(message, components, body, ANSWER_TAG, None)
+        self._sign(message, _answer_components(request), body, ANSWER_TAG, None)
         return message.headers.as_dict()
 
     def _sign(
@@ -351,10 +352,7 @@ class Verifier:
         _ascii(headers)
         request = _Request(request_method.upper(), request_url, _Headers(request_headers))
         message = _Response(status, _Headers(dict(headers.items())), request)
-        required = list(ANSWER_COMPONENTS)
-        if IDEMPOTENCY_HEADER in request.headers:
-            required.append('"idempotency-key";req')
-        return self._verify(message, required, body, ANSWER_TAG)
+        return self._verify(message, _answer_components(request), body, ANSWER_TAG)
 
     def _verify(
         self, message: _Request | _Response, required: list[str], body: bytes, tag: str

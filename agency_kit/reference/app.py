@@ -30,6 +30,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from http_message_signatures import HTTPMessageSignaturesException
 from pydantic import BaseModel
 
 from agency_kit.contract import RETRY_AFTER_HEADER
@@ -206,9 +207,15 @@ def create_app(
             return response
         body = b"".join([chunk async for chunk in response.body_iterator])  # type: ignore[attr-defined]
         headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
-        signed = signer.answer_headers(
-            response.status_code, body, headers, request_method=request.method,
-            request_url=str(request.url), request_headers=dict(request.headers.items()))
+        try:
+            signed = signer.answer_headers(
+                response.status_code, body, headers, request_method=request.method,
+                request_url=str(request.url), request_headers=dict(request.headers.items()))
+        except (HTTPMessageSignaturesException, ValueError) as exc:
+            # a request whose own headers cannot be covered (garbled): answered unsigned,
+            # which the engine never acts on
+            log.warning("agency.answer_unsigned", error=type(exc).__name__)
+            signed = headers
         return Response(body, status_code=response.status_code, headers=signed)
 
     @app.get("/.well-known/jwks.json")
