@@ -18,6 +18,7 @@ either signature verifies; afterwards the old one is refused.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -212,6 +213,7 @@ class KeySource:
     _keys: dict[str, Ed25519PublicKey] = field(default_factory=dict)
     _fetched_at: float | None = None
     _tried_at: float = float("-inf")
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def get(self, kid: str) -> Ed25519PublicKey | None:
         return self._keys.get(kid)
@@ -222,7 +224,18 @@ class KeySource:
             await self.refresh()
 
     async def refresh(self) -> bool:
-        """Fetch the set again (rate-bounded); whether it was fetched."""
+        """Fetch the set again (rate-bounded); whether it is fresher than when asked.
+
+        Callers arriving together share one fetch: they wait for it rather than see the
+        rate bound and give up.
+        """
+        asked = time.monotonic()
+        async with self._lock:
+            if self._fetched_at is not None and self._fetched_at >= asked:
+                return True  # fetched while this caller waited
+            return await self._fetch()
+
+    async def _fetch(self) -> bool:
         now = time.monotonic()
         if now - self._tried_at < self.min_refresh_s:
             return False
@@ -238,7 +251,7 @@ class KeySource:
         except (httpx.HTTPError, ValueError) as exc:
             log.warning("keys.fetch_failed", url=self.url, error=type(exc).__name__)
             return False
-        self._fetched_at = now
+        self._fetched_at = time.monotonic()  # after the fetch: callers who waited see it
         return True
 
 

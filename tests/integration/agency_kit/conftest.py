@@ -26,8 +26,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from agency_kit.reference import create_app
-from agency_kit.reference.credentials import AgencyCredentials
-from agency_kit.signing import Signer
+from agency_kit.reference.credentials import AgencyCredentials, write_keys_file
+from agency_kit.keys import StaticKeys, jwks, private_jwk
+from agency_kit.signing import CALLBACK_TAG, Signer, Verified, Verifier
 from definitions.loader import load_registry_file
 from definitions.models import AgencyRegistry
 from tests.conftest import new_database
@@ -273,3 +274,36 @@ async def counting_receiver() -> AsyncIterator[CountingReceiver]:
         yield receiver
     finally:
         await receiver.stop()
+
+
+def verify_callback(
+    agency_keys: AgencyCredentials, agency: str, url: str, raw: bytes, headers: dict[str, str]
+) -> Verified:
+    """Check a callback as the engine does: signed by ``agency``'s own key, for ``url``."""
+    keys = StaticKeys(agency_keys.keyrings[agency].public())
+    return Verifier(keys.get).verify_request("POST", url, raw, headers, tag=CALLBACK_TAG,
+                                             require_nonce=True)
+
+
+@pytest_asyncio.fixture
+async def engine_jwks_url() -> AsyncIterator[str]:
+    """The tests' engine public keys served as a JWKS over real HTTP (the intake's route)."""
+    app = FastAPI()
+
+    @app.get("/.well-known/jwks.json")
+    async def published() -> JSONResponse:
+        return JSONResponse(jwks(ENGINE.public()))
+
+    server = Server(app)
+    await server.start()
+    try:
+        yield f"{server.url}/.well-known/jwks.json"
+    finally:
+        await server.stop()
+
+
+def write_agency_keys(path: Path, agency_keys: AgencyCredentials) -> Path:
+    """The keys file a reference agencies process reads (NWD_AGENCY_KEYS_FILE), mode 0600."""
+    write_keys_file(path, {agency: [private_jwk(kid, key) for kid, key in ring.keys]
+                           for agency, ring in agency_keys.keyrings.items()})
+    return path
