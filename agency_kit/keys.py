@@ -209,7 +209,7 @@ class KeySource:
     url: str
     http: httpx.AsyncClient | None = None
     ttl_s: float = 300.0
-    min_refresh_s: float = 5.0
+    min_refresh_s: float = 1.0
     _keys: dict[str, Ed25519PublicKey] = field(default_factory=dict)
     _fetched_at: float | None = None
     _tried_at: float = float("-inf")

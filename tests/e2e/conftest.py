@@ -11,7 +11,6 @@ import base64
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -33,12 +32,15 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.agency_directory import AgencyDirectory
+from agency_kit.reference.credentials import AgencyCredentials
+from agency_kit.signing import CALLBACK_TAG, Signer
 from definitions.catalog import Catalog
 from definitions.loader import load_catalog
 from intake import interactions
 from intake.app import create_app
 from intake.submissions import Submissions, build_submissions
 from readmodel.migrations import apply_migrations
+from readmodel.nonces import NonceCache
 from readmodel.store import ReadModel, open_pool
 from runtime.callback_tokens import callback_key
 from runtime.messages import RequestResult
@@ -47,6 +49,7 @@ from runtime.settings import DEFAULT_CATALOG_DIR, Settings
 from runtime.temporal import data_converter
 from tests.conftest import new_database
 from tests.http import client as http_client
+from tests.keys import agency_credentials, engine_signer, jwks_env
 from tests.polling import eventually
 from tests.tiers import mark_folder
 from worker import agency_http_session, build_worker
@@ -74,6 +77,8 @@ class Agencies:
     database_url: str
     env: dict[str, str]
     admin: httpx.AsyncClient
+    credentials: AgencyCredentials
+    """Each agency's private keys (to sign as an agency would) and the engine's public keys."""
     app: Any = field(default=None, repr=False)
     served: tuple[uvicorn.Server, asyncio.Task[None]] | None = field(default=None, repr=False)
 
@@ -149,20 +154,16 @@ async def running_agencies(database_url: str, catalog: Catalog,
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env: dict[str, str] = {}
-    agency_secrets: dict[str, str] = {}
+    env: dict[str, str] = dict(jwks_env(catalog.registry, url))
     for agency in catalog.agencies.values():
         if agency.http is not None:
             env[agency.http.base_url_env] = f"{url}/agencies/{agency.id}"
-        if agency.auth_secret:
-            secret = secrets.token_urlsafe(24)
-            env[agency.auth_secret] = secret
-            agency_secrets[agency.id] = secret
-    app = create_app(registry=catalog.registry, database_url=database_url, secrets=agency_secrets,
-                     **options)
+    credentials = agency_credentials(catalog.registry)
+    app = create_app(registry=catalog.registry, database_url=database_url,
+                     credentials=credentials, **options)
     async with http_client(base_url=url, timeout=10) as admin:
-        agencies = Agencies(url=url, database_url=database_url, env=env, admin=admin, app=app,
-                            served=await serve(app, port))
+        agencies = Agencies(url=url, database_url=database_url, env=env, admin=admin,
+                            credentials=credentials, app=app, served=await serve(app, port))
         try:
             yield agencies
         finally:
@@ -208,6 +209,24 @@ class Engine:
         return build_submissions(
             Settings(task_queue=self.task_queue, intake_url=self.intake_url),
             client or self.client, catalog, self.read_model if recorded_at_submit else None)
+
+    def agency_signed(self, agency: str, path: str, raw: bytes, *,
+                      key: str | None = None, signer: Signer | None = None) -> dict[str, str]:
+        """The headers of a POST of ``raw`` to the intake's ``path``, signed (RFC 9421) as
+        ``agency`` signs its callbacks — with its own key, unless ``signer`` is given."""
+        headers = {"Content-Type": "application/json"}
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        signing = signer or self.agencies.credentials.signer(agency)
+        assert signing is not None, f"{agency} has no key"
+        return signing.request_headers("POST", f"{self.intake_url}{path}", raw, headers,
+                                       tag=CALLBACK_TAG)
+
+    async def post_signed(self, agency: str, path: str, raw: bytes, *, key: str | None = None,
+                          signer: Signer | None = None) -> httpx.Response:
+        """POST ``raw`` to the intake's ``path`` signed as :meth:`agency_signed` signs it."""
+        return await self.intake.post(path, content=raw, headers=self.agency_signed(
+            agency, path, raw, key=key, signer=signer))
 
     async def result(self, reference: str, wait_s: float = 60) -> RequestResult:
         handle = self.submissions.handle(reference)
@@ -270,14 +289,15 @@ async def running_engine(
                      ui_url="http://127.0.0.1:8233", meter=meter, metrics=metrics, codec=codec,
                      codec_token=codec_token)
     app.include_router(interactions.router(
-        client, interactions.CallbackVerifier(key, catalog, agencies.env)))
+        client, interactions.CallbackVerifier(key, catalog, agencies.env,
+                                              NonceCache(read_model.pool))))
     intake_server, intake_task = await serve(app, intake_port)
     try:
         async with agency_http_session() as http, \
                 http_client(base_url=intake_url, timeout=30) as intake:
             worker = build_worker(
                 client, task_queue=task_queue, http=http, read_model=read_model,
-                directory=AgencyDirectory(agencies.env), callback_key=key,
+                directory=AgencyDirectory(agencies.env, engine_signer()), callback_key=key,
                 # the development guard: a clock, random or I/O call in workflow code fails
                 sandboxed=True,
             ) if in_process_worker else None

@@ -25,16 +25,16 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from agency_kit.keys import StaticKeys, jwks, private_jwk
 from agency_kit.reference import create_app
 from agency_kit.reference.credentials import AgencyCredentials, write_keys_file
-from agency_kit.keys import StaticKeys, jwks, private_jwk
 from agency_kit.signing import CALLBACK_TAG, Signer, Verified, Verifier
 from definitions.loader import load_registry_file
 from definitions.models import AgencyRegistry
 from tests.conftest import new_database
 from tests.http import client as http_client
-from tests.keys import ENGINE, agency_credentials
 from tests.integration.agency_kit.receiver import CountingReceiver
+from tests.keys import ENGINE, agency_credentials
 from tests.polling import eventually
 
 REGISTRY_PATH = Path(__file__).with_name("agencies.yaml")

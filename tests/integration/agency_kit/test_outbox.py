@@ -20,8 +20,8 @@ import pytest
 import pytest_asyncio
 
 from agency_kit.contract import Callback
-from agency_kit.outbox import Outbox, OutboxRow, OutboxSender, RetryPolicy
 from agency_kit.keys import StaticKeys
+from agency_kit.outbox import Outbox, OutboxRow, OutboxSender, RetryPolicy
 from agency_kit.signing import CALLBACK_TAG, Verifier
 from tests.integration.agency_kit.receiver import HANG, RESET, Answer, CountingReceiver
 from tests.keys import keyring

@@ -21,8 +21,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from runtime.process import free_port
 from agency_kit.reference.credentials import AgencyCredentials
+from runtime.process import free_port
 from tests.integration.agency_kit.conftest import (
     Agencies,
     credentials,

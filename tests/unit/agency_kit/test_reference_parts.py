@@ -10,9 +10,9 @@ import pytest
 
 from agency_kit.contract import idempotency_key
 from agency_kit.idempotency import quote_ident, request_hash
+from agency_kit.keys import KeySource, private_jwk
 from agency_kit.reference import is_undo
 from agency_kit.reference.behaviour import AgencyBehaviour, BehaviourBook, parse_behaviours
-from agency_kit.keys import KeySource, private_jwk
 from agency_kit.reference.config import AgenciesConfig, AgenciesSettings, ConfigError
 from agency_kit.reference.credentials import write_keys_file
 from agency_kit.reference.outputs import agency_reference, generate_output
