@@ -37,6 +37,7 @@ from temporalio.common import MetricMeter
 from temporalio.converter import PayloadCodec
 from temporalio.service import RPCError, RPCStatusCode
 
+from agency_kit.keys import Jwks
 from definitions.catalog import Catalog
 from definitions.errors import UnknownService
 from definitions.models import DataSchema
@@ -111,13 +112,14 @@ def build_app(
     nonces = NonceCache(read_model.pool) if read_model is not None else None
     app.include_router(interactions.router(client, interactions.CallbackVerifier(
         callback_key(settings.payload_key()), catalog, settings.agency_env, nonces)))
-    engine_keys = settings.engine_jwks()
+    engine_keys = Jwks.model_validate(settings.engine_jwks())
 
-    @app.get("/.well-known/jwks.json", tags=["exchanges"])
+    @app.get("/.well-known/jwks.json", response_model=Jwks)
     async def engine_jwks() -> JSONResponse:
-        """The engine's public Ed25519 keys (JWKS): agencies verify the engine's calls with
-        them (docs/agency-contract.md). During a rotation it holds both keys."""
-        return JSONResponse(engine_keys, headers={"Cache-Control": "max-age=300"})
+        """The engine's public Ed25519 keys (a JWKS, RFC 7517/8037): agencies verify the
+        engine's RFC 9421-signed calls with them (docs/agency-contract.md). During a key
+        rotation it holds both keys. Never a private key."""
+        return JSONResponse(engine_keys.model_dump(), headers={"Cache-Control": "max-age=300"})
 
     return app
 
