@@ -15,7 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from agency_kit.keys import Keyring, StaticKeys, jwks, load_private_key, new_key
+from agency_kit.keys import Keyring, StaticKeys, jwks, load_private_key, new_key, private_jwk
 from agency_kit.reference.credentials import AgencyCredentials
 from agency_kit.signing import CALLBACK_TAG, Signer
 from definitions.models import AgencyRegistry
@@ -92,3 +92,8 @@ def agency_signed(keys: Keyring, url: str, raw: bytes) -> dict[str, str]:
     """The headers of a callback of ``raw`` to ``url``, signed by ``keys`` as an agency signs."""
     return keys.signer().request_headers(
         "POST", url, raw, {"Content-Type": "application/json"}, tag=CALLBACK_TAG)
+
+
+def engine_env() -> dict[str, str]:
+    """The variables a worker process signs with: the tests' engine key (a private JWK)."""
+    return {"NWD_SIGNING_KEY": json.dumps(private_jwk(*ENGINE.signing))}

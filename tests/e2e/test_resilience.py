@@ -29,6 +29,7 @@ from intake.submissions import Submissions, build_submissions
 from runtime.messages import RequestResult
 from runtime.settings import DEFAULT_CATALOG_DIR, PROJECT_ROOT, Settings
 from tests.e2e.conftest import Agencies, Engine, example, new_database
+from tests.keys import engine_env
 from tests.polling import eventually
 from workflows.request_workflow import CitizenRequestWorkflow
 
@@ -40,6 +41,7 @@ def start_worker_process(
     env = {
         **os.environ,
         **agencies.env,
+        **engine_env(),  # the engine's private key: the worker signs every agency call
         "TEMPORAL_ADDRESS": temporal_address,
         "NWD_TASK_QUEUE": task_queue,
         "DATABASE_URL": database_url,
