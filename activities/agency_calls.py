@@ -44,7 +44,7 @@ from agency_kit.contract import (
     Rejected,
     StepEnvelope,
 )
-from agency_kit.keys import PublicKeys, verify_answer
+from agency_kit.keys import KeysUnavailable, PublicKeys, verify_answer
 from agency_kit.signing import SignatureError
 from readmodel.progress import ProgressWriter
 from readmodel.store import ItemProgress, ReadModel
@@ -231,6 +231,11 @@ async def _check_answer(
             f"{call.endpoint.agency_id} answered {call.operation} (HTTP {response.status}) "
             f"without a valid signature: {exc.reason}; the answer was not acted on",
             type=AGENCY_PROTOCOL_ERROR, non_retryable=True,
+        ) from None
+    except KeysUnavailable as exc:  # the call is idempotent: asking again is safe
+        raise ApplicationError(
+            f"{call.endpoint.agency_id}'s answer to {call.operation} cannot be verified: {exc}; "
+            "will retry", type=AGENCY_UNAVAILABLE,
         ) from None
 
 

@@ -42,6 +42,12 @@ class InvalidKeyError(ValueError):
     """A key or key set that cannot be used; the message says which and why."""
 
 
+class KeysUnavailable(Exception):  # noqa: N818 - a state, like the contract's "unavailable"
+    """The sender's keys could not be fetched (its JWKS URL did not answer): whether the
+    signature is good is not known yet. Answer 503 (try again), never 401: a 401 is final and
+    would drop a genuine message for a network blip."""
+
+
 class PublicJwk(BaseModel):
     """One Ed25519 public key as a JWK (RFC 8037)."""
 
@@ -184,6 +190,8 @@ class StaticKeys:
 
     keys: Mapping[str, Ed25519PublicKey]
 
+    failing = False
+
     def get(self, kid: str) -> Ed25519PublicKey | None:
         return self.keys.get(kid)
 
@@ -214,6 +222,8 @@ class KeySource:
     _fetched_at: float | None = None
     _tried_at: float = float("-inf")
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    failing: bool = False
+    """The last fetch failed (the set may be stale or empty)."""
 
     def get(self, kid: str) -> Ed25519PublicKey | None:
         return self._keys.get(kid)
@@ -250,7 +260,9 @@ class KeySource:
             self._keys = parse_jwks(response.json())
         except (httpx.HTTPError, ValueError) as exc:
             log.warning("keys.fetch_failed", url=self.url, error=type(exc).__name__)
+            self.failing = True
             return False
+        self.failing = False
         self._fetched_at = time.monotonic()  # after the fetch: callers who waited see it
         return True
 
@@ -276,8 +288,7 @@ async def verify_request(
         return Verifier(keys.get).verify_request(
             method, url, body, headers, tag=tag, require_nonce=require_nonce)
     except SignatureError as exc:
-        if exc.unknown_key_id is None or not await keys.refresh():
-            raise
+        await _refreshed_or_raise(keys, exc)
     return Verifier(keys.get).verify_request(
         method, url, body, headers, tag=tag, require_nonce=require_nonce)
 
@@ -300,9 +311,20 @@ async def verify_answer(
     try:
         return Verifier(keys.get).verify_answer(status, body, headers, **arguments)
     except SignatureError as exc:
-        if exc.unknown_key_id is None or not await keys.refresh():
-            raise
+        await _refreshed_or_raise(keys, exc)
     return Verifier(keys.get).verify_answer(status, body, headers, **arguments)
+
+
+async def _refreshed_or_raise(keys: PublicKeys, error: SignatureError) -> None:
+    """Return when a fresh key set is worth a second try; else raise ``error``, or
+    :class:`KeysUnavailable` when the key is unknown because the set could not be fetched."""
+    if error.unknown_key_id is None:
+        raise error
+    if not await keys.refresh():
+        if keys.failing:
+            raise KeysUnavailable(f"the sender's keys cannot be fetched just now ({error.reason})"
+                                  ) from None
+        raise error
 
 
 class RegistryKeys:

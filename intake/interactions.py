@@ -41,7 +41,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.workflow import UpdateMethodMultiParam
 
 from agency_kit.contract import Callback
-from agency_kit.keys import InvalidKeyError, RegistryKeys, verify_request
+from agency_kit.keys import InvalidKeyError, KeysUnavailable, RegistryKeys, verify_request
 from agency_kit.signing import CALLBACK_TAG, SignatureError
 from definitions.catalog import Catalog
 from intake import errors
@@ -203,7 +203,8 @@ class CallbackVerifier:
     ) -> None:
         """Raise :class:`SignatureError` unless the callback is signed by ``agency_id`` — the
         agency its token is bound to, never another — for this URL, body and key, and its
-        nonce was not taken before."""
+        nonce was not taken before; :class:`KeysUnavailable` when the agency's keys cannot be
+        fetched just now."""
         agency = self._catalog.agencies.get(agency_id)
         if agency is None:
             raise SignatureError(f"agency {agency_id!r} is not in the registry")
@@ -266,6 +267,10 @@ def router(client: Client, verifier: CallbackVerifier) -> APIRouter:
         except SignatureError as exc:
             bound.warning("callback_refused", reason="bad_signature", detail=exc.reason)
             return Outcome(401, "bad_signature", exc.reason).response()
+        except KeysUnavailable as exc:  # not known to be bad: the agency sends it again
+            bound.warning("callback_unverified", reason="keys_unavailable")
+            return Outcome(503, errors.UNAVAILABLE, f"{exc}; send the callback again in "
+                           f"{errors.RETRY_AFTER_S} s").response()
         try:
             data = parse_json(body)
             if not isinstance(data, dict):

@@ -19,8 +19,15 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
-from agency_kit.contract import IDEMPOTENCY_HEADER, MAX_BODY_BYTES, FieldError, Rejected, Reply
-from agency_kit.keys import verify_request
+from agency_kit.contract import (
+    IDEMPOTENCY_HEADER,
+    MAX_BODY_BYTES,
+    RETRY_AFTER_HEADER,
+    FieldError,
+    Rejected,
+    Reply,
+)
+from agency_kit.keys import KeysUnavailable, verify_request
 from agency_kit.reference.credentials import AgencyCredentials
 from agency_kit.signing import CALL_TAG, SignatureError
 from definitions.models import Agency, Operation
@@ -128,6 +135,10 @@ async def check_signature(
     except SignatureError as exc:
         log.warning("agency.bad_signature", agency=agency.id, reason=exc.reason)
         raise Refusal(401, "bad_signature", exc.reason) from exc
+    except KeysUnavailable as exc:  # not known to be bad: the engine's retry is safe
+        log.warning("agency.engine_keys_unavailable", agency=agency.id)
+        raise Refusal(503, "unavailable", f"{exc}; nothing was done",
+                      headers={RETRY_AFTER_HEADER: "1"}) from exc
 
 
 async def prelude(

@@ -11,11 +11,12 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from agency_kit.keys import Keyring, KeySource, verify_request
+from agency_kit.keys import Keyring, KeySource, KeysUnavailable, verify_request
 from agency_kit.signing import CALLBACK_TAG, SignatureError
 from readmodel.migrations import apply_migrations
 from readmodel.nonces import NonceCache
 from readmodel.store import open_pool
+from runtime.process import free_port
 from tests.keys import agency_signed, keyring, serving_jwks
 
 pytestmark = pytest.mark.integration
@@ -115,3 +116,13 @@ class TestKeySource:
                     await verify_request(source, "POST", url, b"{}",
                                          agency_signed(stranger, url, b"{}"), tag=CALLBACK_TAG)
         assert fetches["n"] == 1
+
+    async def test_an_unreachable_key_set_is_unavailable_not_a_bad_signature(self) -> None:
+        """The sender's JWKS does not answer: KeysUnavailable (a 503, try again), never a
+        SignatureError (a final 401 that would drop a genuine callback)."""
+        source = KeySource(f"http://127.0.0.1:{free_port()}/.well-known/jwks.json")
+        url = "http://127.0.0.1:1/callbacks/t"
+        agency = keyring("agency")
+        with pytest.raises(KeysUnavailable):
+            await verify_request(source, "POST", url, b"{}", agency_signed(agency, url, b"{}"),
+                                 tag=CALLBACK_TAG)
