@@ -69,6 +69,46 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     mark_folder(items, Path(__file__).parent, pytest.mark.e2e)
 
 
+@dataclass(frozen=True)
+class Captured:
+    """One request as an agency received it: what a wiretap on the agency's link would hold."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class Wiretap:
+    """ASGI middleware recording every contract call the agencies receive, byte for byte."""
+
+    def __init__(self, app: Any, base_url: str) -> None:
+        self.app = app
+        self.base_url = base_url
+        self.calls: list[Captured] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or "/operations/" not in scope["path"]:
+            await self.app(scope, receive, send)
+            return
+        messages: list[Any] = []
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+        self.calls.append(Captured(
+            scope["method"], f"{self.base_url}{scope['path']}",
+            {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
+            b"".join(m.get("body", b"") for m in messages)))
+        replay = iter(messages)
+
+        async def replayed() -> Any:
+            return next(replay, None) or await receive()
+
+        await self.app(scope, replayed, send)
+
+
 @dataclass
 class Agencies:
     """The reference agencies, served over real HTTP by uvicorn in this process."""
@@ -81,6 +121,8 @@ class Agencies:
     """Each agency's private keys (to sign as an agency would) and the engine's public keys."""
     app: Any = field(default=None, repr=False)
     served: tuple[uvicorn.Server, asyncio.Task[None]] | None = field(default=None, repr=False)
+    wiretap: Wiretap | None = field(default=None, repr=False)
+    """Every contract call the agencies received (the engine's signed calls)."""
 
     async def stop(self) -> None:
         """Stop serving (the process of a real agency going down): connections refused;
@@ -94,7 +136,7 @@ class Agencies:
     async def start(self) -> None:
         """Serve the same app again on the same port and database (after :meth:`stop`)."""
         assert self.served is None, "already running"
-        self.served = await serve(self.app, int(urlsplit(self.url).port or 0))
+        self.served = await serve(self.wiretap or self.app, int(urlsplit(self.url).port or 0))
 
     async def set_behaviour(self, agency: str, behaviour: Mapping[str, Any]) -> None:
         response = await self.admin.put(f"/_admin/agencies/{agency}/behaviour", json=behaviour)
@@ -163,7 +205,8 @@ async def running_agencies(database_url: str, catalog: Catalog,
                      credentials=credentials, **options)
     async with http_client(base_url=url, timeout=10) as admin:
         agencies = Agencies(url=url, database_url=database_url, env=env, admin=admin,
-                            credentials=credentials, app=app, served=await serve(app, port))
+                            credentials=credentials, app=app, wiretap=(tap := Wiretap(app, url)),
+                            served=await serve(tap, port))
         try:
             yield agencies
         finally:

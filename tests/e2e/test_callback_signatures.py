@@ -260,3 +260,35 @@ class TestForgedAnswers:
         assert "without a valid signature" in str(tax.items[0].reason)
         assert fake.answered >= 1
         assert await engine.agencies.records("tax-authority", reference=reference) == []
+
+
+class TestCapturedAgencyCalls:
+    async def test_a_captured_engine_call_replayed_with_changes_makes_no_second_effect(
+        self, engine: Engine
+    ) -> None:
+        """The engine's real call to the tax authority, taken off the wire: sent again with
+        another Idempotency-Key (the old attack: a second effect), to another operation's URL,
+        or with another body, it is refused with 401; sent again as it is, the agency answers
+        its first answer (idempotency). Either way the agency's records are unchanged."""
+        reference = await engine.submit("change-of-address", example("change-of-address"))
+        assert (await engine.result(reference)).status == "completed"
+        tap = engine.agencies.wiretap
+        assert tap is not None
+        [call] = [c for c in tap.calls
+                  if c.url.endswith("/agencies/tax-authority/operations/update-address")]
+        records = await engine.agencies.records("tax-authority", reference=reference)
+        assert len(records) == 1
+        sent = {k: v for k, v in call.headers.items() if k not in ("host", "content-length")}
+        async with httpx.AsyncClient(timeout=10) as http:
+            for url, body, headers in (
+                (call.url, call.body, {**sent, "idempotency-key": f"{reference}:again:-"}),
+                (call.url.replace("update-address", "revert-address"), call.body, sent),
+                (call.url, call.body.replace(b"TX12345678", b"TX99999999"), sent),
+            ):
+                response = await http.post(url, content=body, headers=headers)
+                assert response.status_code == 401, response.text
+                assert response.json()["code"] == "bad_signature"
+            same = await http.post(call.url, content=call.body, headers=sent)
+        assert same.status_code == 200, same.text
+        assert same.headers.get("x-nwd-idempotent-replay") == "true"
+        assert await engine.agencies.records("tax-authority", reference=reference) == records
