@@ -151,6 +151,8 @@ class TestMalformedHeaders:
         {"Content-Digest": "md5=:AAAA:"},
         {"Content-Digest": None},
         {"Signature-Input": 'nwd=("@method");created=1;keyid="engine-1";expires=2;x=1'},
+        {"Idempotency-Key": "R-1:dmv:\u00e9"},
+        {"Content-Type": "application/json\u00ff"},
     ])
     def test_malformed_non_ascii_or_absent_headers_are_a_signature_error(
         self, change: dict[str, str | None]
