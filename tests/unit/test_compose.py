@@ -228,4 +228,4 @@ class TestTemporal:
 def test_dockerignore_keeps_state_out() -> None:
     """Local state, the venv and secrets never enter the image's build context."""
     ignored = set((Path(PROJECT_ROOT) / ".dockerignore").read_text().split())
-    assert {".venv", ".state", ".env", ".git"} <= ignored
+    assert {".venv", ".state", ".env", ".git", "agency-keys.json"} <= ignored
