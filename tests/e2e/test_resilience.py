@@ -196,10 +196,13 @@ class TestCompensationSurvivesKill:
         self, workers: KillableWorkers, agencies: Agencies
     ) -> None:
         """SIGKILL while an undo call is in flight: a new worker finishes the saga, once each."""
+        # the saga undoes in reverse order of completion: the voter roll's callback (which
+        # now includes the intake's first fetch of that agency's keys) comes well before the
+        # licence's slow answer, and both before the tax step's refusal
         await agencies.set_behaviour("tax-authority", {
-            "latency_ms": 800, "reject": {"code": "unknown_taxpayer", "reason": "unknown"}})
+            "latency_ms": 1600, "reject": {"code": "unknown_taxpayer", "reason": "unknown"}})
         await agencies.set_behaviour("driver-licensing", {
-            "latency_ms": 200, "operations": {"revert-address": {"latency_ms": 2500}}})
+            "latency_ms": 800, "operations": {"revert-address": {"latency_ms": 2500}}})
         reference = await workers.submit("change-of-address")
         handle = workers.submissions.handle(reference)
         failed_at: list[float] = []
