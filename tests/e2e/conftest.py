@@ -251,7 +251,7 @@ async def running_engine(
     search_attributes: bool = True,
     meter: MetricMeter | None = None,
     metrics: Callable[[], Awaitable[str]] | None = None,
-    codec_server: CodecServer | None = None,
+    codec_server: Callable[[ReadModel], CodecServer] | None = None,
     in_process_worker: bool = True,
     production: bool = False,
 ) -> AsyncIterator[Engine]:
@@ -261,9 +261,9 @@ async def running_engine(
     can kill, tests/faults/).
 
     The intake is wired as ``intake.__main__`` wires it: its submissions write the request's
-    first row. ``meter``, ``metrics``, ``codec_server`` and ``production`` are the intake's
-    options of the same names (submission counters, ``GET /metrics``, the codec server, no
-    ``/docs``).
+    first row. ``meter``, ``metrics`` and ``production`` are the intake's options of the same
+    names (submission counters, ``GET /metrics``, no ``/docs``); ``codec_server`` builds the
+    codec server over the engine's read model (its audit log).
     """
     database_url = await new_database(postgres_server, "engine")
     pool = await open_pool(database_url, max_size=5)
@@ -278,7 +278,8 @@ async def running_engine(
                                     search_attributes=search_attributes)
     app = create_app(client=client, submissions=submissions, read_model=read_model,
                      ui_url="http://127.0.0.1:8233", meter=meter, metrics=metrics,
-                     codec_server=codec_server, production=production)
+                     codec_server=codec_server(read_model) if codec_server else None,
+                     production=production)
     app.include_router(interactions.router(
         client, interactions.CallbackVerifier(key, catalog, agencies.env)))
     intake_server, intake_task = await serve(app, intake_port)
