@@ -12,6 +12,7 @@ from temporalio.converter import (
     WorkflowSerializationContext,
 )
 
+from intake.codec_server import ui_origins
 from runtime.codec import WORKFLOW_ID_KEY, EncryptionCodec, PayloadDecryptionError
 
 PLAIN = Payload(metadata={"encoding": b"json/plain"}, data=b'{"full_name": "Alex Example"}')
@@ -82,3 +83,12 @@ class TestBinding:
         [sealed] = await codec.encode([PLAIN])
         with pytest.raises(PayloadDecryptionError, match="different key"):
             await EncryptionCodec(os.urandom(32)).decode([sealed])
+
+
+class TestUiOrigins:
+    def test_a_loopback_ui_has_both_spellings_on_its_own_port(self) -> None:
+        assert ui_origins("http://127.0.0.1:8399") == {"http://127.0.0.1:8399",
+                                                         "http://localhost:8399"}
+
+    def test_a_public_ui_has_its_own_origin_only(self) -> None:
+        assert ui_origins("https://temporal.gov.example/ui") == {"https://temporal.gov.example"}
