@@ -17,6 +17,7 @@ Everything that differs between the modes is here, one class each:
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import importlib.util
 import uuid
@@ -182,8 +183,10 @@ class EngineDriver(_TemporalRun):
         # at submission (in this process, as the intake would).
         pool = await open_pool(database_url, max_size=5)
         self._owned.push_async_callback(pool.close)
-        self._submissions = build_submissions(Settings(task_queue=self.task_queue),
-                                              self.ctx.client, self.ctx.catalog, ReadModel(pool))
+        self._submissions = build_submissions(
+            Settings(task_queue=self.task_queue,
+                     encryption_key=base64.b64encode(self.ctx.env.key).decode()),
+            self.ctx.client, self.ctx.catalog, ReadModel(pool))
         return pid
 
     async def request(self, index: int) -> tuple[str, bool]:

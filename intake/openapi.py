@@ -28,7 +28,8 @@ from intake.errors import RETRY_AFTER_S
 from intake.schemas import REQUEST_BODIES, ErrorBody
 
 OPENAPI_FILE = Path(__file__).resolve().parents[1] / "docs" / "openapi" / "intake.json"
-CODEC_SECURITY = "codecToken"
+CODEC_SECURITY = "operatorToken"
+METRICS_SECURITY = "metricsToken"
 
 DESCRIPTION = """\
 The front door of No Wrong Door: submit a citizen's request, follow it, send it answers,
@@ -48,9 +49,10 @@ _REASONS: dict[int, str] = {
     204: "No content",
     400: "The body is not JSON (`malformed_json`, `malformed_payloads`, `codec_failed`)",
     401: "Not authenticated",
-    403: "Origin not allowed",
+    403: "Not allowed",
     404: "Not found",
     409: "The request is not waiting for this message (`not_expected`)",
+    415: "The body is not JSON (`unsupported_media_type`): send Content-Type: application/json",
     410: "The request has finished (`request_finished`)",
     413: "The body is larger than the limit (`body_too_large`)",
     422: "The body or a parameter does not fit, with the fields at fault (`errors`)",
@@ -98,7 +100,7 @@ def json_body(model: type[BaseModel], description: str) -> dict[str, Any]:
 
 
 def codec_security() -> dict[str, Any]:
-    """``openapi_extra=`` of a codec route that takes ``Authorization: Bearer <token>``."""
+    """``openapi_extra=`` of a codec route that takes the operator's access token."""
     return {"security": [{CODEC_SECURITY: []}]}
 
 
@@ -127,10 +129,17 @@ class IntakeApp(FastAPI):
             if name in schemas and schemas[name] != schema:
                 raise AssertionError(f"two different schemas are named {name!r}")
             schemas[name] = schema
-        components["securitySchemes"] = {CODEC_SECURITY: {
-            "type": "http", "scheme": "bearer",
-            "description": "NWD_CODEC_TOKEN: only operators may decrypt payloads.",
-        }}
+        components["securitySchemes"] = {
+            CODEC_SECURITY: {
+                "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                "description": "The operator's OIDC access token; it must hold the operator "
+                               "role (NWD_OPERATOR_ROLE). Every decrypt is audited.",
+            },
+            METRICS_SECURITY: {
+                "type": "http", "scheme": "bearer",
+                "description": "NWD_METRICS_TOKEN (required in production).",
+            },
+        }
         for path in document.get("paths", {}).values():
             for operation in path.values():
                 # FastAPI adds its own 422 to every route with parameters; where the route
@@ -171,7 +180,7 @@ async def document() -> dict[str, Any]:
 
     # The document depends on no setting; a throwaway key only lets the codec be built.
     settings = Settings.build(encryption_key=base64.b64encode(bytes(32)).decode(),
-                              codec_token="unused")
+                              codec_token="unused")  # development: every route is served
     client = await Client.connect("127.0.0.1:1", lazy=True)  # never called: nothing runs
     app = build_app(settings, client=client, catalog=load_catalog(DEFAULT_CATALOG_DIR),
                     read_model=None)

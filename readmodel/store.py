@@ -147,7 +147,8 @@ class ReadModel:
 
     @property
     def pool(self) -> asyncpg.Pool:
-        """The database pool (shared with the signature nonce cache)."""
+        """The pool, for the other tables' writers sharing it (audit log, digests, the
+        signature nonce cache)."""
         return self._pool
 
     async def record_request(self, record: RecordRequestInput) -> None:

@@ -19,6 +19,7 @@ embedded stack hands both the same environment.
 - ``NWD_ENGINE_JWKS_URL`` (optional): the engine's public keys, verifying its calls; unset,
   every agency with ``keys`` refuses every call.
 - ``NWD_SIGNATURE_EXPIRES_S`` (default 60): validity of the agencies' signatures.
+- ``NWD_DEPLOYMENT`` (``development`` | ``production``): in production the admin API is off.
 
 A wrong value stops the agencies at start-up with one line naming the variable
 (:class:`ConfigError`).
@@ -103,7 +104,9 @@ class AgenciesSettings(BaseSettings):
     """The engine's JWKS URL, verifying its calls."""
     signature_expires_s: int = Field(60, ge=1, le=300, validation_alias="NWD_SIGNATURE_EXPIRES_S")
     """Validity of the agencies' signatures (seconds)."""
-
+    deployment: Literal["development", "production"] = Field(
+        "development", validation_alias="NWD_DEPLOYMENT")
+    """``production``: the admin API (``/_admin``) is not served."""
 
     @classmethod
     def variables(cls) -> set[str]:
@@ -132,6 +135,8 @@ class AgenciesConfig:
     credentials: AgencyCredentials
     behaviour: Mapping[str, AgencyBehaviour]
     log_format: str = "auto"
+    admin: bool = True
+    """Serve the admin API (off with ``NWD_DEPLOYMENT=production``)."""
 
     @classmethod
     def from_environment(cls) -> AgenciesConfig:
@@ -154,6 +159,7 @@ class AgenciesConfig:
             credentials=credentials,
             behaviour=parse_behaviours(raw),
             log_format=settings.log_format,
+            admin=settings.deployment != "production",
         )
 
 

@@ -27,7 +27,6 @@ import pytest_asyncio
 import uvicorn
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import MetricMeter
-from temporalio.converter import PayloadCodec
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -38,6 +37,7 @@ from definitions.catalog import Catalog
 from definitions.loader import load_catalog
 from intake import interactions
 from intake.app import create_app
+from intake.codec_server import CodecServer
 from intake.submissions import Submissions, build_submissions
 from readmodel.migrations import apply_migrations
 from readmodel.nonces import NonceCache
@@ -235,6 +235,14 @@ class Engine:
     started: list[str] = field(default_factory=list)
     database_url: str = ""
     """The engine database's DSN (for worker processes a test runs itself)."""
+    encryption_key: bytes = b""
+    """The payload key (the front door derives its submission digests' key from it)."""
+
+    def settings(self, **values: Any) -> Settings:
+        """The engine's settings (task queue, intake URL, payload key), with ``values``."""
+        return Settings(**{"task_queue": self.task_queue, "intake_url": self.intake_url,
+                           "encryption_key": base64.b64encode(self.encryption_key).decode(),
+                           **values})
 
     async def submit(self, service: str, data: Any, key: str | None = None,
                      language: str = "en") -> str:
@@ -250,8 +258,8 @@ class Engine:
         instead of the default one; without a read model unless ``recorded_at_submit`` (as
         `nwd submit`, the demo and the benchmark start requests)."""
         return build_submissions(
-            Settings(task_queue=self.task_queue, intake_url=self.intake_url),
-            client or self.client, catalog, self.read_model if recorded_at_submit else None)
+            self.settings(), client or self.client, catalog,
+            self.read_model if recorded_at_submit else None)
 
     def agency_signed(self, agency: str, path: str, raw: bytes, *,
                       key: str | None = None, signer: Signer | None = None) -> dict[str, str]:
@@ -305,9 +313,9 @@ async def running_engine(
     search_attributes: bool = True,
     meter: MetricMeter | None = None,
     metrics: Callable[[], Awaitable[str]] | None = None,
-    codec: PayloadCodec | None = None,
-    codec_token: str | None = None,
+    codec_server: Callable[[ReadModel], CodecServer] | None = None,
     in_process_worker: bool = True,
+    production: bool = False,
 ) -> AsyncIterator[Engine]:
     """A worker, an engine database and an intake (with the callback routes) on ``client``.
 
@@ -315,8 +323,9 @@ async def running_engine(
     can kill, tests/faults/).
 
     The intake is wired as ``intake.__main__`` wires it: its submissions write the request's
-    first row. ``meter``, ``metrics``, ``codec`` and ``codec_token`` are the intake's options
-    of the same names (submission counters, ``GET /metrics``, the codec server).
+    first row. ``meter``, ``metrics`` and ``production`` are the intake's options of the same
+    names (submission counters, ``GET /metrics``, no ``/docs``); ``codec_server`` builds the
+    codec server over the engine's read model (its audit log).
     """
     database_url = await new_database(postgres_server, "engine")
     pool = await open_pool(database_url, max_size=5)
@@ -325,12 +334,14 @@ async def running_engine(
     key = callback_key(encryption_key)
     intake_port = free_port()
     intake_url = f"http://127.0.0.1:{intake_port}"
-    submissions = build_submissions(Settings(task_queue=task_queue, intake_url=intake_url),
-                                    client, catalog, read_model,
+    settings = Settings(task_queue=task_queue, intake_url=intake_url,
+                        encryption_key=base64.b64encode(encryption_key).decode())
+    submissions = build_submissions(settings, client, catalog, read_model,
                                     search_attributes=search_attributes)
     app = create_app(client=client, submissions=submissions, read_model=read_model,
-                     ui_url="http://127.0.0.1:8233", meter=meter, metrics=metrics, codec=codec,
-                     codec_token=codec_token)
+                     ui_url="http://127.0.0.1:8233", meter=meter, metrics=metrics,
+                     codec_server=codec_server(read_model) if codec_server else None,
+                     production=production)
     app.include_router(interactions.router(
         client, interactions.CallbackVerifier(key, catalog, agencies.env,
                                               NonceCache(read_model.pool))))
@@ -349,7 +360,7 @@ async def running_engine(
                     client=client, task_queue=task_queue, submissions=submissions,
                     read_model=read_model, pool=pool, agencies=agencies, worker=worker,
                     intake_url=intake_url, intake=intake, callback_key=key,
-                    database_url=database_url,
+                    database_url=database_url, encryption_key=encryption_key,
                 )
                 yield engine
                 # Leave nothing running on the shared server for the next test to trip over.

@@ -216,7 +216,7 @@ class TestWholeStack:
             assert env["NWD_WORKER_METRICS_ADDRESS"] == stack.settings.worker_metrics_address
             assert env["TEMPORAL_ADDRESS"] == f"127.0.0.1:{stack.settings.temporal_port}"
             unset = {"NWD_AGENCIES_DATABASE_URL", "NWD_INTAKE_METRICS_ADDRESS",
-                     "NWD_STACK_OWNER_PID",  # optional
+                     "NWD_STACK_OWNER_PID", "NWD_METRICS_TOKEN",  # optional
                      "NWD_ENGINE_PUBLIC_KEYS", "NWD_SIGNING_KEY_ID"}  # the intake's; in the JWK
             assert set(Settings.variables()) - unset <= set(env)
         finally:
