@@ -167,6 +167,7 @@ async def run_worker(
             directory=AgencyDirectory(settings.agency_env, settings.engine_signer()),
             callback_key=callback_key(settings.payload_key()),
             callback_ttl_s=settings.callback_token_ttl_s,
+            callback_grace_s=settings.callback_grace_s,
             sandboxed=settings.workflow_sandbox,
         )
         stop = asyncio.Event()

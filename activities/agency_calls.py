@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -89,6 +89,7 @@ class AgencyCalls:
         read_model: ReadModel | None = None,
         callback_key: bytes | None = None,
         callback_ttl_s: int = 30 * 86400,
+        callback_grace_s: int = 7 * 86400,
     ) -> None:
         self._http = http
         self._directory = directory
@@ -96,6 +97,7 @@ class AgencyCalls:
         self._progress = ProgressWriter(read_model) if read_model is not None else None
         self._callback_key = callback_key
         self._callback_ttl_s = callback_ttl_s
+        self._callback_grace_s = callback_grace_s
 
     @activity.defn(name="call_agency")
     async def call_agency(self, call: AgencyCallInput) -> AgencyCallResult:
@@ -183,11 +185,14 @@ class AgencyCalls:
         return interpret(call, url, response, attempt)
 
     def _callback_url(self, call: AgencyCallInput) -> str | None:
-        """The single-use callback URL for this call (stable across retries of the call: it
-        expires a TTL after the call was first scheduled)."""
+        """The single-use callback URL for this call, stable across retries of the call: it
+        expires the grace period after the step's deadline, or, for a step without one, a TTL
+        after the call was first scheduled."""
         if call.callback_url is None or self._callback_key is None:
             return None
-        expires = int(activity.info().scheduled_time.timestamp()) + self._callback_ttl_s
+        expires = callback_expiry(
+            call.deadline_at, activity.info().scheduled_time,
+            grace_s=self._callback_grace_s, ttl_s=self._callback_ttl_s)
         token = tokens.issue(self._callback_key, tokens.CallbackTarget(
             call.reference, call.step_id, call.item_key, call.endpoint.agency_id, expires))
         return f"{call.callback_url.rstrip('/')}/callbacks/{token}"
@@ -208,6 +213,16 @@ class AgencyCalls:
         except Exception as exc:  # the read model is a view: it must not fail the agency call
             log.warning("read_model_write_failed", reference=call.reference,
                         step=call.step_id, error=exc.__class__.__name__)
+
+
+def callback_expiry(
+    deadline_at: datetime | None, scheduled: datetime, *, grace_s: int, ttl_s: int,
+) -> int:
+    """Unix seconds after which a step's callback URL is refused: its deadline plus the grace
+    period, or, without a deadline, ``ttl_s`` after the call was first scheduled."""
+    if deadline_at is not None:
+        return int(deadline_at.timestamp()) + grace_s
+    return int(scheduled.timestamp()) + ttl_s
 
 
 def _retryable(status: int) -> bool:

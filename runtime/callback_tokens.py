@@ -8,7 +8,8 @@ outcome is known if it comes early, see ``workflows/callbacks.py``), answers a c
 already applied as already received, and refuses any other.
 
 A token also names the one agency that may use it — the intake verifies the callback's
-RFC 9421 signature with that agency's keys only — and when it expires (unix seconds,
+RFC 9421 signature with that agency's keys only — and when it expires (unix seconds: the
+step's deadline plus ``NWD_CALLBACK_GRACE_S``, or, for a step without a deadline,
 ``NWD_CALLBACK_TOKEN_TTL_S`` after the call was first scheduled): a late callback is refused
 (401 ``bad_token``). Tokens issued before expiry existed carry none and stay valid.
 """

@@ -185,6 +185,8 @@ class AgencyCallInput(Wire):
     callback_url: str | None = None
     language: str = "en"
     timeout_seconds: float = 30.0
+    deadline_at: datetime | None = None
+    """The step's deadline, if it has one: its callback URL expires a grace period after it."""
 
 
 class AgencyCallResult(Wire):

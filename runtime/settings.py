@@ -271,7 +271,11 @@ class Settings(BaseSettings):
     signature_expires_s: int = _var("NWD_SIGNATURE_EXPIRES_S", 60, ge=1, le=300)
     """How long a signature stays valid after it is made (seconds, 1-300)."""
     callback_token_ttl_s: int = _var("NWD_CALLBACK_TOKEN_TTL_S", 30 * 86400, ge=60)
-    """How long a callback URL is valid, counted from the call's first attempt (seconds)."""
+    """How long the callback URL of a step without a deadline is valid, counted from the call's
+    first attempt (seconds)."""
+    callback_grace_s: int = _var("NWD_CALLBACK_GRACE_S", 7 * 86400, ge=0)
+    """How long after its step's deadline a callback URL stays valid (seconds): an escalated
+    step keeps waiting, and its agency may still answer within this grace."""
 
     # ---- not a variable: the registry's own names
     agency_env: Mapping[str, str] = Field(default_factory=dict, repr=False, exclude=True)

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Literal
 
 from temporalio import workflow
@@ -79,6 +80,9 @@ ENDED = ("failed", "cancelled", "compensated")
 """Item states no branch acts on again."""
 KEPT_CALLBACK_COMPLETES_WITHDRAWAL = "kept-callback-completes-withdrawal"
 """Patch id: a kept "completed" callback gives a too-late withdrawal its output (never rename)."""
+CALLBACK_URL_EXPIRES_AFTER_DEADLINE = "callback-url-expires-after-deadline"
+"""Patch id: a call of a step with a deadline names it, so its callback URL expires a grace
+period after the deadline (never rename)."""
 
 
 def information_schema(fields: dict[str, Any]) -> DataSchema:
@@ -161,7 +165,16 @@ class CallSteps:
             callback_url=self._request.callback_base_url if step.mode == "callback" else None,
             language=self._request.language,
             timeout_seconds=step.timeout.total_seconds(),
+            deadline_at=self._deadline_for_callback(step),
         )
+
+    def _deadline_for_callback(self, step: CallStep) -> datetime | None:
+        """The step's deadline, named on its calls since the patch (histories before it
+        scheduled the same calls without one)."""
+        deadline = self._state.steps[step.id].deadline_at
+        if deadline is None or not workflow.patched(CALLBACK_URL_EXPIRES_AFTER_DEADLINE):
+            return None
+        return deadline
 
     async def execute(self, step: CallStep, call: AgencyCallInput) -> AgencyCallResult:
         """Run ``call_agency`` and note its attempts on the item.

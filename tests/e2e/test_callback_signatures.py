@@ -24,6 +24,7 @@ from agency_kit.keys import Keyring, KeySource
 from agency_kit.signing import Signer
 from runtime import callback_tokens as tokens
 from runtime.messages import RequestProgress, StepOutcome
+from runtime.settings import Settings
 from tests.e2e.conftest import Engine, example
 from tests.keys import keyring
 from tests.polling import progress_until
@@ -205,6 +206,19 @@ class TestForgedAndReplayedCallbacks:
             reference, VOTER, None, AGENCY))
         refused(await engine.post_signed(AGENCY, f"/callbacks/{forged}", body), "bad_token")
         await assert_unchanged(engine, reference, before)
+
+    async def test_the_url_the_agency_was_given_expires_the_grace_after_the_steps_deadline(
+        self, engine: Engine
+    ) -> None:
+        """The voter-roll step has a 5-day deadline: the callback URL its agency recorded names
+        that agency and expires ``NWD_CALLBACK_GRACE_S`` (7 days by default) after it."""
+        reference, step = await waiting_voter_step(engine)
+        [record] = await engine.agencies.records(AGENCY, reference=reference)
+        token = str(record["callback_url"]).rsplit("/callbacks/", 1)[1]
+        target = tokens.verify(engine.callback_key, token)
+        assert step.deadline_at is not None
+        assert (target.reference, target.step_id, target.agency_id) == (reference, VOTER, AGENCY)
+        assert target.expires == int(step.deadline_at.timestamp()) + Settings().callback_grace_s
 
 
 class TestKeyRotation:

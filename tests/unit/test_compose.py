@@ -34,6 +34,7 @@ DEFAULT_IS_FINE: dict[str, str] = {
     "NWD_SIGNING_KEY_ID": "the engine's key is a JWK, which names its own kid",
     "NWD_SIGNATURE_EXPIRES_S": "the default validity (60 s) is the recommended one",
     "NWD_CALLBACK_TOKEN_TTL_S": "the default lifetime of callback URLs",
+    "NWD_CALLBACK_GRACE_S": "the default grace after a step's deadline",
     "NWD_OPERATOR_ROLE": "the issuer's operator role is called operator unless set",
 }
 """Settings whose defaults are right inside a container as well, and why."""

@@ -148,6 +148,30 @@ class TestDeadlines:
         assert [(n.kind, n.role, n.detail) for n in harness.stubs.notices] == [
             ("deadline_missed", "liaison", "register missed its deadline")]
 
+    async def test_a_call_carries_its_steps_deadline_for_its_callback_url(
+        self, harness: Harness
+    ) -> None:
+        """The call of a step with a deadline names it (its callback URL expires a grace period
+        after it); a step without one names none."""
+        async def accept(call: AgencyCallInput) -> AgencyCallResult:
+            return AgencyCallResult(status="accepted", agency_reference="REG-1")
+
+        harness.stubs.answer = accept
+        handle = await harness.start(service({
+            "id": "register", "agency": "registry", "operation": "register", "mode": "callback",
+            "deadline": {"after": "3d", "on_miss": "escalate"},
+        }, {"id": "stamp", "agency": "registry", "operation": "stamp", "mode": "callback"}))
+        await progress_until(handle, lambda p: all(
+            s.items and s.items[0].waiting_for == "callback" for s in p.steps),
+            within_s=10, every_s=0.05)
+        progress = await handle.query(CitizenRequestWorkflow.progress)
+        register = next(s for s in progress.steps if s.step_id == "register")
+        calls = {c.step_id: c for c in harness.stubs.calls_of("operation")}
+        assert register.deadline_at is not None
+        assert calls["register"].deadline_at == register.deadline_at
+        assert calls["stamp"].deadline_at is None
+        await handle.cancel()
+
     async def test_a_failing_deadline_withdraws_the_waiting_call(self, harness: Harness) -> None:
         """on_miss: fail — after the escalation the waiting call is withdrawn under its
         ``cancel`` key, and the request fails."""

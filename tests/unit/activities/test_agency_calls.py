@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.agency_calls import MAX_RESPONSE_BYTES, AgencyResponse, interpret, request_body
+from activities.agency_calls import (
+    MAX_RESPONSE_BYTES,
+    AgencyResponse,
+    callback_expiry,
+    interpret,
+    request_body,
+)
 from agency_kit.contract import MAX_BODY_BYTES
 from runtime.messages import (
     AGENCY_PROTOCOL_ERROR,
@@ -86,6 +92,19 @@ class TestRequestBody:
         assert caught.value.non_retryable
         assert details(caught.value)["status"] == 413
         assert details(caught.value)["code"] == "too_large"
+
+
+class TestCallbackExpiry:
+    SCHEDULED = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+    def test_a_step_with_a_deadline_expires_the_grace_after_it(self) -> None:
+        deadline = self.SCHEDULED + timedelta(days=3)
+        expires = callback_expiry(deadline, self.SCHEDULED, grace_s=3600, ttl_s=86400)
+        assert expires == int(deadline.timestamp()) + 3600
+
+    def test_a_step_without_a_deadline_expires_the_ttl_after_the_first_schedule(self) -> None:
+        expires = callback_expiry(None, self.SCHEDULED, grace_s=3600, ttl_s=86400)
+        assert expires == int(self.SCHEDULED.timestamp()) + 86400
 
 
 class TestTolerantReading:
