@@ -83,6 +83,7 @@ def build_worker(
     directory: AgencyDirectory,
     callback_key: bytes | None = None,
     callback_ttl_s: int = 30 * 86400,
+    callback_grace_s: int = 7 * 86400,
     max_concurrent_activities: int = 500,
     sandboxed: bool = False,
 ) -> Worker:
@@ -95,10 +96,12 @@ def build_worker(
         read_model: where progress and outcomes are recorded (PostgreSQL).
         directory: resolves agency URLs and keys; holds the engine's signer.
         callback_key: signs agencies' callback URLs (see runtime.callback_tokens).
-        callback_ttl_s: how long a callback URL is valid.
+        callback_ttl_s: how long the callback URL of a step without a deadline is valid.
+        callback_grace_s: how long after its step's deadline a callback URL is valid.
         sandboxed: run workflow code in the SDK's sandbox (see :func:`workflow_runner`).
     """
-    agency_calls = AgencyCalls(http, directory, read_model, callback_key, callback_ttl_s)
+    agency_calls = AgencyCalls(http, directory, read_model, callback_key, callback_ttl_s,
+                               callback_grace_s)
     recording = RequestRecording(read_model)
     activities: list[Callable[..., Any]] = [
         agency_calls.call_agency,
