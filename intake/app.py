@@ -42,8 +42,16 @@ from definitions.errors import UnknownService
 from definitions.models import DataSchema
 from definitions.submission import SubmissionInvalid
 from intake import errors, interactions
+from intake.access import RequestAccess, unknown_request
 from intake.bodies import BodyRefused, read_json, read_limited, validate_model
-from intake.openapi import DESCRIPTION, IntakeApp, answers, codec_security, json_body
+from intake.openapi import (
+    DESCRIPTION,
+    IntakeApp,
+    answers,
+    citizen_security,
+    codec_security,
+    json_body,
+)
 from intake.schemas import (
     IDEMPOTENCY_KEY_MAX,
     ErrorBody,
@@ -56,9 +64,11 @@ from intake.schemas import (
     Submitted,
 )
 from intake.submissions import Submissions, build_submissions
+from readmodel.access import AccessStore
 from readmodel.store import ReadModel, RequestRow
 from runtime import metric_names
 from runtime.callback_tokens import callback_key
+from runtime.identity import TokenVerifier, verifier_for
 from runtime.messages import RequestProgress
 from runtime.settings import Settings, reveal
 from runtime.temporal import converter_for
@@ -93,13 +103,24 @@ def build_app(
     read_model: ReadModel | None,
     metrics: Callable[[], Awaitable[str]] | None = None,
     meter: MetricMeter | None = None,
+    verifier: TokenVerifier | None = None,
 ) -> FastAPI:
     """The whole front door as ``python -m intake`` serves it: :func:`create_app` and the
-    routes of the messages into running requests, wired from ``settings``."""
+    routes of the messages into running requests, wired from ``settings``.
+
+    ``verifier`` checks bearer tokens (default: one for ``settings``' issuer); citizens'
+    access needs the read model (without one, no request can be followed here).
+    """
+    verifier = verifier or verifier_for(settings)
+    reference_key = settings.reference_secret()
+    access = (RequestAccess(AccessStore(read_model.pool), verifier, reference_key)
+              if read_model is not None else None)
     app = create_app(
         client=client,
-        submissions=build_submissions(settings, client, catalog, read_model),
+        submissions=build_submissions(settings, client, catalog, read_model, access=access,
+                                      reference_key=reference_key),
         read_model=read_model,
+        access=access,
         ui_url=settings.temporal_ui_url,
         namespace=settings.temporal_namespace,
         codec=converter_for(settings).payload_codec,
@@ -107,8 +128,10 @@ def build_app(
         metrics=metrics,
         meter=meter,
     )
-    app.include_router(interactions.router(client, interactions.CallbackVerifier(
-        callback_key(settings.payload_key()), catalog, settings.agency_env)))
+    app.include_router(interactions.router(
+        client, interactions.CallbackVerifier(callback_key(settings.payload_key()), catalog,
+                                              settings.agency_env),
+        access=access, caseworkers=interactions.Caseworkers(verifier, catalog, read_model)))
     return app
 
 
@@ -118,6 +141,7 @@ def create_app(
     submissions: Submissions,
     read_model: ReadModel | None,
     ui_url: str,
+    access: RequestAccess | None = None,
     namespace: str = "default",
     codec: PayloadCodec | None = None,
     codec_token: str | None = None,
@@ -127,6 +151,8 @@ def create_app(
 ) -> FastAPI:
     """The front door's ASGI app. Collaborators are owned by the caller (see intake.__main__).
 
+    ``access`` decides who may follow a request (:mod:`intake.access`); without it nobody
+    can here (every status is the unknown request's 404) and submissions carry no code.
     ``codec`` and ``codec_token`` enable the codec server (both needed); ``metrics`` returns this
     process's Prometheus text; ``meter`` counts submissions, and the requests they start when
     the front door records them (see :mod:`runtime.telemetry`).
@@ -274,8 +300,11 @@ def create_app(
 
     @app.post(
         "/requests", status_code=202,
-        responses=answers(400, 404, 413, 422, 503, ok={202: Submitted, 200: Submitted},
+        responses=answers(400, 401, 404, 413, 422, 503, ok={202: Submitted, 200: Submitted},
                           descriptions={
+                              401: "A bearer token was sent and cannot be trusted "
+                                   "(`invalid_token`); without one the answer carries an "
+                                   "access code",
                               200: "The Idempotency-Key named an existing request",
                               404: "No such service (`unknown_service`)",
                               422: "The body is not an envelope, or the submission breaks the "
@@ -293,9 +322,13 @@ def create_app(
             return errors.refused(exc)
         service_id = envelope.service
         key = idempotency_key or str(uuid.uuid4())
+        owner = await access.principal(request) if access is not None else None
+        if isinstance(owner, JSONResponse):
+            return owner  # a bearer token that fails is refused, not ignored
         try:
             submitted = await submissions.submit(
-                service_id, envelope.submission, idempotency_key=key, language=envelope.language
+                service_id, envelope.submission, idempotency_key=key, language=envelope.language,
+                owner=owner,
             )
         except UnknownService as exc:
             return errors.error(404, "unknown_service", str(exc))
@@ -317,22 +350,31 @@ def create_app(
         log.info("request_submitted", reference=submitted.reference, service=service_id,
                  created=submitted.created)
         count(service_id, "created" if submitted.created else "existing")
-        return JSONResponse(
-            status_code=202 if submitted.created else 200,
-            content={
-                "reference": submitted.reference,
-                "created": submitted.created,
-                "status_url": f"/requests/{submitted.reference}",
-                "temporal_ui": f"{ui_url}/namespaces/{namespace}/workflows/{submitted.reference}",
-            },
-        )
+        content: dict[str, Any] = {
+            "reference": submitted.reference,
+            "created": submitted.created,
+            "status_url": f"/requests/{submitted.reference}",
+            "temporal_ui": f"{ui_url}/namespaces/{namespace}/workflows/{submitted.reference}",
+        }
+        if submitted.access_code is not None:
+            content["access_code"] = submitted.access_code
+        # the access code is shown once: no cache may keep the answer
+        return JSONResponse(status_code=202 if submitted.created else 200, content=content,
+                            headers={"Cache-Control": "no-store"})
 
-    @app.get("/requests/{reference}", responses=answers(404, 503, ok={200: RequestView},
-                                                        descriptions={
-        404: "Neither the read model nor Temporal knows the request (`unknown_request`)",
+    @app.get("/requests/{reference}", responses=answers(401, 404, 429, 503, ok={
+        200: RequestView}, descriptions={
+        401: "The bearer token cannot be trusted (`invalid_token`)",
+        404: "No such request, or the caller is neither its owner nor holds its access code: "
+             "the same answer (`unknown_request`)",
         503: "Neither could be asked (`temporarily_unavailable`): the request may exist",
-    }))
-    async def status(reference: str) -> JSONResponse:
+    }), openapi_extra=citizen_security())
+    async def status(reference: str, request: Request) -> JSONResponse:
+        if access is None:
+            return unknown_request(reference)
+        refusal = await access.check(reference, request)
+        if refusal is not None:
+            return refusal
         row: RequestRow | None = None
         record_problem: ErrorBody | None = None
         if read_model is not None:
@@ -346,7 +388,7 @@ def create_app(
         if row is None and live is None:
             if record_problem is not None or live_problem is not None:
                 return errors.unavailable("Temporal" if live_problem else "the read model")
-            return errors.error(404, "unknown_request", f"no request {reference!r}")
+            return unknown_request(reference)
         content: dict[str, Any] = {"reference": reference}
         if row is not None:
             content["record"] = _ROW.dump_python(row, mode="json")

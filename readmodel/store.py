@@ -145,6 +145,11 @@ class ReadModel:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The pool (for the read model's other tables, :mod:`readmodel.access`)."""
+        return self._pool
+
     async def record_request(self, record: RecordRequestInput) -> None:
         """Upsert the request row and, when given, every step's final state, atomically."""
         async with self._pool.acquire() as conn, conn.transaction():

@@ -1,7 +1,8 @@
 """The embedded stack's generated secrets, kept in ``<state>/secrets.json`` (mode 0600).
 
-Created on the first ``nwd up``: the payload key, the codec server's token and one signing
-secret per ``auth_secret`` the agency registry names; an agency added to the registry later
+Created on the first ``nwd up``: the payload key, the codec server's token, the key request
+references are keyed with, the engine client's secret at the embedded OIDC provider, and one
+signing secret per ``auth_secret`` the agency registry names; an agency added to the registry later
 gets its secret on the next start. The file is written whole to a temporary file and renamed,
 so a crash never leaves half a file, and it is never readable by another user.
 """
@@ -30,6 +31,11 @@ class Secrets:
     """Bearer token the codec server accepts (``NWD_CODEC_TOKEN``)."""
     agency_secrets: Mapping[str, str] = field(default_factory=dict)
     """Signing secret per variable name listed as ``auth_secret`` in the agency registry."""
+    reference_key: str = ""
+    """The key request references are keyed with (``NWD_REFERENCE_KEY``)."""
+    oidc_client_secret: str = ""
+    """The secret of the engine's client at the embedded OIDC provider
+    (``NWD_OIDC_CLIENT_SECRET``)."""
 
 
 def read_secrets(state_dir: Path) -> Secrets | None:
@@ -42,6 +48,8 @@ def read_secrets(state_dir: Path) -> Secrets | None:
         encryption_key=str(data["encryption_key"]),
         codec_token=str(data["codec_token"]),
         agency_secrets={str(k): str(v) for k, v in dict(data.get("agency_secrets", {})).items()},
+        reference_key=str(data.get("reference_key", "")),
+        oidc_client_secret=str(data.get("oidc_client_secret", "")),
     )
 
 
@@ -49,7 +57,8 @@ def ensure_secrets(state_dir: Path, agency_secret_names: Iterable[str]) -> Secre
     """Load the secrets, creating the file or adding secrets for agencies new to the registry."""
     current = read_secrets(state_dir)
     names = sorted(set(agency_secret_names))
-    if current is not None and all(n in current.agency_secrets for n in names):
+    if (current is not None and all(n in current.agency_secrets for n in names)
+            and current.reference_key and current.oidc_client_secret):
         return current
     agency = dict(current.agency_secrets) if current else {}
     for name in names:
@@ -58,6 +67,10 @@ def ensure_secrets(state_dir: Path, agency_secret_names: Iterable[str]) -> Secre
         encryption_key=current.encryption_key if current else _new_key(),
         codec_token=current.codec_token if current else _secrets.token_urlsafe(32),
         agency_secrets=agency,
+        # a stack created before these secrets existed gets them on its next start
+        reference_key=(current.reference_key if current else "") or _secrets.token_urlsafe(32),
+        oidc_client_secret=((current.oidc_client_secret if current else "")
+                            or _secrets.token_urlsafe(32)),
     )
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / SECRETS_FILE
