@@ -131,7 +131,7 @@ def build_app(
     app.include_router(interactions.router(
         client, interactions.CallbackVerifier(callback_key(settings.payload_key()), catalog,
                                               settings.agency_env),
-        access=access, caseworkers=interactions.Caseworkers(verifier, catalog, read_model)))
+        access=access, caseworkers=interactions.Caseworkers(verifier)))
     return app
 
 

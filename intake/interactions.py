@@ -36,6 +36,8 @@ from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
     WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
     WorkflowUpdateFailedError,
 )
 from temporalio.exceptions import ApplicationError
@@ -45,7 +47,6 @@ from temporalio.workflow import UpdateMethodMultiParam
 from agency_kit.contract import Callback
 from agency_kit.signing import SignatureError, verify_headers
 from definitions.catalog import Catalog
-from definitions.models import DecisionStep
 from intake import errors
 from intake.access import (
     RequestAccess,
@@ -57,7 +58,6 @@ from intake.access import (
 from intake.bodies import BodyRefused, field_errors, parse_json, read_limited, read_model
 from intake.openapi import answers, caseworker_security, citizen_security, json_body
 from intake.schemas import CancelBody, DecisionBody, MessageOutcome
-from readmodel.store import ReadModel
 from runtime import callback_tokens as tokens
 from runtime.identity import InvalidToken, IssuerUnavailable, TokenVerifier, bearer_token
 from runtime.messages import (
@@ -218,45 +218,29 @@ class Caseworkers:
     """Who may decide a decision step: the bearer of a verified token whose roles claim holds
     the step's role. The decider recorded is the token's subject, never a name in the body.
 
-    The step's role is read from the catalog's definition of the request's service (the
-    service is the read model's record of the request, or the workflow's live view). A
-    request pinned to an older definition whose role has since changed is refused by the
-    workflow itself (422, nothing applied): its validator checks the role against the
-    definition the request runs.
+    The step's role is the one of the definition the request runs (the workflow's
+    ``decision_role`` query), so a request pinned to an older definition is decided by that
+    definition's role; the workflow's own validator checks it again.
     """
 
-    def __init__(self, verifier: TokenVerifier, catalog: Catalog,
-                 read_model: ReadModel | None) -> None:
+    def __init__(self, verifier: TokenVerifier) -> None:
         self.verifier = verifier
-        self._catalog = catalog
-        self._read_model = read_model
 
-    async def service_of(self, client: Client, reference: str) -> str | Outcome | None:
-        """The request's service id; None when there is no such request."""
-        if self._read_model is not None:
-            row = await self._read_model.get_request(reference)
-            if row is not None:
-                return row.service
+    async def role(self, client: Client, reference: str, step_id: str) -> str | Outcome | None:
+        """The step's role; None when it is no decision step; an Outcome (404, 503) when the
+        request cannot be asked."""
         handle = client.get_workflow_handle_for(CitizenRequestWorkflow.run, reference)
         try:
-            progress = await handle.query(CitizenRequestWorkflow.progress,
-                                          rpc_timeout=UPDATE_TIMEOUT)
+            return await handle.query(CitizenRequestWorkflow.decision_role, step_id,
+                                      rpc_timeout=UPDATE_TIMEOUT)
         except RPCError as exc:
             if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
-                return None
+                return Outcome(404, "unknown_request", f"no request {reference!r}")
             if errors.unavailable_cause(exc) is None:
                 raise
             return _unavailable(reference, "decide", exc)
-        return progress.service
-
-    def step_role(self, service_id: str, step_id: str) -> str | None:
-        definition = self._catalog.services.get(service_id)
-        if definition is None:
-            return None
-        for step in definition.steps:
-            if step.id == step_id and isinstance(step, DecisionStep):
-                return step.role
-        return None
+        except (WorkflowQueryFailedError, WorkflowQueryRejectedError) as exc:
+            return _unavailable(reference, "decide", exc)
 
 
 _MESSAGE_ANSWERS = answers(400, 401, 404, 409, 410, 413, 422, 429, 503,
@@ -366,15 +350,12 @@ def router(client: Client, verifier: CallbackVerifier, *, access: RequestAccess 
         parsed = await _model(request, DecisionBody)
         if isinstance(parsed, Outcome):
             return parsed.response()
-        service = await caseworkers.service_of(client, reference)
-        if isinstance(service, Outcome):
-            return service.response()
-        if service is None:
-            return unknown_request(reference)
-        role = caseworkers.step_role(service, parsed.step_id)
+        role = await caseworkers.role(client, reference, parsed.step_id)
+        if isinstance(role, Outcome):
+            return role.response()
         if role is None:
             return Outcome(409, "not_expected",
-                           f"{parsed.step_id!r} is not a decision step of {service}").response()
+                           f"step {parsed.step_id!r} is not waiting for a decision").response()
         if not principal.has_role(role):
             log.warning("decision_refused", reference=reference, step=parsed.step_id,
                         reason="role")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import secrets
 import subprocess
 import sys
 import uuid
@@ -47,7 +48,9 @@ async def running_intake(
         intake_url=url, intake_metrics_address=f"127.0.0.1:{free_port()}",
         task_queue=f"tq-{uuid.uuid4()}", state_dir=tmp_path_factory.mktemp("intake-state"),
         encryption_key=base64.b64encode(os.urandom(32)).decode(), codec_token=codec_token,
-        log_format="json",
+        reference_key=secrets.token_urlsafe(32), log_format="json",
+        # nobody listens there: no bearer token verifies (these tests send none)
+        oidc_issuer=f"http://127.0.0.1:{free_port()}",
     )
     log = tmp_path_factory.mktemp("intake-log") / "intake.log"
     with log.open("wb") as out:
