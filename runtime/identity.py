@@ -229,7 +229,7 @@ class TokenVerifier:
 
 
 def verifier_for(settings: Settings) -> TokenVerifier:
-    """The verifier of the issuer ``settings`` trust (``NWD_OIDC_*``)."""
+    """The verifier of the issuer ``settings`` trust (issuer, audience, roles claim, leeway)."""
     return TokenVerifier(settings.oidc_issuer, audience=settings.oidc_audience,
                          roles_claim=settings.oidc_roles_claim, leeway_s=settings.oidc_leeway_s)
 

@@ -190,7 +190,7 @@ class TestPorts:
 
 class TestWholeStack:
     def test_every_component_on_moved_ports(self, tmp_path: Path) -> None:
-        """All five components on ports off the defaults: each serves, every port it opened
+        """All six components on ports off the defaults: each serves, every port it opened
         is in the summary, the processes run with the stack's settings, `down` stops all."""
         stack = quiet_stack(tmp_path / "state", start_timeout=60)
         try:
@@ -209,7 +209,13 @@ class TestWholeStack:
             assert env["TEMPORAL_ADDRESS"] == f"127.0.0.1:{stack.settings.temporal_port}"
             unset = {"NWD_AGENCIES_DATABASE_URL", "NWD_INTAKE_METRICS_ADDRESS",
                      "NWD_STACK_OWNER_PID"}  # optional
-            assert set(Settings.variables()) - unset <= set(env)
+            front_door_only = {"NWD_REFERENCE_KEY", "NWD_OIDC_CLIENT_SECRET"}
+            assert set(Settings.variables()) - unset - front_door_only <= set(env)
+            assert not front_door_only & set(env)  # the worker holds neither
+            assert front_door_only <= set(stack.child_env("intake"))
+            issuer = httpx.get(f"{links['Sign in (OIDC issuer)']}/.well-known/"
+                               "openid-configuration", timeout=5).json()["issuer"]
+            assert issuer == stack.settings.oidc_issuer
         finally:
             stopped = stack.down()
         assert set(stopped) == set(COMPONENTS)

@@ -31,11 +31,18 @@ DEFAULT_IS_FINE: dict[str, str] = {
     "NWD_AGENCIES_DATABASE_URL": "the agencies service sets its own DATABASE_URL",
     "NWD_WORKER_METRICS_ADDRESS": "the default port inside the worker's container",
     "NWD_INTAKE_METRICS_ADDRESS": "a private port inside the intake's container",
+    "NWD_OIDC_PORT": "a port of the embedded stack's OIDC provider, which compose does not use",
+    "NWD_OIDC_AUDIENCE": "the engine's API identifier at the issuer: `nwd` unless registered "
+                         "otherwise",
+    "NWD_OIDC_ROLES_CLAIM": "`roles`, as Entra ID and most issuers name it",
+    "NWD_OIDC_LEEWAY_S": "30 s of clock skew",
+    "NWD_OIDC_CLIENT_ID": "the CLI's client; no service in compose signs in",
+    "NWD_OIDC_CLIENT_SECRET": "the CLI's secret; no service in compose signs in",
 }
 """Settings whose defaults are right inside a container as well, and why."""
 # What each engine service needs beyond the engine-wide names.
 NEEDS: dict[str, set[str]] = {
-    "intake": {"NWD_CODEC_TOKEN"},
+    "intake": {"NWD_CODEC_TOKEN", "NWD_OIDC_ISSUER", "NWD_REFERENCE_KEY"},
     "worker": set(),
     "agencies": set(),
 }
@@ -163,7 +170,7 @@ class TestEnvironment:
     def test_secrets_never_defaulted(self, compose: dict[str, Any]) -> None:
         """Secrets come from the operator (`${NAME:?...}`), never from a value in the file."""
         env = _env(compose["services"]["intake"])
-        secrets = {"NWD_ENCRYPTION_KEY", "NWD_CODEC_TOKEN"} | {
+        secrets = {"NWD_ENCRYPTION_KEY", "NWD_CODEC_TOKEN", "NWD_REFERENCE_KEY"} | {
             a.auth_secret for a in registry_agencies() if a.auth_secret
         }
         for name in secrets:
