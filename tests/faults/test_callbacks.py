@@ -50,7 +50,8 @@ async def via_proxy(drill: Engine, drill_catalog: Catalog) -> AsyncIterator[Call
     proxy = await FaultProxy.start(drill.intake_url)
     drill.submissions = build_submissions(
         Settings(task_queue=drill.task_queue, intake_url=proxy.url), drill.client,
-        drill_catalog, drill.read_model)
+        drill_catalog, drill.read_model, reference_key=drill.reference_key,
+        access=drill.access)
     try:
         yield CallbacksProxied(drill, proxy)
     finally:
