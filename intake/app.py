@@ -5,9 +5,12 @@ committed as ``docs/openapi/intake.json``; the prose is ``docs/api.md``):
 
 - ``GET  /health``
 - ``GET  /services`` and ``GET /services/{id}``: what can be asked for, and its input schema
-- ``POST /requests`` (header ``Idempotency-Key``): 202 with the reference; 422 with field paths
-  for invalid input; 404 for an unknown service; 413 for an oversized body
-- ``GET  /requests/{reference}``: status from the read model, live steps from the workflow
+- ``POST /requests`` (header ``Idempotency-Key``): 202 with the reference (and, without a
+  bearer token, the one-time access code); 422 with field paths for invalid input; 404 for an
+  unknown service; 413 for an oversized body; 401 for a bearer token that does not verify
+- ``GET  /requests/{reference}``: status from the read model, live steps from the workflow, for
+  the owner's token or the access code only (:mod:`intake.access`; anyone else: the 404 of
+  a request that does not exist)
 - ``GET  /metrics``: this process's Prometheus metrics (Temporal SDK + intake)
 - ``POST /codec/encode``, ``POST /codec/decode``: the codec server the Temporal UI and CLI call
   to read encrypted payloads (``Authorization: Bearer <NWD_CODEC_TOKEN>``; CORS for the UI)
