@@ -38,7 +38,7 @@ from tests.e2e.conftest import (
     running_engine,
 )
 from tests.identity import Issuer, running_issuer
-from tests.polling import progress_until
+from tests.polling import eventually, progress_until
 from workflows.request_workflow import CitizenRequestWorkflow
 
 TOKEN_LIFETIME_S = 4
@@ -286,7 +286,10 @@ class TestRateLimit:
 
 
 def waiting_for_decision(progress: RequestProgress) -> bool:
-    return any(s.step_id == "approve_trading" and s.status == "waiting" for s in progress.steps)
+    """The decision is awaited and its 2 s due date has passed (its one escalation is in the
+    history: nothing but a decision changes the request after that)."""
+    return any(s.step_id == "approve_trading" and s.status == "waiting" and s.escalated
+               for s in progress.steps)
 
 
 async def awaiting_decision(engine: Engine, licensed_catalog: Catalog) -> str:
@@ -298,6 +301,14 @@ async def awaiting_decision(engine: Engine, licensed_catalog: Catalog) -> str:
     engine.started.append(submitted.reference)
     await progress_until(engine.submissions.handle(submitted.reference), waiting_for_decision,
                          within_s=20)
+
+    async def escalation_recorded() -> None:
+        count = await engine.pool.fetchval(
+            "SELECT count(*) FROM request_events WHERE reference = $1 AND step_id ="
+            " 'approve_trading' AND kind = 'escalated'", submitted.reference)
+        assert count == 1
+
+    await eventually(escalation_recorded, within_s=20)
     return submitted.reference
 
 
