@@ -17,6 +17,7 @@ Everything that differs between the modes is here, one class each:
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import importlib.util
 import os
@@ -184,9 +185,10 @@ class EngineDriver(_TemporalRun):
         pool = await open_pool(database_url, max_size=5)
         self._owned.push_async_callback(pool.close)
         # A run's own reference key: its references need to be stable only within the run.
-        self._submissions = build_submissions(Settings(task_queue=self.task_queue),
-                                              self.ctx.client, self.ctx.catalog, ReadModel(pool),
-                                              reference_key=os.urandom(32))
+        self._submissions = build_submissions(
+            Settings(task_queue=self.task_queue,
+                     encryption_key=base64.b64encode(self.ctx.env.key).decode()),
+            self.ctx.client, self.ctx.catalog, ReadModel(pool), reference_key=os.urandom(32))
         return pid
 
     async def request(self, index: int) -> tuple[str, bool]:

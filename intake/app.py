@@ -11,9 +11,12 @@ committed as ``docs/openapi/intake.json``; the prose is ``docs/api.md``):
 - ``GET  /requests/{reference}``: status from the read model, live steps from the workflow, for
   the owner's token or the access code only (:mod:`intake.access`; anyone else: the 404 of
   a request that does not exist)
-- ``GET  /metrics``: this process's Prometheus metrics (Temporal SDK + intake)
+- ``GET  /metrics``: this process's Prometheus metrics (Temporal SDK + intake); with
+  ``NWD_METRICS_TOKEN`` (always in production) only for ``Authorization: Bearer <token>``
 - ``POST /codec/encode``, ``POST /codec/decode``: the codec server the Temporal UI and CLI call
-  to read encrypted payloads (``Authorization: Bearer <NWD_CODEC_TOKEN>``; CORS for the UI)
+  to read encrypted payloads, for operators only and audited (:mod:`intake.codec_server`)
+- ``GET  /docs``: the API reference (Swagger UI served from this process, no CDN); with
+  ``/openapi.json``, not served in production (:mod:`intake.docs`)
 - the messages into a running request: :mod:`intake.interactions`
 
 Bad input changes nothing: it is refused before any workflow starts or any row is written.
@@ -32,42 +35,41 @@ from typing import Annotated, Any
 import structlog
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from google.protobuf import json_format
 from pydantic import TypeAdapter
-from temporalio.api.common.v1 import Payloads as ProtoPayloads
 from temporalio.client import Client, WorkflowQueryFailedError, WorkflowQueryRejectedError
 from temporalio.common import MetricMeter
-from temporalio.converter import PayloadCodec
 from temporalio.service import RPCError, RPCStatusCode
 
+from agency_kit.hardening import harden
 from definitions.catalog import Catalog
 from definitions.errors import UnknownService
 from definitions.models import DataSchema
 from definitions.submission import SubmissionInvalid
-from intake import errors, interactions
+from intake import docs, errors, interactions
 from intake.access import RequestAccess, unknown_request
-from intake.bodies import BodyRefused, read_json, read_limited, validate_model
+from intake.bodies import BodyRefused, read_json, validate_model
+from intake.codec_server import CodecServer, OperatorTokens, ui_origins
 from intake.openapi import (
     DESCRIPTION,
+    METRICS_SECURITY,
     IntakeApp,
     answers,
     citizen_security,
-    codec_security,
     json_body,
 )
 from intake.schemas import (
     IDEMPOTENCY_KEY_MAX,
     ErrorBody,
     Health,
-    Payloads,
     RequestView,
     ServiceList,
     ServiceView,
     SubmissionEnvelope,
     Submitted,
 )
-from intake.submissions import Submissions, build_submissions
+from intake.submissions import IdempotencyConflict, Submissions, build_submissions
 from readmodel.access import AccessStore
+from readmodel.codec_audit import CodecAuditLog
 from readmodel.store import ReadModel, RequestRow
 from runtime import metric_names
 from runtime.callback_tokens import callback_key
@@ -80,9 +82,6 @@ from workflows.request_workflow import CitizenRequestWorkflow
 log = structlog.get_logger(__name__)
 
 
-CODEC_ORIGINS = frozenset({"http://127.0.0.1:8233", "http://localhost:8233"})
-"""Browser origins (the Temporal UI) allowed to call the codec server."""
-MAX_CODEC_BYTES = 8 * 1024 * 1024
 LIVE_QUERY_TIMEOUT = timedelta(seconds=3)
 """How long ``GET /requests/{reference}`` waits for the workflow's live view: a worker answers
 a query in milliseconds; without one (all stopped) the record is answered instead."""
@@ -106,14 +105,20 @@ def build_app(
     read_model: ReadModel | None,
     metrics: Callable[[], Awaitable[str]] | None = None,
     meter: MetricMeter | None = None,
+    operator_tokens: OperatorTokens | None = None,
     verifier: TokenVerifier | None = None,
 ) -> FastAPI:
     """The whole front door as ``python -m intake`` serves it: :func:`create_app` and the
     routes of the messages into running requests, wired from ``settings``.
 
-    ``verifier`` checks bearer tokens (default: one for ``settings``' issuer); citizens'
-    access needs the read model (without one, no request can be followed here).
-    """
+    ``verifier`` checks bearer tokens (default: one for ``settings``' issuer): citizens' and
+    caseworkers' and, unless ``operator_tokens`` is given, operators' for the codec server.
+    Citizens' access needs the read model (without one, no request can be followed here)."""
+    if settings.production and settings.metrics_token is None and metrics is not None:
+        log.warning("metrics_locked", reason="NWD_DEPLOYMENT=production without "
+                    "NWD_METRICS_TOKEN: GET /metrics answers 401 to everyone")
+    codec = converter_for(settings).payload_codec
+    assert codec is not None
     verifier = verifier or verifier_for(settings)
     reference_key = settings.reference_secret()
     access = (RequestAccess(AccessStore(read_model.pool), verifier, reference_key)
@@ -126,10 +131,18 @@ def build_app(
         access=access,
         ui_url=settings.temporal_ui_url,
         namespace=settings.temporal_namespace,
-        codec=converter_for(settings).payload_codec,
-        codec_token=reveal(settings.codec_token),
+        codec_server=CodecServer(
+            codec,
+            audit=CodecAuditLog(read_model.pool) if read_model is not None else None,
+            origins=ui_origins(settings.temporal_ui_url),
+            operator_tokens=operator_tokens or verifier,
+            operator_role=settings.operator_role,
+            path_token=None if settings.production else reveal(settings.codec_token),
+        ),
         metrics=metrics,
+        metrics_token=reveal(settings.metrics_token),
         meter=meter,
+        production=settings.production,
     )
     app.include_router(interactions.router(
         client, interactions.CallbackVerifier(callback_key(settings.payload_key()), catalog,
@@ -146,22 +159,30 @@ def create_app(
     ui_url: str,
     access: RequestAccess | None = None,
     namespace: str = "default",
-    codec: PayloadCodec | None = None,
-    codec_token: str | None = None,
-    codec_origins: frozenset[str] = CODEC_ORIGINS,
+    codec_server: CodecServer | None = None,
     metrics: Callable[[], Awaitable[str]] | None = None,
+    metrics_token: str | None = None,
     meter: MetricMeter | None = None,
+    production: bool = False,
 ) -> FastAPI:
     """The front door's ASGI app. Collaborators are owned by the caller (see intake.__main__).
 
     ``access`` decides who may follow a request (:mod:`intake.access`); without it nobody
     can here (every status is the unknown request's 404) and submissions carry no code.
-    ``codec`` and ``codec_token`` enable the codec server (both needed); ``metrics`` returns this
-    process's Prometheus text; ``meter`` counts submissions, and the requests they start when
-    the front door records them (see :mod:`runtime.telemetry`).
+    ``codec_server`` serves ``/codec`` (:mod:`intake.codec_server`); ``metrics`` returns this
+    process's Prometheus text, behind ``Authorization: Bearer <metrics_token>`` when that is
+    given; ``meter`` counts submissions, and the requests they start when the front door
+    records them (see :mod:`runtime.telemetry`). ``production`` serves no ``/docs`` and no
+    ``/openapi.json``. Every answer carries the security headers and a body must be JSON
+    (:mod:`agency_kit.hardening`).
     """
-    app = IntakeApp(title="No Wrong Door — intake", version="1", description=DESCRIPTION)
+    app = IntakeApp(title="No Wrong Door — intake", version="1", description=DESCRIPTION,
+                    docs_url=None, redoc_url=None,
+                    openapi_url=None if production else "/openapi.json")
     errors.install(app)
+    harden(app, error_body=lambda code, message: {"code": code, "message": message})
+    if not production:
+        app.include_router(docs.router())
     # ---------------------------------------------------------- metrics and the codec server
     submissions_counter = (
         meter.create_counter(metric_names.SUBMISSIONS, "Submissions, by outcome", "1")
@@ -185,92 +206,23 @@ def create_app(
     @app.get("/metrics", response_class=PlainTextResponse, responses={
         200: {"description": "Prometheus text format 0.0.4",
               "content": {"text/plain": {"schema": {"type": "string"}}}},
-        **answers(404, descriptions={404: "This process exports no metrics (`metrics_disabled`)"}),
-    })
-    async def metrics_endpoint() -> Response:
+        **answers(401, 404, descriptions={
+            401: "`NWD_METRICS_TOKEN` is required and was not sent (`unauthorized`)",
+            404: "This process exports no metrics (`metrics_disabled`)"}),
+    }, openapi_extra={"security": [{METRICS_SECURITY: []}, {}]})
+    async def metrics_endpoint(request: Request) -> Response:
         if metrics is None:
             return errors.error(404, "metrics_disabled", "this process exports no metrics")
+        if metrics_token is not None:
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(given, f"Bearer {metrics_token}".encode()):
+                return errors.error(401, "unauthorized", "GET /metrics needs Authorization: "
+                                    "Bearer <NWD_METRICS_TOKEN>",
+                                    headers={"WWW-Authenticate": "Bearer"})
         return PlainTextResponse(await metrics(), media_type="text/plain; version=0.0.4")
 
-    preflight: dict[int | str, dict[str, Any]] = {
-        204: {"description": "Allowed: the CORS headers for the Temporal UI's origin"},
-        403: {"description": "The origin is not the Temporal UI's: no CORS headers"},
-    }
-
-    @app.options("/codec/{operation}", responses=preflight, status_code=204)
-    async def codec_preflight(operation: str, request: Request) -> Response:
-        origin = request.headers.get("origin", "")
-        if origin not in codec_origins:
-            return Response(status_code=403)
-        return Response(status_code=204, headers={
-            **_cors(origin),
-            "Access-Control-Allow-Methods": "POST, OPTIONS",
-            "Access-Control-Allow-Headers": "Authorization, Content-Type, X-Namespace",
-            "Access-Control-Max-Age": "600",
-        })
-
-    @app.options("/codec/{path_token}/{operation}", responses=preflight, status_code=204)
-    async def codec_preflight_with_path_token(
-        path_token: str, operation: str, request: Request
-    ) -> Response:
-        return await codec_preflight(operation, request)
-
-    codec_answers = answers(400, 401, 404, 413, ok={200: Payloads}, descriptions={
-        401: "No or a wrong codec token (`unauthorized`)",
-        404: "The codec server is not configured (`codec_disabled`) or no such operation",
-    })
-    codec_body = json_body(Payloads, "Payloads in proto3 JSON, as the Temporal UI sends them.")
-
-    @app.post("/codec/{path_token}/{operation}", responses=codec_answers,
-              openapi_extra=codec_body)
-    async def codec_endpoint_with_path_token(
-        path_token: str, operation: str, request: Request
-    ) -> Response:
-        # The Temporal UI cannot send a bearer token without single sign-on; the embedded
-        # stack gives it an endpoint whose unguessable path carries the token instead.
-        return await codec_call(operation, request, path_token)
-
-    @app.post("/codec/{operation}", responses=codec_answers,
-              openapi_extra={**codec_body, **codec_security()})
-    async def codec_endpoint(operation: str, request: Request) -> Response:
-        return await codec_call(operation, request, None)
-
-    async def codec_call(operation: str, request: Request, path_token: str | None) -> Response:
-        origin = request.headers.get("origin", "")
-        cors = _cors(origin) if origin in codec_origins else {}
-        if codec is None or not codec_token:
-            return errors.error(404, "codec_disabled", "the codec server is not configured",
-                                headers=cors)
-        given = request.headers.get("authorization", "")
-        if path_token is not None:
-            given = f"Bearer {path_token}"
-        if not hmac.compare_digest(given.encode(), f"Bearer {codec_token}".encode()):
-            return errors.error(401, "unauthorized", "a valid codec bearer token is required",
-                                headers={**cors, "WWW-Authenticate": "Bearer"})
-        if operation not in ("encode", "decode"):
-            return errors.error(404, "unknown_operation", "use /codec/encode or /codec/decode",
-                                headers=cors)
-        body = await read_limited(request, MAX_CODEC_BYTES)
-        if body is None:
-            return errors.error(413, "body_too_large", f"the body is over {MAX_CODEC_BYTES} bytes",
-                                headers=cors)
-        try:
-            payloads = json_format.Parse(body or b"{}", ProtoPayloads())
-        except json_format.ParseError:
-            return errors.error(400, "malformed_payloads", 'expected {"payloads": [...]}',
-                                headers=cors)
-        try:
-            if operation == "encode":
-                result = await codec.encode(list(payloads.payloads))
-            else:
-                result = await codec.decode(list(payloads.payloads))
-        except Exception:
-            log.warning("codec_failed", operation=operation,
-                        namespace=request.headers.get("x-namespace"))
-            return errors.error(400, "codec_failed", f"the payloads could not be {operation}d",
-                                headers=cors)
-        return JSONResponse(json_format.MessageToDict(ProtoPayloads(payloads=result)),
-                            headers=cors)
+    if codec_server is not None:
+        app.include_router(codec_server.router())
 
     @app.get("/health", response_model=Health)
     async def health() -> dict[str, str]:
@@ -303,13 +255,16 @@ def create_app(
 
     @app.post(
         "/requests", status_code=202,
-        responses=answers(400, 401, 404, 413, 422, 503, ok={202: Submitted, 200: Submitted},
+        responses=answers(400, 401, 404, 409, 413, 415, 422, 503,
+                          ok={202: Submitted, 200: Submitted},
                           descriptions={
                               401: "A bearer token was sent and cannot be trusted "
                                    "(`invalid_token`); without one the answer carries an "
                                    "access code",
                               200: "The Idempotency-Key named an existing request",
                               404: "No such service (`unknown_service`)",
+                              409: "The Idempotency-Key was first used with another body "
+                                   "(`idempotency_conflict`); nothing was done",
                               422: "The body is not an envelope, or the submission breaks the "
                                    "service's form (`invalid_submission`, paths under "
                                    "`submission`)",
@@ -335,6 +290,9 @@ def create_app(
             )
         except UnknownService as exc:
             return errors.error(404, "unknown_service", str(exc))
+        except IdempotencyConflict as exc:
+            count(service_id, "conflict")
+            return errors.error(409, "idempotency_conflict", str(exc))
         except SubmissionInvalid as exc:
             count(service_id, "invalid")
             return errors.error(
@@ -430,5 +388,3 @@ def _schema_view(schema: DataSchema) -> dict[str, Any]:
     return schema.model_dump(mode="json", exclude_none=True)
 
 
-def _cors(origin: str) -> dict[str, str]:
-    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}

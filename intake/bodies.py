@@ -8,7 +8,9 @@ a model), so every route refuses the same things the same way:
   (``NaN``, ``Infinity``) and an object giving one key twice (two parsers could read two
   different bodies from it, one of them the signed one): ``400 malformed_json``;
 - nesting deeper than :data:`MAX_DEPTH` (a form is flat; a deep body only costs stack):
-  ``400 malformed_json``;
+  ``422 too_deep``; a string, value or key, longer than
+  :data:`agency_kit.hardening.MAX_STRING_CHARS`: ``413 string_too_long`` with its path (the
+  bounds every app of the project applies, :mod:`agency_kit.hardening`);
 - a NUL character or an unpaired surrogate anywhere, in a value or a key: ``422`` with the
   path of the value, or of the object whose key it is (a key has no field to blame). Such text
   cannot be stored (PostgreSQL refuses NUL in ``jsonb``/``text``) and a lone surrogate cannot
@@ -19,17 +21,17 @@ The text rule is :func:`definitions.field_types.text_problem`, the one the field
 
 from __future__ import annotations
 
-import json
 from typing import Any, NoReturn, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
+from agency_kit.hardening import MAX_JSON_DEPTH, JsonRefused, loads_bounded
 from definitions.field_types import text_problem
 
 MAX_BODY_BYTES = 256 * 1024
 """A submission, an answer or a callback is a form, not a file upload."""
-MAX_DEPTH = 32
+MAX_DEPTH = MAX_JSON_DEPTH
 """The deepest nesting of arrays and objects a body may have (a form nests a few levels)."""
 
 M = TypeVar("M", bound=BaseModel)
@@ -80,13 +82,14 @@ def parse_json(body: bytes, *, invalid_code: str = "invalid") -> Any:
     if not body.strip():
         return {}
     try:
-        data = json.loads(body, parse_constant=_not_json, object_pairs_hook=_unique_keys)
-    except RecursionError:
-        raise _too_deep() from None
+        data = loads_bounded(body, parse_constant=_not_json, object_pairs_hook=_unique_keys)
+    except JsonRefused as exc:
+        where = [{"loc": exc.loc, "msg": exc.message}] if exc.loc is not None else None
+        raise BodyRefused(exc.status, exc.code, exc.message, where) from None
     except ValueError as exc:  # includes UnicodeDecodeError: bytes that are not UTF-8/16/32
         raise BodyRefused(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
     errors: list[dict[str, Any]] = []
-    _check_text(data, [], 0, errors)
+    _check_text(data, [], errors)
     if errors:
         raise BodyRefused(422, invalid_code, "the body holds text that cannot be stored", errors)
     return data
@@ -129,12 +132,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _too_deep() -> BodyRefused:
-    return BodyRefused(400, "malformed_json",
-                       f"the body nests arrays and objects more than {MAX_DEPTH} levels deep")
-
-
-def _check_text(value: Any, loc: Loc, depth: int, errors: list[dict[str, Any]]) -> None:
+def _check_text(value: Any, loc: Loc, errors: list[dict[str, Any]]) -> None:
     """Record every string (value or key) :func:`text_problem` refuses, at its path."""
     if isinstance(value, str):
         problem = text_problem(value)
@@ -143,11 +141,9 @@ def _check_text(value: Any, loc: Loc, depth: int, errors: list[dict[str, Any]]) 
         return
     if not isinstance(value, dict | list):
         return
-    if depth >= MAX_DEPTH:
-        raise _too_deep()
     if isinstance(value, list):
         for index, item in enumerate(value):
-            _check_text(item, [*loc, index], depth + 1, errors)
+            _check_text(item, [*loc, index], errors)
         return
     for key, item in value.items():
         problem = text_problem(key)
@@ -155,4 +151,4 @@ def _check_text(value: Any, loc: Loc, depth: int, errors: list[dict[str, Any]]) 
             # The key itself is not shown: it may not even be writable as UTF-8.
             errors.append({"loc": loc, "msg": f"has a key that {problem}"})
             continue
-        _check_text(item, [*loc, key], depth + 1, errors)
+        _check_text(item, [*loc, key], errors)

@@ -28,7 +28,8 @@ from intake.errors import RETRY_AFTER_S
 from intake.schemas import REQUEST_BODIES, ErrorBody
 
 OPENAPI_FILE = Path(__file__).resolve().parents[1] / "docs" / "openapi" / "intake.json"
-CODEC_SECURITY = "codecToken"
+CODEC_SECURITY = "operatorToken"
+METRICS_SECURITY = "metricsToken"
 BEARER_SECURITY = "bearerToken"
 ACCESS_CODE_SECURITY = "accessCode"
 
@@ -53,6 +54,7 @@ _REASONS: dict[int, str] = {
     403: "Not allowed: the token lacks the role (`forbidden`), or the origin is not the UI's",
     404: "Not found",
     409: "The request is not waiting for this message (`not_expected`)",
+    415: "The body is not JSON (`unsupported_media_type`): send Content-Type: application/json",
     410: "The request has finished (`request_finished`)",
     413: "The body is larger than the limit (`body_too_large`)",
     422: "The body or a parameter does not fit, with the fields at fault (`errors`)",
@@ -101,7 +103,7 @@ def json_body(model: type[BaseModel], description: str) -> dict[str, Any]:
 
 
 def codec_security() -> dict[str, Any]:
-    """``openapi_extra=`` of a codec route that takes ``Authorization: Bearer <token>``."""
+    """``openapi_extra=`` of a codec route that takes the operator's access token."""
     return {"security": [{CODEC_SECURITY: []}]}
 
 
@@ -142,8 +144,13 @@ class IntakeApp(FastAPI):
             schemas[name] = schema
         components["securitySchemes"] = {
             CODEC_SECURITY: {
+                "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                "description": "The operator's OIDC access token; it must hold the operator "
+                               "role (NWD_OPERATOR_ROLE). Every decrypt is audited.",
+            },
+            METRICS_SECURITY: {
                 "type": "http", "scheme": "bearer",
-                "description": "NWD_CODEC_TOKEN: only operators may decrypt payloads.",
+                "description": "NWD_METRICS_TOKEN (required in production).",
             },
             BEARER_SECURITY: {
                 "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
@@ -198,7 +205,8 @@ async def document() -> dict[str, Any]:
 
     # The document depends on no setting; a throwaway key only lets the codec be built.
     settings = Settings.build(encryption_key=base64.b64encode(bytes(32)).decode(),
-                              codec_token="unused", reference_key="unused" * 8)
+                              codec_token="unused",  # development: every route is served
+                              reference_key="unused" * 8)
     client = await Client.connect("127.0.0.1:1", lazy=True)  # never called: nothing runs
     app = build_app(settings, client=client, catalog=load_catalog(DEFAULT_CATALOG_DIR),
                     read_model=None)

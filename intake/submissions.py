@@ -7,10 +7,20 @@ the submission's idempotency key, and an existing request — running or closed 
 it is, never started twice: the start refuses an existing id (``FAIL`` while it runs,
 ``REJECT_DUPLICATE`` once it closed), and that refusal, ``WorkflowAlreadyStartedError``, is how
 the server says "this request exists".
+
+**The same key, another body.** With the read model, the front door keeps a keyed digest of
+the body each key was first used with (:func:`submission_digest`, table
+``submission_digests``); the same key sent with a different body raises
+:class:`IdempotencyConflict` (the HTTP answer is ``409 idempotency_conflict``) before anything
+is written or started, instead of silently answering the first request. Without a read model
+(``nwd submit``) there is nothing to compare with, and the key alone decides.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, get_args
@@ -30,6 +40,7 @@ from definitions.submission import validate_submission
 from intake.access import Grant, RequestAccess
 from intake.schemas import Language
 from readmodel.store import ReadModel
+from readmodel.submission_digests import SubmissionDigests
 from runtime.identity import Principal
 from runtime.messages import (
     RecordRequestInput,
@@ -44,6 +55,28 @@ from workflows.request_workflow import CitizenRequestWorkflow
 
 LANGUAGES: tuple[str, ...] = get_args(Language)
 """A language outside these falls back to ``en`` here; the HTTP envelope refuses it (422)."""
+
+
+class IdempotencyConflict(Exception):  # noqa: N818 (reads as what the submission is in)
+    """The idempotency key was first used with a different body; nothing was done."""
+
+    def __init__(self, reference: str) -> None:
+        super().__init__(
+            "this Idempotency-Key was first used with a different submission; send that "
+            "submission unchanged to get its request, or use a new key for a new request")
+        self.reference = reference
+
+
+def digest_key(encryption_key: bytes) -> bytes:
+    """The digests' HMAC key, derived from the payload key (no extra secret to manage)."""
+    return hmac.new(encryption_key, b"nwd-submission-digests-v1", hashlib.sha256).digest()
+
+
+def submission_digest(key: bytes, service_id: str, data: Any, language: str) -> str:
+    """HMAC-SHA256 of the canonical JSON of what was submitted (key order, spacing ignored)."""
+    canonical = json.dumps({"service": service_id, "submission": data, "language": language},
+                           sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -69,9 +102,15 @@ class Submissions:
         callback_base_url: str | None = None,
         search_attributes: bool = True,
         read_model: ReadModel | None = None,
+        digest_key: bytes | None = None,
         reference_key: bytes,
         access: RequestAccess | None = None,
     ) -> None:
+        if read_model is not None and digest_key is None:
+            raise ValueError("a front door with a read model needs digest_key (the same "
+                             "Idempotency-Key with another body must be refused)")
+        self._digest_key = digest_key
+        self._digests = SubmissionDigests(read_model.pool) if read_model is not None else None
         self._client = client
         self._reference_key = reference_key
         self._access = access
@@ -94,7 +133,8 @@ class Submissions:
         language: str = "en",
         owner: Principal | None = None,
     ) -> Submitted:
-        """Validate and start; raises UnknownService or SubmissionInvalid before any effect.
+        """Validate and start; raises UnknownService, SubmissionInvalid or
+        IdempotencyConflict before any effect.
 
         With :class:`~intake.access.RequestAccess`, a new request is owned by ``owner`` (a
         verified token's principal) or, without one, gets an access code (in the answer).
@@ -104,6 +144,34 @@ class Submissions:
         if language not in LANGUAGES:
             language = "en"
         reference = self.reference(service_id, idempotency_key)
+        digest = await self._claim_digest(reference, service_id, data, language)
+        try:
+            submitted = await self._start(reference, snapshot, submission, language, owner)
+        except BaseException:
+            await self._forget_digest(reference, digest)
+            raise
+        # An existing request (``created`` False) keeps the claim: it was started by a call with
+        # this same body, or before digests were kept (then this body is the first one known).
+        return submitted
+
+    async def _forget_digest(self, reference: str, digest: str | None) -> None:
+        if digest is not None and self._digests is not None:
+            await self._digests.forget(reference, digest)
+
+    async def _claim_digest(self, reference: str, service_id: str, data: Any,
+                            language: str) -> str | None:
+        """The digest this call recorded (to take back if nothing starts), None if it was
+        recorded before (the same body); IdempotencyConflict for another body."""
+        if self._digests is None or self._digest_key is None:
+            return None
+        digest = submission_digest(self._digest_key, service_id, data, language)
+        claim = await self._digests.claim(reference, digest)
+        if not claim.matches:
+            raise IdempotencyConflict(reference)
+        return digest if claim.new else None
+
+    async def _start(self, reference: str, snapshot: ServiceSnapshot, submission: Any,
+                     language: str, owner: Principal | None) -> Submitted:
         now = datetime.now(UTC)
         service = snapshot.service
         request = RequestInput(
@@ -203,7 +271,8 @@ def build_submissions(
         client: connected client; owned by the caller.
         catalog: the services requests may be started for.
         read_model: where the front door writes each request's first row before starting it
-            (None: the workflow records its start itself, e.g. ``nwd submit``).
+            (None: the workflow records its start itself, e.g. ``nwd submit``), and the
+            digest of each key's first body (keyed with a key derived from the payload key).
         search_attributes: set the engine's search attributes at start (off only for a server
             that cannot register them, such as the time-skipping test server).
         access: who may follow the requests (the front door's; None: nobody through the
@@ -218,6 +287,7 @@ def build_submissions(
         callback_base_url=settings.intake_url,
         search_attributes=search_attributes,
         read_model=read_model,
+        digest_key=digest_key(settings.payload_key()) if read_model is not None else None,
         reference_key=reference_key or settings.reference_secret(),
         access=access,
     )

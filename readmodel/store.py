@@ -147,7 +147,7 @@ class ReadModel:
 
     @property
     def pool(self) -> asyncpg.Pool:
-        """The pool (for the read model's other tables, :mod:`readmodel.access`)."""
+        """The pool, for the other tables' writers sharing it (audit log, digests, access)."""
         return self._pool
 
     async def record_request(self, record: RecordRequestInput) -> None:

@@ -188,7 +188,8 @@ Switch = Annotated[bool, BeforeValidator(_switch)]
 Name = Annotated[str, AfterValidator(_not_blank)]
 AesKey = Annotated[SecretStr, AfterValidator(_aes_key)]
 
-_SECRET = {"NWD_ENCRYPTION_KEY", "NWD_CODEC_TOKEN", "NWD_OIDC_CLIENT_SECRET", "NWD_REFERENCE_KEY"}
+_SECRET = {"NWD_ENCRYPTION_KEY", "NWD_CODEC_TOKEN", "NWD_METRICS_TOKEN", "NWD_OIDC_CLIENT_SECRET",
+           "NWD_REFERENCE_KEY"}
 """Variables whose values never appear in an error line."""
 
 
@@ -306,6 +307,18 @@ class Settings(BaseSettings):
     (``activities.agency_directory``, the intake's callback verifier), never fields here.
     Kept out of ``repr`` and dumps: it holds secrets."""
 
+    # ---- trust: operators
+    deployment: Literal["development", "production"] = _var("NWD_DEPLOYMENT", "development")
+    """``production`` switches off what only a developer's machine may expose: ``/docs`` and
+    ``/openapi.json``, the reference agencies' admin API, the codec endpoint with the token in
+    its path; and ``/metrics`` then needs ``NWD_METRICS_TOKEN``."""
+    metrics_token: SecretStr | None = _var("NWD_METRICS_TOKEN")
+    """Bearer token ``GET /metrics`` needs in production (unset there: nobody may scrape);
+    in development, given, it is required too."""
+    operator_role: Name = _var("NWD_OPERATOR_ROLE", "operator")
+    """The role (in the OIDC roles claim) an operator's token must hold to decrypt payloads
+    through the codec server."""
+
     @field_validator("temporal_address", mode="before")
     @classmethod
     def _embedded_temporal(cls, value: Any, info: ValidationInfo) -> Any:
@@ -362,6 +375,11 @@ class Settings(BaseSettings):
         }
 
     # ---- derived values --------------------------------------------------------------------
+
+    @property
+    def production(self) -> bool:
+        """``NWD_DEPLOYMENT=production``: nothing meant for a developer is served."""
+        return self.deployment == "production"
 
     @property
     def temporal_external(self) -> bool:

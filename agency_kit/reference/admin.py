@@ -8,12 +8,12 @@
 - ``POST /_admin/reset`` — empty every table (records, outbox, keys), restore start-up
   behaviour.
 
-It has no authentication: bind the reference agencies to a local address.
+It has no authentication: bind the reference agencies to a local address. With
+``NWD_DEPLOYMENT=production`` it is not served at all (404).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from agency_kit.outbox import STATES
 from agency_kit.reference.behaviour import AgencyBehaviour, BehaviourBook
 from agency_kit.reference.hosted import HostedAgencies
-from agency_kit.reference.plumbing import Refusal, field_errors
+from agency_kit.reference.plumbing import Refusal, field_errors, parse_body
 
 log = structlog.get_logger("agency_kit.reference")
 
@@ -39,11 +39,9 @@ def admin_router(
     async def put_behaviour(agency_id: str, request: Request) -> dict[str, Any]:
         if agency_id != "*":
             hosted.agency(agency_id)
+        data = parse_body(await request.body())
         try:
-            data = await request.json()
             behaviour = AgencyBehaviour.model_validate(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise Refusal(400, "malformed_json", f"the body is not valid JSON: {exc}") from exc
         except ValidationError as exc:
             raise Refusal(
                 422, "invalid_behaviour", "the behaviour is not valid", errors=field_errors(exc)

@@ -32,7 +32,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from agency_kit.contract import RETRY_AFTER_HEADER
+from agency_kit.contract import RETRY_AFTER_HEADER, Rejected
+from agency_kit.hardening import harden
 from agency_kit.outbox import OutboxSender, RetryPolicy
 from agency_kit.reference.admin import admin_router
 from agency_kit.reference.behaviour import AgencyBehaviour, BehaviourBook, parse_behaviours
@@ -127,6 +128,7 @@ def create_app(
     callback_retry: RetryPolicy | None = None,
     callback_timeout_s: float = 10.0,
     poll_interval_s: float = 5.0,
+    admin: bool = True,
 ) -> FastAPI:
     """The reference agencies as one ASGI app (it owns its pool and HTTP client via lifespan).
 
@@ -141,6 +143,10 @@ def create_app(
         callback_timeout_s: The HTTP timeout of one callback attempt.
         poll_interval_s: The safety-net poll of the due work and of the outbox (a commit
             wakes both at once; the poll only matters when a notification was missed).
+        admin: Serve the admin API (:mod:`agency_kit.reference.admin`); off in production.
+
+    Every response carries the security headers, and a body must be JSON
+    (:mod:`agency_kit.hardening`).
     """
     parsed = parse_behaviours(
         {
@@ -217,5 +223,8 @@ def create_app(
         with structlog.contextvars.bound_contextvars(agency=agency_id, operation=operation_id):
             return await operations.cancel(agency_id, operation_id, request)
 
-    app.include_router(admin_router(agencies.hosted, agencies.book, agencies.reset))
+    if admin:
+        app.include_router(admin_router(agencies.hosted, agencies.book, agencies.reset))
+    harden(app, error_body=lambda code, message: Rejected(code=code, reason=message).model_dump(
+        mode="json", exclude_none=True))
     return app

@@ -13,6 +13,7 @@ embedded stack hands both the same environment.
 - ``NWD_AGENCY_BEHAVIOUR`` (optional): behaviour JSON (see
   :mod:`agency_kit.reference.behaviour`).
 - ``NWD_LOG_FORMAT`` (``auto`` | ``json`` | ``console``).
+- ``NWD_DEPLOYMENT`` (``development`` | ``production``): in production the admin API is off.
 - For each agency with ``auth_secret: SOME_VAR``: the secret is the value of ``SOME_VAR``
   (the registry names these variables, so they are looked up by name, not fields).
 
@@ -93,7 +94,9 @@ class AgenciesSettings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", validation_alias="NWD_LOG_FORMAT")
     """``json`` lines, a ``console`` for people, or ``auto``."""
-
+    deployment: Literal["development", "production"] = Field(
+        "development", validation_alias="NWD_DEPLOYMENT")
+    """``production``: the admin API (``/_admin``) is not served."""
 
     @classmethod
     def variables(cls) -> set[str]:
@@ -122,6 +125,8 @@ class AgenciesConfig:
     secrets: Mapping[str, str]
     behaviour: Mapping[str, AgencyBehaviour]
     log_format: str = "auto"
+    admin: bool = True
+    """Serve the admin API (off with ``NWD_DEPLOYMENT=production``)."""
 
     @classmethod
     def from_environment(cls) -> AgenciesConfig:
@@ -144,6 +149,7 @@ class AgenciesConfig:
             },
             behaviour=parse_behaviours(raw),
             log_format=settings.log_format,
+            admin=settings.deployment != "production",
         )
 
 

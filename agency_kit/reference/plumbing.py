@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
 from agency_kit.contract import IDEMPOTENCY_HEADER, MAX_BODY_BYTES, FieldError, Rejected, Reply
+from agency_kit.hardening import JsonRefused, loads_bounded
 from agency_kit.signing import SignatureError, verify_headers
 from definitions.models import Agency, Operation
 
@@ -154,13 +155,23 @@ async def prelude(
             "unknown_operation",
             f"agency {agency.id!r} has no operation {operation_id!r}; known: {known}",
         )
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Refusal(400, "malformed_json", f"the body is not valid JSON: {exc}") from exc
+    data = parse_body(body)
     if not isinstance(data, dict):
         raise Refusal(400, "malformed_json", "the body must be a JSON object")
     return agency, operation, data
+
+
+def parse_body(body: bytes) -> Any:
+    """The body as JSON within :mod:`agency_kit.hardening`'s bounds: 400 if it is not JSON,
+    422 ``too_deep`` or 413 ``string_too_long`` past the bounds (never a RecursionError)."""
+    try:
+        return loads_bounded(body)
+    except JsonRefused as exc:
+        errors = [FieldError(path=".".join(str(p) for p in exc.loc) or "body",
+                             message=exc.message)] if exc.loc is not None else None
+        raise Refusal(exc.status, exc.code, exc.message, errors=errors) from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise Refusal(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
 
 
 def envelope(model: type[_M], data: dict[str, Any]) -> _M:

@@ -28,7 +28,6 @@ import pytest_asyncio
 import uvicorn
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import MetricMeter
-from temporalio.converter import PayloadCodec
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -38,6 +37,7 @@ from definitions.loader import load_catalog
 from intake import interactions
 from intake.access import ACCESS_CODE_HEADER, RequestAccess
 from intake.app import create_app
+from intake.codec_server import CodecServer
 from intake.submissions import Submissions, Submitted, build_submissions
 from readmodel.access import AccessStore
 from readmodel.migrations import apply_migrations
@@ -242,12 +242,20 @@ class Engine:
     started: list[str] = field(default_factory=list)
     database_url: str = ""
     """The engine database's DSN (for worker processes a test runs itself)."""
+    encryption_key: bytes = b""
+    """The payload key (the front door derives its submission digests' key from it)."""
     owner: OwnerCodes = field(default_factory=OwnerCodes)
     """The access codes the intake client sends as the requests' owner."""
     issuer: Issuer | None = None
     """The OIDC provider the intake trusts (None: no token verifies, see running_engine)."""
     reference_key: bytes = b""
     access: RequestAccess | None = None
+
+    def settings(self, **values: Any) -> Settings:
+        """The engine's settings (task queue, intake URL, payload key), with ``values``."""
+        return Settings(**{"task_queue": self.task_queue, "intake_url": self.intake_url,
+                           "encryption_key": base64.b64encode(self.encryption_key).decode(),
+                           **values})
 
     async def submit(self, service: str, data: Any, key: str | None = None,
                      language: str = "en") -> str:
@@ -289,8 +297,8 @@ class Engine:
         the benchmark starts requests). Its requests get access codes as the intake's do,
         and :attr:`intake` sends them as their owner would."""
         return OwnedSubmissions(build_submissions(
-            Settings(task_queue=self.task_queue, intake_url=self.intake_url),
-            client or self.client, catalog, self.read_model if recorded_at_submit else None,
+            self.settings(), client or self.client, catalog,
+            self.read_model if recorded_at_submit else None,
             reference_key=self.reference_key, access=self.access), self.owner)
 
     async def result(self, reference: str, wait_s: float = 60) -> RequestResult:
@@ -327,9 +335,9 @@ async def running_engine(
     search_attributes: bool = True,
     meter: MetricMeter | None = None,
     metrics: Callable[[], Awaitable[str]] | None = None,
-    codec: PayloadCodec | None = None,
-    codec_token: str | None = None,
+    codec_server: Callable[[ReadModel], CodecServer] | None = None,
     in_process_worker: bool = True,
+    production: bool = False,
     issuer: Issuer | None = None,
 ) -> AsyncIterator[Engine]:
     """A worker, an engine database and an intake (with the callback routes) on ``client``.
@@ -338,8 +346,9 @@ async def running_engine(
     can kill, tests/faults/).
 
     The intake is wired as ``intake.__main__`` wires it: its submissions write the request's
-    first row. ``meter``, ``metrics``, ``codec`` and ``codec_token`` are the intake's options
-    of the same names (submission counters, ``GET /metrics``, the codec server).
+    first row. ``meter``, ``metrics`` and ``production`` are the intake's options of the same
+    names (submission counters, ``GET /metrics``, no ``/docs``); ``codec_server`` builds the
+    codec server over the engine's read model (its audit log).
 
     Citizens' access is the production one (:mod:`intake.access`, in the engine database):
     :attr:`Engine.intake` sends each request's access code as its owner would. ``issuer`` is
@@ -353,16 +362,18 @@ async def running_engine(
     key = callback_key(encryption_key)
     intake_port = free_port()
     intake_url = f"http://127.0.0.1:{intake_port}"
+    settings = Settings(task_queue=task_queue, intake_url=intake_url,
+                        encryption_key=base64.b64encode(encryption_key).decode())
     verifier = (issuer.verifier(leeway_s=0) if issuer is not None
                 else TokenVerifier(f"http://127.0.0.1:{free_port()}", audience=AUDIENCE))
     access = RequestAccess(AccessStore(pool), verifier, REFERENCE_KEY)
-    submissions = build_submissions(Settings(task_queue=task_queue, intake_url=intake_url),
-                                    client, catalog, read_model,
+    submissions = build_submissions(settings, client, catalog, read_model,
                                     search_attributes=search_attributes, access=access,
                                     reference_key=REFERENCE_KEY)
     app = create_app(client=client, submissions=submissions, read_model=read_model,
-                     ui_url="http://127.0.0.1:8233", meter=meter, metrics=metrics, codec=codec,
-                     codec_token=codec_token, access=access)
+                     ui_url="http://127.0.0.1:8233", meter=meter, metrics=metrics,
+                     codec_server=codec_server(read_model) if codec_server else None,
+                     production=production, access=access)
     app.include_router(interactions.router(
         client, interactions.CallbackVerifier(key, catalog, agencies.env), access=access,
         caseworkers=interactions.Caseworkers(verifier)))
@@ -382,8 +393,8 @@ async def running_engine(
                     client=client, task_queue=task_queue, submissions=submissions,
                     read_model=read_model, pool=pool, agencies=agencies, worker=worker,
                     intake_url=intake_url, intake=intake, callback_key=key,
-                    database_url=database_url, owner=owner, issuer=issuer,
-                    reference_key=REFERENCE_KEY, access=access,
+                    database_url=database_url, encryption_key=encryption_key,
+                    owner=owner, issuer=issuer, reference_key=REFERENCE_KEY, access=access,
                 )
                 yield engine
                 # Leave nothing running on the shared server for the next test to trip over.

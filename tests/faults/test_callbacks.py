@@ -20,7 +20,6 @@ from temporalio.api.enums.v1 import EventType
 from agency_kit.contract import Callback
 from definitions.catalog import Catalog
 from intake.submissions import build_submissions
-from runtime.settings import Settings
 from tests.e2e.test_callback_races import signed_callback
 from tests.faults.conftest import (
     TAX,
@@ -49,9 +48,8 @@ async def via_proxy(drill: Engine, drill_catalog: Catalog) -> AsyncIterator[Call
     """The drill engine whose requests give the agencies the proxy as callback base URL."""
     proxy = await FaultProxy.start(drill.intake_url)
     drill.submissions = build_submissions(
-        Settings(task_queue=drill.task_queue, intake_url=proxy.url), drill.client,
-        drill_catalog, drill.read_model, reference_key=drill.reference_key,
-        access=drill.access)
+        drill.settings(intake_url=proxy.url), drill.client, drill_catalog, drill.read_model,
+        reference_key=drill.reference_key, access=drill.access)
     try:
         yield CallbacksProxied(drill, proxy)
     finally:

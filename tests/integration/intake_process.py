@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -37,10 +38,11 @@ class LiveIntake:
 async def running_intake(
     temporal_env: WorkflowEnvironment, postgres_server: str,
     tmp_path_factory: pytest.TempPathFactory, *, codec_token: str,
-    agency_env: dict[str, str] | None = None,
+    agency_env: dict[str, str] | None = None, **values: Any,
 ) -> AsyncIterator[LiveIntake]:
     """A running ``python -m intake`` on the session's dev server, a fresh
-    database, the shipped catalog and a uuid task queue; stopped by its PID afterwards."""
+    database, the shipped catalog and a uuid task queue; stopped by its PID afterwards.
+    ``values`` are further settings (``deployment="production"``, ``metrics_token``...)."""
     url = f"http://127.0.0.1:{free_port()}"
     settings = Settings.build(
         temporal_address=str(temporal_env.client.service_client.config.target_host),
@@ -48,9 +50,10 @@ async def running_intake(
         intake_url=url, intake_metrics_address=f"127.0.0.1:{free_port()}",
         task_queue=f"tq-{uuid.uuid4()}", state_dir=tmp_path_factory.mktemp("intake-state"),
         encryption_key=base64.b64encode(os.urandom(32)).decode(), codec_token=codec_token,
-        reference_key=secrets.token_urlsafe(32), log_format="json",
-        # nobody listens there: no bearer token verifies (these tests send none)
-        oidc_issuer=f"http://127.0.0.1:{free_port()}",
+        log_format="json", **{
+            "reference_key": secrets.token_urlsafe(32),
+            # nobody listens there: no bearer token verifies (unless a test gives an issuer)
+            "oidc_issuer": f"http://127.0.0.1:{free_port()}", **values},
     )
     log = tmp_path_factory.mktemp("intake-log") / "intake.log"
     with log.open("wb") as out:

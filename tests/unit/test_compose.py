@@ -31,6 +31,7 @@ DEFAULT_IS_FINE: dict[str, str] = {
     "NWD_AGENCIES_DATABASE_URL": "the agencies service sets its own DATABASE_URL",
     "NWD_WORKER_METRICS_ADDRESS": "the default port inside the worker's container",
     "NWD_INTAKE_METRICS_ADDRESS": "a private port inside the intake's container",
+    "NWD_OPERATOR_ROLE": "the issuer's operator role is called operator unless set",
     "NWD_OIDC_PORT": "a port of the embedded stack's OIDC provider, which compose does not use",
     "NWD_OIDC_AUDIENCE": "the engine's API identifier at the issuer: `nwd` unless registered "
                          "otherwise",

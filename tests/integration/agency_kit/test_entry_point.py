@@ -67,7 +67,8 @@ class TestEntryPoint:
                 response = await client.post(
                     f"{base}/agencies/{agency.id}/operations/{operation.id}",
                     content=body,
-                    headers={"Idempotency-Key": "R-1:s:-", **signed_headers("entry-secret", body)},
+                    headers={"Idempotency-Key": "R-1:s:-", "Content-Type": "application/json",
+                             **signed_headers("entry-secret", body)},
                 )
                 # Signed correctly, so the empty input reaches validation: 422 with paths.
                 assert response.status_code == 422, response.text
