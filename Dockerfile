@@ -18,6 +18,8 @@ RUN mkdir -p definitions workflows activities intake agency_kit nwd \
     && pip uninstall --yes no-wrong-door \
     && rm -rf definitions workflows activities intake agency_kit nwd README.md worker.py
 
+# .dockerignore keeps .env and agency-keys.json out: no key is ever baked into the image. The
+# agencies' keys file is mounted at run time as a secret owned by this uid (docker-compose.yml).
 COPY . .
 RUN test -f README.md || touch README.md \
     && pip install --no-deps . \

@@ -82,6 +82,7 @@ def build_worker(
     read_model: ReadModel,
     directory: AgencyDirectory,
     callback_key: bytes | None = None,
+    callback_ttl_s: int = 30 * 86400,
     max_concurrent_activities: int = 500,
     sandboxed: bool = False,
 ) -> Worker:
@@ -92,11 +93,12 @@ def build_worker(
         task_queue: the queue to poll.
         http: shared, pooled HTTP client for agency calls; owned by the caller.
         read_model: where progress and outcomes are recorded (PostgreSQL).
-        directory: resolves agency URLs and signing secrets.
+        directory: resolves agency URLs and keys; holds the engine's signer.
         callback_key: signs agencies' callback URLs (see runtime.callback_tokens).
+        callback_ttl_s: how long a callback URL is valid.
         sandboxed: run workflow code in the SDK's sandbox (see :func:`workflow_runner`).
     """
-    agency_calls = AgencyCalls(http, directory, read_model, callback_key)
+    agency_calls = AgencyCalls(http, directory, read_model, callback_key, callback_ttl_s)
     recording = RequestRecording(read_model)
     activities: list[Callable[..., Any]] = [
         agency_calls.call_agency,
@@ -162,8 +164,9 @@ async def run_worker(
             task_queue=settings.task_queue,
             http=http,
             read_model=read_model,
-            directory=AgencyDirectory(settings.agency_env),
+            directory=AgencyDirectory(settings.agency_env, settings.engine_signer()),
             callback_key=callback_key(settings.payload_key()),
+            callback_ttl_s=settings.callback_token_ttl_s,
             sandboxed=settings.workflow_sandbox,
         )
         stop = asyncio.Event()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -44,7 +44,8 @@ from agency_kit.contract import (
     Rejected,
     StepEnvelope,
 )
-from agency_kit.signing import signed_headers
+from agency_kit.keys import KeysUnavailable, PublicKeys, verify_answer
+from agency_kit.signing import SignatureError
 from readmodel.progress import ProgressWriter
 from readmodel.store import ItemProgress, ReadModel
 from runtime import callback_tokens as tokens
@@ -75,6 +76,7 @@ class AgencyResponse:
     status: int
     content: bytes
     retry_after: str
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class AgencyCalls:
@@ -86,12 +88,14 @@ class AgencyCalls:
         directory: AgencyDirectory,
         read_model: ReadModel | None = None,
         callback_key: bytes | None = None,
+        callback_ttl_s: int = 30 * 86400,
     ) -> None:
         self._http = http
         self._directory = directory
         # calls finishing together share one progress statement (group commit)
         self._progress = ProgressWriter(read_model) if read_model is not None else None
         self._callback_key = callback_key
+        self._callback_ttl_s = callback_ttl_s
 
     @activity.defn(name="call_agency")
     async def call_agency(self, call: AgencyCallInput) -> AgencyCallResult:
@@ -141,7 +145,7 @@ class AgencyCalls:
     async def _call(self, call: AgencyCallInput, attempt: int) -> AgencyCallResult:
         try:
             base_url = self._directory.base_url(call.endpoint)
-            secret = self._directory.secret(call.endpoint)
+            answer_keys = self._directory.public_keys(call.endpoint)
         except AgencyMisconfigured as exc:
             raise ApplicationError(str(exc), type=AGENCY_MISCONFIGURED, non_retryable=True) from exc
         url = f"{base_url}/operations/{call.operation}{_PATHS[call.action]}"
@@ -150,15 +154,18 @@ class AgencyCalls:
             "Content-Type": "application/json",
             IDEMPOTENCY_HEADER: call.idempotency_key,
             REFERENCE_HEADER: call.reference,
-            **signed_headers(secret, body),  # a fresh timestamp on every attempt
         }
+        signer = self._directory.signer
+        if signer is not None:  # a fresh created, expires and nonce on every attempt
+            headers = signer.request_headers("POST", url, body, headers)
         try:
             async with self._http.post(
                 url, data=body, headers=headers,
                 timeout=aiohttp.ClientTimeout(total=call.timeout_seconds),
             ) as answer:
                 response = AgencyResponse(
-                    answer.status, await answer.read(), answer.headers.get(RETRY_AFTER_HEADER, "")
+                    answer.status, await answer.read(), answer.headers.get(RETRY_AFTER_HEADER, ""),
+                    {k: v for k, v in answer.headers.items()},
                 )
         except TimeoutError as exc:
             raise ApplicationError(
@@ -171,14 +178,18 @@ class AgencyCalls:
                 f"{call.endpoint.agency_id} is unreachable at {url}: {exc.__class__.__name__}",
                 type=AGENCY_UNAVAILABLE,
             ) from exc
+        if answer_keys is not None and not _retryable(response.status):
+            await _check_answer(call, url, headers, response, answer_keys)
         return interpret(call, url, response, attempt)
 
     def _callback_url(self, call: AgencyCallInput) -> str | None:
-        """The single-use callback URL for this call (stable across retries of the call)."""
+        """The single-use callback URL for this call (stable across retries of the call: it
+        expires a TTL after the call was first scheduled)."""
         if call.callback_url is None or self._callback_key is None:
             return None
+        expires = int(activity.info().scheduled_time.timestamp()) + self._callback_ttl_s
         token = tokens.issue(self._callback_key, tokens.CallbackTarget(
-            call.reference, call.step_id, call.item_key, call.endpoint.agency_id))
+            call.reference, call.step_id, call.item_key, call.endpoint.agency_id, expires))
         return f"{call.callback_url.rstrip('/')}/callbacks/{token}"
 
     async def _record(
@@ -197,6 +208,35 @@ class AgencyCalls:
         except Exception as exc:  # the read model is a view: it must not fail the agency call
             log.warning("read_model_write_failed", reference=call.reference,
                         step=call.step_id, error=exc.__class__.__name__)
+
+
+def _retryable(status: int) -> bool:
+    return status >= 500 or status in RETRYABLE_STATUS
+
+
+async def _check_answer(
+    call: AgencyCallInput, url: str, sent: dict[str, str], response: AgencyResponse,
+    keys: PublicKeys,
+) -> None:
+    """Act on no answer the agency did not sign, for this very request (RFC 9421, ``;req``).
+
+    Only answers the engine acts on are checked (2xx, and 4xx other than 408/429): a 5xx or
+    a timeout is retried whoever said it. A bad signature is final: the answer may be forged.
+    """
+    try:
+        await verify_answer(keys, response.status, response.content, response.headers,
+                            request_method="POST", request_url=url, request_headers=sent)
+    except SignatureError as exc:
+        raise ApplicationError(
+            f"{call.endpoint.agency_id} answered {call.operation} (HTTP {response.status}) "
+            f"without a valid signature: {exc.reason}; the answer was not acted on",
+            type=AGENCY_PROTOCOL_ERROR, non_retryable=True,
+        ) from None
+    except KeysUnavailable as exc:  # the call is idempotent: asking again is safe
+        raise ApplicationError(
+            f"{call.endpoint.agency_id}'s answer to {call.operation} cannot be verified: {exc}; "
+            "will retry", type=AGENCY_UNAVAILABLE,
+        ) from None
 
 
 def request_body(call: AgencyCallInput, callback_url: str | None) -> bytes:
@@ -255,7 +295,7 @@ def interpret(
             f"(limit {MAX_RESPONSE_BYTES})",
             type=AGENCY_PROTOCOL_ERROR, non_retryable=True,
         )
-    if code >= 500 or code in RETRYABLE_STATUS:
+    if _retryable(code):
         raise ApplicationError(
             f"{agency} answered HTTP {code} to {call.operation} ({url}); will retry",
             {"status": code},

@@ -1,23 +1,36 @@
-"""Resolve where an agency lives and the secret it signs with, from configuration.
+"""Resolve where an agency lives, the keys its answers are verified with, and the engine's signer.
 
-The registry names settings (an environment variable for the base URL, one for the secret);
-the worker's composition root hands the environment in, so nothing here reads `os.environ`.
+The registry names settings (an environment variable for the base URL, one for the JWKS URL);
+the worker's composition root hands the environment and the engine's signer in, so nothing
+here reads `os.environ`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from agency_kit.keys import InvalidKeyError, PublicKeys, RegistryKeys
+from agency_kit.signing import Signer
 from runtime.messages import AgencyEndpoint
 
 
 class AgencyMisconfigured(Exception):  # noqa: N818 (named after the state, as in the error type)
-    """The agency cannot be reached with the configuration given (no URL, no secret)."""
+    """The agency cannot be reached with the configuration given (no URL, no keys)."""
 
 
 class AgencyDirectory:
-    def __init__(self, env: Mapping[str, str]) -> None:
+    """Agency URLs and public keys from the environment; the engine's signer.
+
+    Args:
+        env: The environment holding the variables the registry names.
+        signer: Signs every call with the engine's private key; None sends calls unsigned
+            (an agency that checks signatures refuses them with 401).
+    """
+
+    def __init__(self, env: Mapping[str, str], signer: Signer | None = None) -> None:
         self._env = env
+        self.signer = signer
+        self._keys = RegistryKeys(env)
 
     def base_url(self, endpoint: AgencyEndpoint) -> str:
         url = self._env.get(endpoint.base_url_env or "") or endpoint.default_base_url
@@ -27,13 +40,9 @@ class AgencyDirectory:
             )
         return url.rstrip("/")
 
-    def secret(self, endpoint: AgencyEndpoint) -> bytes | None:
-        if not endpoint.auth_secret:
-            return None
-        secret = self._env.get(endpoint.auth_secret)
-        if not secret:
-            raise AgencyMisconfigured(
-                f"agency {endpoint.agency_id!r} requires signed requests: "
-                f"set {endpoint.auth_secret}"
-            )
-        return secret.encode()
+    def public_keys(self, endpoint: AgencyEndpoint) -> PublicKeys | None:
+        """Where the agency's answers are verified; None for an agency that does not sign."""
+        try:
+            return self._keys.of(endpoint.agency_id, endpoint.keys)
+        except InvalidKeyError as exc:
+            raise AgencyMisconfigured(str(exc)) from None

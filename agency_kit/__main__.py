@@ -18,7 +18,7 @@ def main() -> int:
         print(f"agency_kit: error: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log_format)
-    app = create_app(config.registry, config.database_url, config.secrets, config.behaviour,
+    app = create_app(config.registry, config.database_url, config.credentials, config.behaviour,
                      admin=config.admin)
     uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
     return 0

@@ -36,8 +36,9 @@ the engine took the callback but before it wrote that down is the callback sent 
 the lease — with the same ``Idempotency-Key`` (``{reference}:{step}:{item or -}:callback``),
 which the engine takes once.
 
-Each request is signed afresh with :mod:`agency_kit.signing` (the secret is given to the
-:class:`Outbox`, never stored in its table) and carries the contract's headers. A committed
+Each request is signed afresh (a new ``created``, ``expires`` and ``nonce``) by the agency's
+own key with :mod:`agency_kit.signing` (the signer is given to the :class:`Outbox`, the key
+never stored in its table) and carries the contract's headers. A committed
 enqueue wakes the sender at once through ``NOTIFY`` (:mod:`agency_kit.wakeup`); a slow poll is
 the safety net. The sender survives its database: while PostgreSQL is down it backs off and
 retries, and work that fell due meanwhile is delivered when it is back. It survives its process
@@ -70,7 +71,7 @@ from agency_kit.contract import (
     idempotency_key,
 )
 from agency_kit.idempotency import quote_ident
-from agency_kit.signing import signed_headers
+from agency_kit.signing import CALLBACK_TAG, Signer
 from agency_kit.wakeup import Wakeup, jittered_backoff, notify, run_until_stopped, seconds_until
 
 log = structlog.get_logger("agency_kit.outbox")
@@ -217,13 +218,12 @@ class Outbox:
         schema: The PostgreSQL schema of the table (None: the search path); keep it next to
             the tables of the effects, in the same database, so one transaction covers both.
         table: The table name.
-        secret: The secret callbacks from this outbox are signed with (None: unsigned). It is
-            used when sending and never written to the table.
+        signer: Signs each callback with the agency's own private key (None: unsigned).
     """
 
     schema: str | None = None
     table: str = "outbox"
-    secret: str | bytes | None = field(default=None, repr=False)
+    signer: Signer | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         _ = self.qualified  # a name that is not a plain SQL identifier fails here, at once
@@ -547,8 +547,10 @@ class OutboxSender:
             "Content-Type": "application/json",
             REFERENCE_HEADER: row.reference,
             IDEMPOTENCY_HEADER: row.key,
-            **signed_headers(outbox.secret, body),  # a fresh timestamp on every attempt
         }
+        if outbox.signer is not None:  # a fresh created, expires and nonce on every attempt
+            headers = outbox.signer.request_headers("POST", row.url, body, headers,
+                                                    tag=CALLBACK_TAG)
         started = time.perf_counter()
         try:
             # httpx's timeout bounds each phase (connect, write, every read); the lease needs a

@@ -11,14 +11,12 @@ needs only pydantic and the standard library).
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import aiohttp
 from pydantic import BaseModel
 
 from agency_kit.contract import IDEMPOTENCY_HEADER, REFERENCE_HEADER, idempotency_key
-from agency_kit.signing import TIMESTAMP_HEADER
 
 HTTP_MAX_CONNECTIONS = 200
 """As ``worker.HTTP_MAX_CONNECTIONS`` (a unit test keeps the two equal)."""
@@ -88,7 +86,6 @@ async def post_agency_call(
             "Content-Type": "application/json",
             IDEMPOTENCY_HEADER: call.idempotency_key,
             REFERENCE_HEADER: reference,
-            TIMESTAMP_HEADER: str(int(time.time())),
         },
     ) as response:
         if response.status >= 500:

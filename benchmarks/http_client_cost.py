@@ -27,7 +27,7 @@ def _body(i: int) -> bytes:
 
 def _headers(i: int) -> dict[str, str]:
     return {"Content-Type": "application/json", "Idempotency-Key": f"httpcost-{time.time()}-{i}",
-            "X-NWD-Reference": f"HTTPCOST-{i}", "X-NWD-Timestamp": str(int(time.time()))}
+            "X-NWD-Reference": f"HTTPCOST-{i}"}
 
 
 async def _measure(call: Callable[[int], Awaitable[None]], in_flight: int, waves: int) -> float:

@@ -335,6 +335,12 @@ def _issue_from_pydantic(model: type[BaseModel], error: ErrorDetails) -> Issue:
     loc: Loc = tuple(error["loc"])
     kind = error["type"]
     message = error["msg"].removeprefix("Value error, ")
+    if kind == "extra_forbidden" and loc[-1] == "auth_secret" and model is AgencyRegistry:
+        return Issue(_data_loc(model, loc), "retired-key", (
+            "auth_secret (a secret shared with the engine) is no longer supported: each agency "
+            "signs with its own Ed25519 key and the registry names only its public keys. "
+            "Replace it with keys: {jwks_url_env: NWD_AGENCY_<ID>_JWKS_URL} or "
+            "keys: {public: [{kid: ..., x: ...}]} (docs/agency-contract.md)"), at_key=True)
     if kind == "extra_forbidden":
         key = str(loc[-1])
         allowed = _allowed_keys(model, loc[:-1])

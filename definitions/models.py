@@ -203,6 +203,38 @@ class HttpEndpoint(Model):
     )
 
 
+class PublicKey(Model):
+    """One Ed25519 public key of an agency, as a JWK's ``kid`` and ``x``."""
+
+    kid: str = Field(description="The key id the agency's signatures name (`keyid`).",
+                     min_length=1, max_length=200)
+    x: str = Field(description="The 32-byte public key, base64url without padding (JWK `x`).",
+                   pattern=r"^[A-Za-z0-9_-]{43}$")
+
+
+class AgencyKeys(Model):
+    """Where the agency's public keys are: its JWKS URL (a variable, a default) or inline."""
+
+    jwks_url_env: str | None = Field(
+        None, pattern=r"^[A-Z][A-Z0-9_]*$",
+        description="Environment variable holding the agency's JWKS URL "
+                    "(`NWD_AGENCY_<ID>_JWKS_URL`).",
+    )
+    default_jwks_url: str | None = Field(
+        None, description="JWKS URL used when the variable is unset (the reference agencies)."
+    )
+    public: tuple[PublicKey, ...] = Field(
+        (), description="Inline public keys; two at once while a key is rotated."
+    )
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> AgencyKeys:
+        if not self.public and self.jwks_url_env is None and self.default_jwks_url is None:
+            raise ValueError(
+                "keys needs jwks_url_env (and/or default_jwks_url), or public: [{kid, x}]")
+        return self
+
+
 class Operation(Model):
     """One thing an agency can do, with the data it accepts and returns."""
 
@@ -224,11 +256,12 @@ class Agency(Model):
     task_queue: str | None = Field(
         None, description="Reserved: a Temporal task queue the agency's own worker polls."
     )
-    auth_secret: str | None = Field(
+    keys: AgencyKeys | None = Field(
         None,
-        pattern=r"^[A-Z][A-Z0-9_]*$",
         description=(
-            "Name of the secret (environment variable) used to sign requests; never the secret."
+            "The agency's public Ed25519 keys, which verify its signed answers and callbacks "
+            "(RFC 9421): a JWKS URL or inline keys, never a secret. Without keys its answers "
+            "and callbacks are taken unsigned (development only)."
         ),
     )
     operations: tuple[Operation, ...] = Field(description="What the agency offers.")
@@ -406,6 +439,17 @@ class ServiceSnapshot(Model):
     content_hash: str = Field(description="sha256 over the canonical JSON of service + agencies.")
     service: ServiceDefinition
     agencies: tuple[Agency, ...]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired_keys(cls, data: Any) -> Any:
+        """Snapshots of requests started before agencies had keys name ``auth_secret`` (the
+        retired shared secret): dropped here so those requests still decode and replay."""
+        if isinstance(data, dict) and isinstance(data.get("agencies"), list | tuple):
+            data = {**data, "agencies": [
+                {k: v for k, v in a.items() if k != "auth_secret"} if isinstance(a, dict) else a
+                for a in data["agencies"]]}
+        return data
 
     def agency(self, agency_id: str) -> Agency:
         for agency in self.agencies:

@@ -41,6 +41,7 @@ from temporalio.common import MetricMeter
 from temporalio.service import RPCError, RPCStatusCode
 
 from agency_kit.hardening import harden
+from agency_kit.keys import Jwks
 from definitions.catalog import Catalog
 from definitions.errors import UnknownService
 from definitions.models import DataSchema
@@ -70,6 +71,7 @@ from intake.schemas import (
 from intake.submissions import IdempotencyConflict, Submissions, build_submissions
 from readmodel.access import AccessStore
 from readmodel.codec_audit import CodecAuditLog
+from readmodel.nonces import NonceCache
 from readmodel.store import ReadModel, RequestRow
 from runtime import metric_names
 from runtime.callback_tokens import callback_key
@@ -144,10 +146,20 @@ def build_app(
         meter=meter,
         production=settings.production,
     )
+    nonces = NonceCache(read_model.pool) if read_model is not None else None
     app.include_router(interactions.router(
         client, interactions.CallbackVerifier(callback_key(settings.payload_key()), catalog,
-                                              settings.agency_env),
+                                              settings.agency_env, nonces),
         access=access, caseworkers=interactions.Caseworkers(verifier)))
+    engine_keys = Jwks.model_validate(settings.engine_jwks())
+
+    @app.get("/.well-known/jwks.json", response_model=Jwks)
+    async def engine_jwks() -> JSONResponse:
+        """The engine's public Ed25519 keys (a JWKS, RFC 7517/8037): agencies verify the
+        engine's RFC 9421-signed calls with them (docs/agency-contract.md). During a key
+        rotation it holds both keys. Never a private key."""
+        return JSONResponse(engine_keys.model_dump(), headers={"Cache-Control": "max-age=300"})
+
     return app
 
 

@@ -45,7 +45,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.workflow import UpdateMethodMultiParam
 
 from agency_kit.contract import Callback
-from agency_kit.signing import SignatureError, verify_headers
+from agency_kit.keys import InvalidKeyError, KeysUnavailable, RegistryKeys, verify_request
+from agency_kit.signing import CALLBACK_TAG, SignatureError
 from definitions.catalog import Catalog
 from intake import errors
 from intake.access import (
@@ -58,6 +59,7 @@ from intake.access import (
 from intake.bodies import BodyRefused, field_errors, parse_json, read_limited, read_model
 from intake.openapi import answers, caseworker_security, citizen_security, json_body
 from intake.schemas import CancelBody, DecisionBody, MessageOutcome
+from readmodel.nonces import NonceCache
 from runtime import callback_tokens as tokens
 from runtime.identity import InvalidToken, IssuerUnavailable, TokenVerifier, bearer_token
 from runtime.messages import (
@@ -186,32 +188,52 @@ def _unavailable(reference: str, name: str, exc: BaseException) -> Outcome:
 
 
 class CallbackVerifier:
-    """Checks a callback's token (issued by us) and its signature (made by the agency)."""
+    """Checks a callback's token (issued by us) and its signature (made by the bound agency).
 
-    def __init__(self, key: bytes, catalog: Catalog, env: Mapping[str, str]) -> None:
+    Args:
+        key: The callback-token key.
+        catalog: The registry names each agency's public keys.
+        env: Where the variables the registry names are set.
+        nonces: The replay cache; None takes a captured callback again while it is valid
+            (tests of the token alone).
+    """
+
+    def __init__(self, key: bytes, catalog: Catalog, env: Mapping[str, str],
+                 nonces: NonceCache | None = None) -> None:
         self._key = key
         self._catalog = catalog
-        self._env = env
+        self._keys = RegistryKeys(env)
+        self._nonces = nonces
 
     def target(self, token: str) -> tokens.CallbackTarget:
         if not token.isascii():  # no token we issue is anything else; hmac compares ASCII only
             raise tokens.InvalidCallbackToken("the callback token is not valid")
         return tokens.verify(self._key, token)
 
-    def signature_ok(self, agency_id: str, body: bytes, headers: Mapping[str, str]) -> bool:
+    async def check_signature(
+        self, agency_id: str, url: str, body: bytes, headers: Mapping[str, str]
+    ) -> None:
+        """Raise :class:`SignatureError` unless the callback is signed by ``agency_id`` — the
+        agency its token is bound to, never another — for this URL, body and key, and its
+        nonce was not taken before; :class:`KeysUnavailable` when the agency's keys cannot be
+        fetched just now."""
         agency = self._catalog.agencies.get(agency_id)
         if agency is None:
-            return False
-        if not agency.auth_secret:
-            return True
-        secret = self._env.get(agency.auth_secret)
-        if not secret:
-            return False
+            raise SignatureError(f"agency {agency_id!r} is not in the registry")
         try:
-            verify_headers(secret, body, headers)
-        except SignatureError:
-            return False
-        return True
+            keys = self._keys.of(agency_id, agency.keys)
+        except InvalidKeyError as exc:
+            log.error("callback_keys_missing", agency=agency_id, error=str(exc))
+            raise SignatureError("the engine cannot verify this agency's signatures") from None
+        if keys is None:
+            return  # an agency without keys in the registry sends unsigned callbacks
+        verified = await verify_request(keys, "POST", url, body, headers, tag=CALLBACK_TAG,
+                                        require_nonce=True)
+        if self._nonces is not None and verified.nonce is not None and not \
+                await self._nonces.take(f"{agency_id}/{verified.key_id}", verified.nonce,
+                                        verified.expires):
+            raise SignatureError("this signed callback was already received (its nonce is "
+                                 "used); sign each attempt afresh")
 
 
 class Caseworkers:
@@ -260,8 +282,9 @@ _DECISION_ANSWERS = answers(400, 401, 403, 404, 409, 410, 413, 422, 503,
 })
 _CALLBACK_ANSWERS = answers(400, 401, 404, 409, 410, 413, 422, 503, ok={200: MessageOutcome},
                             descriptions={
-    401: "The callback URL was not issued by this engine (`bad_token`), or the body is not "
-         "signed with the agency's secret (`bad_signature`)",
+    401: "The callback URL was not issued by this engine or has expired (`bad_token`), or "
+         "the callback is not signed (RFC 9421) by the agency the URL was issued to, for this "
+         "URL and body, or was sent before (`bad_signature`)",
     404: "The request no longer exists (`unknown_request`)",
 })
 
@@ -281,9 +304,12 @@ def router(client: Client, verifier: CallbackVerifier, *, access: RequestAccess 
         return await access.check(reference, request)
 
     @routes.post("/callbacks/{token}", responses=_CALLBACK_ANSWERS, openapi_extra=json_body(
-        Callback, "The agency's outcome of an accepted call (docs/agency-contract.md), signed "
-                  "with X-NWD-Timestamp and X-NWD-Signature like every call. Keys the engine "
-                  "does not know are ignored."))
+        Callback, "The agency's outcome of an accepted call (docs/agency-contract.md). It must "
+                  "carry an RFC 9421 HTTP Message Signature made with the agency's own Ed25519 "
+                  "key (`Signature-Input` tag `nwd-callback`, covering `@method`, "
+                  "`@target-uri`, `content-type`, `content-digest` and `idempotency-key`, with "
+                  "`created`, `expires`, `keyid`, `alg` and a fresh `nonce`) and an RFC 9530 "
+                  "`Content-Digest`. Keys the engine does not know are ignored."))
     async def agency_callback(token: str, request: Request) -> JSONResponse:
         body = await read_limited(request)
         if body is None:
@@ -295,10 +321,16 @@ def router(client: Client, verifier: CallbackVerifier, *, access: RequestAccess 
             return Outcome(401, "bad_token", str(exc)).response()
         bound = log.bind(reference=target.reference, step=target.step_id,
                          item=target.item_key, agency=target.agency_id)
-        if not verifier.signature_ok(target.agency_id, body, request.headers):
-            bound.warning("callback_refused", reason="bad_signature")
-            return Outcome(401, "bad_signature",
-                           "the callback is not signed with the agency's secret").response()
+        try:
+            await verifier.check_signature(target.agency_id, str(request.url), body,
+                                           request.headers)
+        except SignatureError as exc:
+            bound.warning("callback_refused", reason="bad_signature", detail=exc.reason)
+            return Outcome(401, "bad_signature", exc.reason).response()
+        except KeysUnavailable as exc:  # not known to be bad: the agency sends it again
+            bound.warning("callback_unverified", reason="keys_unavailable")
+            return Outcome(503, errors.UNAVAILABLE, f"{exc}; send the callback again in "
+                           f"{errors.RETRY_AFTER_S} s").response()
         try:
             data = parse_json(body)
             if not isinstance(data, dict):

@@ -147,7 +147,8 @@ class ReadModel:
 
     @property
     def pool(self) -> asyncpg.Pool:
-        """The pool, for the other tables' writers sharing it (audit log, digests, access)."""
+        """The pool, for the other tables' writers sharing it (audit log, digests, the
+        signature nonce cache, access)."""
         return self._pool
 
     async def record_request(self, record: RecordRequestInput) -> None:

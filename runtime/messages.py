@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from definitions.models import ServiceSnapshot
+from definitions.models import AgencyKeys, ServiceSnapshot
 
 
 class Wire(BaseModel):
@@ -174,7 +174,9 @@ class AgencyEndpoint(Wire):
     agency_id: str
     base_url_env: str | None = None
     default_base_url: str | None = None
-    auth_secret: str | None = None
+    keys: AgencyKeys | None = None
+    """Where the agency's public keys are (its answers are verified with them); None: its
+    answers are taken unsigned."""
 
 
 class AgencyCallInput(Wire):

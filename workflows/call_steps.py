@@ -152,7 +152,7 @@ class CallSteps:
                 agency_id=agency.id,
                 base_url_env=agency.http.base_url_env if agency.http else None,
                 default_base_url=agency.http.default_base_url if agency.http else None,
-                auth_secret=agency.auth_secret,
+                keys=agency.keys,
             ),
             operation=operation,
             action=action,

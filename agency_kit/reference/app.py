@@ -30,14 +30,17 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from http_message_signatures import HTTPMessageSignaturesException
 from pydantic import BaseModel
 
 from agency_kit.contract import RETRY_AFTER_HEADER, Rejected
 from agency_kit.hardening import harden
+from agency_kit.keys import jwks
 from agency_kit.outbox import OutboxSender, RetryPolicy
 from agency_kit.reference.admin import admin_router
 from agency_kit.reference.behaviour import AgencyBehaviour, BehaviourBook, parse_behaviours
 from agency_kit.reference.callbacks import DueOutcomes
+from agency_kit.reference.credentials import AgencyCredentials
 from agency_kit.reference.hosted import DATABASE_UNAVAILABLE, HostedAgencies
 from agency_kit.reference.operations import Operations
 from agency_kit.reference.plumbing import Refusal
@@ -52,7 +55,7 @@ class ReferenceAgencies:
     Args:
         registry: The agencies to host.
         database_url: PostgreSQL DSN; each agency gets its own schema in that database.
-        secrets: Agency id -> signing secret.
+        credentials: Each agency's private keys and the engine's public keys.
         behaviour: Start-up behaviour, agency id (or ``*``) -> behaviour.
         callback_retry: Backoff between callback attempts (default :class:`RetryPolicy()`:
             0.5 s doubling to 60 s, no attempt limit).
@@ -64,14 +67,14 @@ class ReferenceAgencies:
         self,
         registry: AgencyRegistry,
         database_url: str,
-        secrets: Mapping[str, str],
+        credentials: AgencyCredentials,
         behaviour: Mapping[str, AgencyBehaviour] | None = None,
         *,
         callback_retry: RetryPolicy | None = None,
         callback_timeout_s: float = 10.0,
         poll_interval_s: float = 5.0,
     ) -> None:
-        self.hosted = HostedAgencies(registry, database_url, secrets)
+        self.hosted = HostedAgencies(registry, database_url, credentials)
         for agency_id in dict(behaviour or {}):
             if agency_id != "*" and agency_id not in self.hosted.agencies:
                 raise ValueError(f"behaviour names unknown agency {agency_id!r}")
@@ -122,7 +125,7 @@ class ReferenceAgencies:
 def create_app(
     registry: AgencyRegistry,
     database_url: str,
-    secrets: Mapping[str, str],
+    credentials: AgencyCredentials,
     behaviour: Mapping[str, AgencyBehaviour | Mapping[str, Any]] | None = None,
     *,
     callback_retry: RetryPolicy | None = None,
@@ -135,8 +138,9 @@ def create_app(
     Args:
         registry: Every agency to host, each under ``/agencies/{id}``.
         database_url: PostgreSQL DSN; schemas ``agency_<id>`` are created on start-up.
-        secrets: Agency id -> signing secret. An agency that declares ``auth_secret`` but has
-            no secret here refuses every call with 401 (and logs why).
+        credentials: Each agency's private keys and the engine's public keys. An agency with
+            ``keys`` in the registry but no private key here, or without the engine's keys,
+            refuses every call with 401 (and logs why).
         behaviour: Start-up behaviour, agency id (or ``*``) -> behaviour (models or JSON).
         callback_retry: Backoff between callback attempts; no attempt limit unless it sets
             ``max_age_s``.
@@ -157,7 +161,7 @@ def create_app(
     agencies = ReferenceAgencies(
         registry,
         database_url,
-        secrets,
+        credentials,
         parsed,
         callback_retry=callback_retry,
         callback_timeout_s=callback_timeout_s,
@@ -195,6 +199,45 @@ def create_app(
 
     for error in DATABASE_UNAVAILABLE:
         app.add_exception_handler(error, _database_down)
+
+    @app.middleware("http")
+    async def sign_answers(request: Request, call_next: Any) -> Response:
+        """Every answer of a contract route is signed by its agency, bound to the request."""
+        response: Response = await call_next(request)
+        parts = request.url.path.split("/")
+        if len(parts) < 5 or parts[1] != "agencies" or parts[3] != "operations":
+            return response
+        agency = agencies.hosted.agencies.get(parts[2])
+        signer = agencies.hosted.signer(agency) if agency is not None else None
+        if signer is None:
+            return response
+        body = b"".join([chunk async for chunk in response.body_iterator])  # type: ignore[attr-defined]
+        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+        try:
+            signed = signer.answer_headers(
+                response.status_code, body, headers, request_method=request.method,
+                request_url=str(request.url), request_headers=dict(request.headers.items()))
+        except (HTTPMessageSignaturesException, ValueError) as exc:
+            # a request whose own headers cannot be covered (garbled): answered unsigned,
+            # which the engine never acts on
+            log.warning("agency.answer_unsigned", error=type(exc).__name__)
+            signed = headers
+        return Response(body, status_code=response.status_code, headers=signed)
+
+    @app.get("/.well-known/jwks.json")
+    async def all_jwks() -> Response:
+        """Every hosted agency's public keys (each also at ``/agencies/{id}/...``)."""
+        return JSONResponse(jwks({
+            kid: key for ring in agencies.hosted.credentials.keyrings.values()
+            for kid, key in ring.public().items()}))
+
+    @app.get("/agencies/{agency_id}/.well-known/jwks.json")
+    async def agency_jwks(agency_id: str) -> Response:
+        """The agency's public keys (JWKS), which verify its answers and callbacks."""
+        agency = agencies.hosted.agency(agency_id)
+        ring = agencies.hosted.credentials.keyrings.get(agency.id)
+        return JSONResponse(jwks(ring.public() if ring is not None else {}),
+                            headers={"Cache-Control": "max-age=300"})
 
     @app.get("/health")
     async def health() -> Response:

@@ -13,9 +13,13 @@ embedded stack hands both the same environment.
 - ``NWD_AGENCY_BEHAVIOUR`` (optional): behaviour JSON (see
   :mod:`agency_kit.reference.behaviour`).
 - ``NWD_LOG_FORMAT`` (``auto`` | ``json`` | ``console``).
+- ``NWD_AGENCY_KEYS_FILE`` (optional): the agencies' own private keys (JSON, mode 0600,
+  :mod:`agency_kit.reference.credentials`); an agency with ``keys`` in the registry and no
+  key here refuses every call.
+- ``NWD_ENGINE_JWKS_URL`` (optional): the engine's public keys, verifying its calls; unset,
+  every agency with ``keys`` refuses every call.
+- ``NWD_SIGNATURE_EXPIRES_S`` (default 60): validity of the agencies' signatures.
 - ``NWD_DEPLOYMENT`` (``development`` | ``production``): in production the admin API is off.
-- For each agency with ``auth_secret: SOME_VAR``: the secret is the value of ``SOME_VAR``
-  (the registry names these variables, so they are looked up by name, not fields).
 
 A wrong value stops the agencies at start-up with one line naming the variable
 (:class:`ConfigError`).
@@ -24,7 +28,6 @@ A wrong value stops the agencies at start-up with one line naming the variable
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +42,7 @@ from pydantic_settings import (
 )
 
 from agency_kit.reference.behaviour import AgencyBehaviour, parse_behaviours
+from agency_kit.reference.credentials import AgencyCredentials, CredentialsError
 from definitions.loader import load_registry_file
 from definitions.models import AgencyRegistry
 
@@ -94,6 +98,12 @@ class AgenciesSettings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", validation_alias="NWD_LOG_FORMAT")
     """``json`` lines, a ``console`` for people, or ``auto``."""
+    agency_keys_file: Path | None = Field(None, validation_alias="NWD_AGENCY_KEYS_FILE")
+    """The agencies' own private keys (JSON, mode 0600)."""
+    engine_jwks_url: str | None = Field(None, validation_alias="NWD_ENGINE_JWKS_URL")
+    """The engine's JWKS URL, verifying its calls."""
+    signature_expires_s: int = Field(60, ge=1, le=300, validation_alias="NWD_SIGNATURE_EXPIRES_S")
+    """Validity of the agencies' signatures (seconds)."""
     deployment: Literal["development", "production"] = Field(
         "development", validation_alias="NWD_DEPLOYMENT")
     """``production``: the admin API (``/_admin``) is not served."""
@@ -122,7 +132,7 @@ class AgenciesConfig:
     database_url: str
     host: str
     port: int
-    secrets: Mapping[str, str]
+    credentials: AgencyCredentials
     behaviour: Mapping[str, AgencyBehaviour]
     log_format: str = "auto"
     admin: bool = True
@@ -130,10 +140,14 @@ class AgenciesConfig:
 
     @classmethod
     def from_environment(cls) -> AgenciesConfig:
-        """Settings from the environment, the registry they name, and its agencies' secrets
-        (looked up in the environment by the names the registry gives)."""
+        """Settings from the environment, the registry they name, and the agencies' keys."""
         settings = AgenciesSettings.from_environment()
-        environ = os.environ
+        try:
+            credentials = AgencyCredentials.load(
+                settings.agency_keys_file, settings.engine_jwks_url,
+                settings.signature_expires_s)
+        except CredentialsError as exc:
+            raise ConfigError(f"NWD_AGENCY_KEYS_FILE: {exc}") from None
         registry = load_registry(settings.catalog_dir / REGISTRY_FILE)
         url = urlsplit(settings.agencies_url)
         raw: Any = json.loads(settings.agency_behaviour) if settings.agency_behaviour else None
@@ -142,11 +156,7 @@ class AgenciesConfig:
             database_url=settings.database_url,
             host=url.hostname or "127.0.0.1",
             port=url.port or 80,
-            secrets={
-                agency.id: environ[agency.auth_secret]
-                for agency in registry.agencies
-                if agency.auth_secret and environ.get(agency.auth_secret)
-            },
+            credentials=credentials,
             behaviour=parse_behaviours(raw),
             log_format=settings.log_format,
             admin=settings.deployment != "production",

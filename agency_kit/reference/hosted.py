@@ -1,4 +1,4 @@
-"""The agencies one reference app hosts: each with its own store, the pool they share, secrets.
+"""The agencies one reference app hosts: each with its own store, the pool they share, keys.
 
 Every agency keeps its tables in a PostgreSQL schema of its own (:mod:`agency_kit.reference.store`),
 as separate agency systems would; one pool serves them all because they share one process.
@@ -6,13 +6,13 @@ as separate agency systems would; one pool serves them all because they share on
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import asyncpg  # type: ignore[import-untyped,unused-ignore]
 import structlog
 
+from agency_kit.reference.credentials import AgencyCredentials
 from agency_kit.reference.plumbing import known_agency
 from agency_kit.reference.store import AgencyStore, schema_name
+from agency_kit.signing import Signer
 from definitions.models import Agency, AgencyRegistry
 
 log = structlog.get_logger("agency_kit.reference")
@@ -27,19 +27,19 @@ DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
 
 
 class HostedAgencies:
-    """The registry's agencies, their stores and secrets, and (once opened) the database pool.
+    """The registry's agencies, their stores and keys, and (once opened) the database pool.
 
     Args:
         registry: The agencies to host.
         database_url: PostgreSQL DSN; each agency gets its own schema in that database.
-        secrets: Agency id -> signing secret.
+        credentials: Each agency's private keys and the engine's public keys.
 
     Raises:
         ValueError: two agency ids map to the same schema name.
     """
 
     def __init__(
-        self, registry: AgencyRegistry, database_url: str, secrets: Mapping[str, str]
+        self, registry: AgencyRegistry, database_url: str, credentials: AgencyCredentials
     ) -> None:
         self.agencies = {agency.id: agency for agency in registry.agencies}
         schemas: dict[str, str] = {}
@@ -52,9 +52,9 @@ class HostedAgencies:
                 )
             schemas[schema] = agency_id
         self.database_url = database_url
-        self.secrets = dict(secrets)
+        self.credentials = credentials
         self.stores = {
-            agency.id: AgencyStore(agency.id, secret=self.signing_secret(agency))
+            agency.id: AgencyStore(agency.id, signer=self.signer(agency))
             for agency in self.agencies.values()
         }
         self._pool: asyncpg.Pool | None = None
@@ -69,9 +69,9 @@ class HostedAgencies:
         """The hosted agency, or a 404 refusal naming the hosted ones."""
         return known_agency(self.agencies, agency_id)
 
-    def signing_secret(self, agency: Agency) -> str | None:
-        """The secret the agency signs its callbacks with (None: it does not sign)."""
-        return self.secrets.get(agency.id) if agency.auth_secret else None
+    def signer(self, agency: Agency) -> Signer | None:
+        """What the agency signs its answers and callbacks with (None: it does not sign)."""
+        return self.credentials.signer(agency.id) if agency.keys is not None else None
 
     async def open(self) -> int:
         """Open the pool and create every agency's tables; how many owed callbacks were
@@ -85,11 +85,13 @@ class HostedAgencies:
             for store in self.stores.values():
                 adopted += await store.adopt_owed_callbacks(conn)
         for agency in self.agencies.values():
-            if agency.auth_secret and not self.secrets.get(agency.id):
+            if agency.keys is not None and (
+                    self.signer(agency) is None or self.credentials.engine_keys is None):
                 log.error(
-                    "agency.secret_missing",
+                    "agency.keys_missing",
                     agency=agency.id,
-                    env=agency.auth_secret,
+                    missing="its private key (NWD_AGENCY_KEYS_FILE)"
+                    if self.signer(agency) is None else "the engine's keys (NWD_ENGINE_JWKS_URL)",
                     effect="every call to this agency is refused with 401",
                 )
         return adopted

@@ -118,7 +118,7 @@ class Operations:
     :class:`~agency_kit.reference.callbacks.DueOutcomes` finishes it then.
 
     Args:
-        hosted: The agencies, their stores, secrets and pool.
+        hosted: The agencies, their stores, keys and pool.
         book: The behaviour in force (latency, failures, modes, rejections).
     """
 
@@ -131,7 +131,7 @@ class Operations:
     ) -> tuple[Agency, Operation, dict[str, Any], _E]:
         """The prelude's checks, then the body read as the call's envelope (422 if it is not)."""
         agency, operation, data = await prelude(
-            self._hosted.agencies, self._hosted.secrets, agency_id, operation_id, request
+            self._hosted.agencies, self._hosted.credentials, agency_id, operation_id, request
         )
         return agency, operation, data, envelope(model, data)
 

@@ -19,9 +19,18 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
-from agency_kit.contract import IDEMPOTENCY_HEADER, MAX_BODY_BYTES, FieldError, Rejected, Reply
+from agency_kit.contract import (
+    IDEMPOTENCY_HEADER,
+    MAX_BODY_BYTES,
+    RETRY_AFTER_HEADER,
+    FieldError,
+    Rejected,
+    Reply,
+)
 from agency_kit.hardening import JsonRefused, loads_bounded
-from agency_kit.signing import SignatureError, verify_headers
+from agency_kit.keys import KeysUnavailable, verify_request
+from agency_kit.reference.credentials import AgencyCredentials
+from agency_kit.signing import CALL_TAG, SignatureError
 from definitions.models import Agency, Operation
 
 log = structlog.get_logger("agency_kit.reference")
@@ -106,39 +115,36 @@ async def read_body(request: Request) -> bytes:
     return bytes(body)
 
 
-def check_signature(
-    agency: Agency, secrets: Mapping[str, str], body: bytes, request: Request
+async def check_signature(
+    agency: Agency, credentials: AgencyCredentials, body: bytes, request: Request
 ) -> None:
-    """401 unless the body is signed with the agency's secret (agencies without one take all).
+    """401 unless the call is signed by the engine (RFC 9421) for this URL, body and key.
 
-    An agency that declares a secret the process was not given refuses everything, and says
-    why in the log: accepting unsigned calls instead would fail open.
+    An agency without ``keys`` in the registry takes unsigned calls. One that has keys but
+    was not given its private key or the engine's keys refuses everything, and says why in the
+    log: accepting unverified calls instead would fail open.
     """
-    if agency.auth_secret is None:
+    if agency.keys is None:
         return
-    secret = secrets.get(agency.id)
-    if not secret:
-        log.error(
-            "agency.secret_missing",
-            agency=agency.id,
-            env=agency.auth_secret,
-            effect="request refused with 401",
-        )
-        raise Refusal(
-            401,
-            "bad_signature",
-            "the agency cannot verify signatures: its secret is not configured",
-        )
+    if credentials.engine_keys is None or agency.id not in credentials.keyrings:
+        log.error("agency.keys_missing", agency=agency.id, effect="request refused with 401")
+        raise Refusal(401, "bad_signature",
+                      "the agency cannot verify signatures: its keys are not configured")
     try:
-        verify_headers(secret, body, request.headers)
+        await verify_request(credentials.engine_keys, request.method, str(request.url), body,
+                             request.headers, tag=CALL_TAG)
     except SignatureError as exc:
         log.warning("agency.bad_signature", agency=agency.id, reason=exc.reason)
         raise Refusal(401, "bad_signature", exc.reason) from exc
+    except KeysUnavailable as exc:  # not known to be bad: the engine's retry is safe
+        log.warning("agency.engine_keys_unavailable", agency=agency.id)
+        raise Refusal(503, "unavailable", f"{exc}; nothing was done",
+                      headers={RETRY_AFTER_HEADER: "1"}) from exc
 
 
 async def prelude(
     agencies: Mapping[str, Agency],
-    secrets: Mapping[str, str],
+    credentials: AgencyCredentials,
     agency_id: str,
     operation_id: str,
     request: Request,
@@ -146,7 +152,7 @@ async def prelude(
     """404 agency, 413 size, 401 signature, 404 operation, 400 JSON — in that order."""
     agency = known_agency(agencies, agency_id)
     body = await read_body(request)
-    check_signature(agency, secrets, body, request)
+    await check_signature(agency, credentials, body, request)
     operation = agency.operation(operation_id)
     if operation is None:
         known = ", ".join(op.id for op in agency.operations)

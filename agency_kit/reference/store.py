@@ -34,6 +34,7 @@ from agency_kit.contract import Callback
 from agency_kit.idempotency import IdempotencyStore, quote_ident
 from agency_kit.outbox import Outbox
 from agency_kit.reference.outputs import agency_reference
+from agency_kit.signing import Signer
 from agency_kit.wakeup import notify, seconds_until
 
 
@@ -109,17 +110,17 @@ class AgencyStore:
 
     Args:
         agency_id: The agency; its schema is :func:`schema_name` of it.
-        secret: The secret the agency signs its callbacks with (None: unsigned).
+        signer: Signs the agency's callbacks with its own key (None: unsigned).
     """
 
-    def __init__(self, agency_id: str, *, secret: str | None = None) -> None:
+    def __init__(self, agency_id: str, *, signer: Signer | None = None) -> None:
         self.agency_id = agency_id
         self.schema = schema_name(agency_id)
         s = quote_ident(self.schema)
         self.records = f"{s}.records"
         self.sequence = f"{s}.agency_reference_seq"
         self.idempotency = IdempotencyStore(schema=self.schema)
-        self.outbox = Outbox(schema=self.schema, secret=secret)
+        self.outbox = Outbox(schema=self.schema, signer=signer)
         self.work_channel = f"nwd_due_work.{self.schema}"
         """Woken (NOTIFY) when an accepted call's outcome is scheduled."""
         self._select = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
+from agency_kit.reference.credentials import write_keys_file
 from definitions.errors import DefinitionErrors
 from definitions.loader import load_registry_file
 from definitions.models import AgencyRegistry
@@ -17,7 +21,7 @@ from nwd.stack.component import Component, PortClaim, PortsInUseError
 from nwd.stack.oidc import CONFIG_FILE, OidcProvider, ProviderConfig, dev_users
 from nwd.stack.postgres import Postgres, redact
 from nwd.stack.processes import EngineProcess, address_claim, url_claim
-from nwd.stack.secrets import Secrets, ensure_secrets
+from nwd.stack.secrets import AGENCY_KEYS_FILE, Secrets, ensure_secrets
 from nwd.stack.supervisor import StackError, Supervisor, port_open
 from nwd.stack.temporal import TemporalDevServer
 from nwd.stack.watchdog import ProcessRef, Watchdog, release
@@ -292,8 +296,8 @@ class Stack:
     def secrets(self) -> Secrets:
         """The stack's secrets, created on first use."""
         registry = self.registry()
-        names = [a.auth_secret for a in registry.agencies if a.auth_secret] if registry else []
-        return ensure_secrets(self.state_dir, names)
+        ids = [a.id for a in registry.agencies if a.keys is not None] if registry else []
+        return ensure_secrets(self.state_dir, ids)
 
     def codec_token(self) -> str:
         """The codec server's token: `NWD_CODEC_TOKEN` if given, else the generated one."""
@@ -302,33 +306,52 @@ class Stack:
     def agency_env(self) -> dict[str, str]:
         """The variables the registry names, for this stack's processes.
 
-        Each agency's ``auth_secret`` and ``http.base_url_env``: the value in
-        ``settings.agency_env`` if there is one (an operator may pin it), else the generated
-        secret and ``{agencies_url}/agencies/<id>`` (the reference agencies serve them all).
+        Each agency's ``http.base_url_env`` and ``keys.jwks_url_env``: the value in
+        ``settings.agency_env`` if there is one (an operator may pin it), else
+        ``{agencies_url}/agencies/<id>`` and its ``/.well-known/jwks.json`` (the reference
+        agencies serve them all). No secret: each agency's private key is in its keys file.
         """
         registry = self.registry()
         if registry is None:
             return {}
         given = self.settings.agency_env
-        generated = self.secrets().agency_secrets
         env: dict[str, str] = {}
         for agency in registry.agencies:
-            if agency.auth_secret:
-                secret = given.get(agency.auth_secret) or generated.get(agency.auth_secret)
-                if secret:
-                    env[agency.auth_secret] = secret
+            base = f"{self.settings.agencies_url}/agencies/{agency.id}"
             if agency.http is not None:
-                env[agency.http.base_url_env] = (
-                    given.get(agency.http.base_url_env)
-                    or f"{self.settings.agencies_url}/agencies/{agency.id}"
-                )
+                env[agency.http.base_url_env] = given.get(agency.http.base_url_env) or base
+            if agency.keys is not None and agency.keys.jwks_url_env:
+                env[agency.keys.jwks_url_env] = (
+                    given.get(agency.keys.jwks_url_env) or f"{base}/.well-known/jwks.json")
         return env
+
+    def agency_keys_file(self) -> Path:
+        """The reference agencies' private keys (mode 0600), written from the secrets."""
+        path = self.state_dir / AGENCY_KEYS_FILE
+        keys = {agency_id: [jwk] for agency_id, jwk in self.secrets().agency_keys.items()}
+        write_keys_file(path, keys)
+        return path
+
+    def engine_public_keys(self) -> str:
+        """The engine's public keys as a JWKS (JSON), for the intake to publish."""
+        engine = self.settings.replace(
+            signing_key=self.settings.signing_key
+            or SecretStr(json.dumps(self.secrets().engine_key)))
+        return json.dumps(engine.engine_jwks())
 
     def child_settings(self, component: str) -> Settings:
         """The settings one of the engine's processes runs with: addresses at this stack, its
-        database, the secrets (given ones win over the generated)."""
+        database, the secrets it needs and no other (given ones win over the generated): the
+        engine's private key only to the worker; the intake only the public keys."""
         secrets = self.secrets()
         database = self.agencies_database_url if component == "agencies" else self.database_url
+        keys: dict[str, Any] = {"signing_key": None, "signing_key_id": None,
+                                "engine_public_keys": None}
+        if component == "worker":
+            keys = {"signing_key": self.settings.signing_key
+                    or SecretStr(json.dumps(secrets.engine_key))}
+        elif component == "intake":
+            keys["engine_public_keys"] = self.engine_public_keys()
         # Only the front door (and the CLI, a client of it) holds the reference key and the
         # engine's client secret; the worker and the agencies need neither.
         front_door = component == "intake"
@@ -343,6 +366,7 @@ class Stack:
             codec_token=self.settings.codec_token or secrets.codec_token,
             agency_env={**self.settings.agency_env, **self.agency_env()},
             stack_owner_pid=None,  # the stack's to act on, not its processes'
+            **keys,
         )
 
     def child_env(self, component: str) -> dict[str, str]:
@@ -352,6 +376,12 @@ class Stack:
         env = {k: v for k, v in self.base_env.items() if k not in variables}
         env.update(self.agency_env())
         env.update(self.child_settings(component).environment())
+        if component != "worker":  # the engine's private key: the worker's alone
+            env.pop("NWD_SIGNING_KEY", None)
+            env.pop("NWD_SIGNING_KEY_ID", None)
+        if component == "agencies":
+            env["NWD_AGENCY_KEYS_FILE"] = str(self.agency_keys_file())
+            env["NWD_ENGINE_JWKS_URL"] = f"{self.settings.intake_url}/.well-known/jwks.json"
         env["PYTHONUNBUFFERED"] = "1"
         return env
 

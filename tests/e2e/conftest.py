@@ -11,7 +11,6 @@ import base64
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
@@ -32,6 +31,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.agency_directory import AgencyDirectory
+from agency_kit.reference.credentials import AgencyCredentials
+from agency_kit.signing import CALLBACK_TAG, Signer
 from definitions.catalog import Catalog
 from definitions.loader import load_catalog
 from intake import interactions
@@ -41,6 +42,7 @@ from intake.codec_server import CodecServer
 from intake.submissions import Submissions, Submitted, build_submissions
 from readmodel.access import AccessStore
 from readmodel.migrations import apply_migrations
+from readmodel.nonces import NonceCache
 from readmodel.store import ReadModel, open_pool
 from runtime.callback_tokens import callback_key
 from runtime.identity import Principal, TokenVerifier
@@ -51,6 +53,7 @@ from runtime.temporal import data_converter
 from tests.conftest import new_database
 from tests.http import client as http_client
 from tests.identity import AUDIENCE, Issuer
+from tests.keys import agency_credentials, engine_signer, jwks_env
 from tests.polling import eventually
 from tests.tiers import mark_folder
 from worker import agency_http_session, build_worker
@@ -77,6 +80,46 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     mark_folder(items, Path(__file__).parent, pytest.mark.e2e)
 
 
+@dataclass(frozen=True)
+class Captured:
+    """One request as an agency received it: what a wiretap on the agency's link would hold."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class Wiretap:
+    """ASGI middleware recording every contract call the agencies receive, byte for byte."""
+
+    def __init__(self, app: Any, base_url: str) -> None:
+        self.app = app
+        self.base_url = base_url
+        self.calls: list[Captured] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or "/operations/" not in scope["path"]:
+            await self.app(scope, receive, send)
+            return
+        messages: list[Any] = []
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+        self.calls.append(Captured(
+            scope["method"], f"{self.base_url}{scope['path']}",
+            {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
+            b"".join(m.get("body", b"") for m in messages)))
+        replay = iter(messages)
+
+        async def replayed() -> Any:
+            return next(replay, None) or await receive()
+
+        await self.app(scope, replayed, send)
+
+
 @dataclass
 class Agencies:
     """The reference agencies, served over real HTTP by uvicorn in this process."""
@@ -85,8 +128,12 @@ class Agencies:
     database_url: str
     env: dict[str, str]
     admin: httpx.AsyncClient
+    credentials: AgencyCredentials
+    """Each agency's private keys (to sign as an agency would) and the engine's public keys."""
     app: Any = field(default=None, repr=False)
     served: tuple[uvicorn.Server, asyncio.Task[None]] | None = field(default=None, repr=False)
+    wiretap: Wiretap | None = field(default=None, repr=False)
+    """Every contract call the agencies received (the engine's signed calls)."""
 
     async def stop(self) -> None:
         """Stop serving (the process of a real agency going down): connections refused;
@@ -100,7 +147,7 @@ class Agencies:
     async def start(self) -> None:
         """Serve the same app again on the same port and database (after :meth:`stop`)."""
         assert self.served is None, "already running"
-        self.served = await serve(self.app, int(urlsplit(self.url).port or 0))
+        self.served = await serve(self.wiretap or self.app, int(urlsplit(self.url).port or 0))
 
     async def set_behaviour(self, agency: str, behaviour: Mapping[str, Any]) -> None:
         response = await self.admin.put(f"/_admin/agencies/{agency}/behaviour", json=behaviour)
@@ -160,20 +207,17 @@ async def running_agencies(database_url: str, catalog: Catalog,
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env: dict[str, str] = {}
-    agency_secrets: dict[str, str] = {}
+    env: dict[str, str] = dict(jwks_env(catalog.registry, url))
     for agency in catalog.agencies.values():
         if agency.http is not None:
             env[agency.http.base_url_env] = f"{url}/agencies/{agency.id}"
-        if agency.auth_secret:
-            secret = secrets.token_urlsafe(24)
-            env[agency.auth_secret] = secret
-            agency_secrets[agency.id] = secret
-    app = create_app(registry=catalog.registry, database_url=database_url, secrets=agency_secrets,
-                     **options)
+    credentials = agency_credentials(catalog.registry)
+    app = create_app(registry=catalog.registry, database_url=database_url,
+                     credentials=credentials, **options)
     async with http_client(base_url=url, timeout=10) as admin:
-        agencies = Agencies(url=url, database_url=database_url, env=env, admin=admin, app=app,
-                            served=await serve(app, port))
+        agencies = Agencies(url=url, database_url=database_url, env=env, admin=admin,
+                            credentials=credentials, app=app, wiretap=(tap := Wiretap(app, url)),
+                            served=await serve(tap, port))
         try:
             yield agencies
         finally:
@@ -301,6 +345,24 @@ class Engine:
             self.read_model if recorded_at_submit else None,
             reference_key=self.reference_key, access=self.access), self.owner)
 
+    def agency_signed(self, agency: str, path: str, raw: bytes, *,
+                      key: str | None = None, signer: Signer | None = None) -> dict[str, str]:
+        """The headers of a POST of ``raw`` to the intake's ``path``, signed (RFC 9421) as
+        ``agency`` signs its callbacks — with its own key, unless ``signer`` is given."""
+        headers = {"Content-Type": "application/json"}
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        signing = signer or self.agencies.credentials.signer(agency)
+        assert signing is not None, f"{agency} has no key"
+        return signing.request_headers("POST", f"{self.intake_url}{path}", raw, headers,
+                                       tag=CALLBACK_TAG)
+
+    async def post_signed(self, agency: str, path: str, raw: bytes, *, key: str | None = None,
+                          signer: Signer | None = None) -> httpx.Response:
+        """POST ``raw`` to the intake's ``path`` signed as :meth:`agency_signed` signs it."""
+        return await self.intake.post(path, content=raw, headers=self.agency_signed(
+            agency, path, raw, key=key, signer=signer))
+
     async def result(self, reference: str, wait_s: float = 60) -> RequestResult:
         handle = self.submissions.handle(reference)
         return await asyncio.wait_for(handle.result(), wait_s)
@@ -375,7 +437,8 @@ async def running_engine(
                      codec_server=codec_server(read_model) if codec_server else None,
                      production=production, access=access)
     app.include_router(interactions.router(
-        client, interactions.CallbackVerifier(key, catalog, agencies.env), access=access,
+        client, interactions.CallbackVerifier(key, catalog, agencies.env,
+                                              NonceCache(read_model.pool)), access=access,
         caseworkers=interactions.Caseworkers(verifier)))
     owner = OwnerCodes()
     intake_server, intake_task = await serve(app, intake_port)
@@ -384,7 +447,7 @@ async def running_engine(
                 http_client(base_url=intake_url, timeout=30, auth=owner) as intake:
             worker = build_worker(
                 client, task_queue=task_queue, http=http, read_model=read_model,
-                directory=AgencyDirectory(agencies.env), callback_key=key,
+                directory=AgencyDirectory(agencies.env, engine_signer()), callback_key=key,
                 # the development guard: a clock, random or I/O call in workflow code fails
                 sandboxed=True,
             ) if in_process_worker else None

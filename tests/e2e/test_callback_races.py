@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import shutil
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,7 +28,6 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from agency_kit.contract import Callback
-from agency_kit.signing import sign
 from definitions.catalog import Catalog
 from definitions.loader import load_catalog
 from runtime import callback_tokens as tokens
@@ -124,11 +122,7 @@ async def signed_callback(engine: Engine, reference: str, step: str, agency: str
     """POST ``body`` to the step's callback URL, signed as the agency signs it."""
     token = tokens.issue(engine.callback_key, tokens.CallbackTarget(reference, step, None, agency))
     raw = json.dumps(body.model_dump(mode="json")).encode()
-    secret = engine.agencies.env[f"NWD_AGENCY_{agency.upper().replace('-', '_')}_SECRET"]
-    stamp = int(time.time())
-    return await engine.intake.post(f"/callbacks/{token}", content=raw, headers={
-        "Content-Type": "application/json", "X-NWD-Timestamp": str(stamp),
-        "X-NWD-Signature": sign(secret, stamp, raw)})
+    return await engine.post_signed(agency, f"/callbacks/{token}", raw)
 
 
 async def record_of(engine: Engine, reference: str) -> dict[str, Any]:

@@ -35,12 +35,12 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from agency_kit.hardening import MAX_JSON_DEPTH, MAX_STRING_CHARS
-from agency_kit.signing import signed_headers
 from definitions.catalog import Catalog
 from runtime.process import free_port
 from tests.conftest import new_database
 from tests.e2e.conftest import Agencies, Engine, example
 from tests.integration.intake_process import running_intake
+from tests.keys import ENGINE
 from tests.polling import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,12 +88,11 @@ def deep(levels: int) -> str:
 
 def agency_call(agencies: Agencies, body: bytes,
                 content_type: str = "application/json") -> dict[str, Any]:
-    """A correctly signed call of ``body`` to the driver-licensing agency."""
-    secret = agencies.env["NWD_AGENCY_DRIVER_LICENSING_SECRET"]
-    return {"url": f"{agencies.url}/agencies/{AGENCY}/operations/{OPERATION}",
-            "content": body,
-            "headers": {"Content-Type": content_type, "Idempotency-Key": "R-1:s:-",
-                        **signed_headers(secret, body)}}
+    """A call of ``body`` to the driver-licensing agency, signed as the engine signs it."""
+    url = f"{agencies.url}/agencies/{AGENCY}/operations/{OPERATION}"
+    return {"url": url, "content": body,
+            "headers": ENGINE.signer().request_headers("POST", url, body, {
+                "Content-Type": content_type, "Idempotency-Key": "R-1:s:-"})}
 
 
 class TestSecurityHeaders:

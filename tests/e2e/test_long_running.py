@@ -7,7 +7,6 @@ import json
 import time
 from typing import Any
 
-from agency_kit.signing import sign
 from runtime import callback_tokens as tokens
 from runtime.messages import RequestOptions, RequestProgress, RequestResult
 from tests.e2e.conftest import Engine, example
@@ -21,12 +20,7 @@ def step_of(progress: RequestProgress, step_id: str) -> Any:
 
 async def signed_post(engine: Engine, url: str, agency: str, body: dict[str, Any]) -> Any:
     raw = json.dumps(body).encode()
-    secret = engine.agencies.env[f"NWD_AGENCY_{agency.upper().replace('-', '_')}_SECRET"]
-    stamp = int(time.time())
-    return await engine.intake.post(url, content=raw, headers={
-        "Content-Type": "application/json", "X-NWD-Timestamp": str(stamp),
-        "X-NWD-Signature": sign(secret, stamp, raw),
-    })
+    return await engine.post_signed(agency, url, raw)
 
 
 class TestCallbacks:

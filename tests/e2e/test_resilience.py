@@ -29,6 +29,7 @@ from intake.submissions import Submissions, build_submissions
 from runtime.messages import RequestResult
 from runtime.settings import DEFAULT_CATALOG_DIR, PROJECT_ROOT, Settings
 from tests.e2e.conftest import REFERENCE_KEY, Agencies, Engine, example, new_database
+from tests.keys import engine_env
 from tests.polling import eventually
 from workflows.request_workflow import CitizenRequestWorkflow
 
@@ -40,6 +41,7 @@ def start_worker_process(
     env = {
         **os.environ,
         **agencies.env,
+        **engine_env(),  # the engine's private key: the worker signs every agency call
         "TEMPORAL_ADDRESS": temporal_address,
         "NWD_TASK_QUEUE": task_queue,
         "DATABASE_URL": database_url,
@@ -195,10 +197,13 @@ class TestCompensationSurvivesKill:
         self, workers: KillableWorkers, agencies: Agencies
     ) -> None:
         """SIGKILL while an undo call is in flight: a new worker finishes the saga, once each."""
+        # the saga undoes in reverse order of completion: the voter roll's callback (which
+        # now includes the intake's first fetch of that agency's keys) comes well before the
+        # licence's slow answer, and both before the tax step's refusal
         await agencies.set_behaviour("tax-authority", {
-            "latency_ms": 800, "reject": {"code": "unknown_taxpayer", "reason": "unknown"}})
+            "latency_ms": 1600, "reject": {"code": "unknown_taxpayer", "reason": "unknown"}})
         await agencies.set_behaviour("driver-licensing", {
-            "latency_ms": 200, "operations": {"revert-address": {"latency_ms": 2500}}})
+            "latency_ms": 800, "operations": {"revert-address": {"latency_ms": 2500}}})
         reference = await workers.submit("change-of-address")
         handle = workers.submissions.handle(reference)
         failed_at: list[float] = []

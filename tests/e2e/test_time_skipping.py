@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import sysconfig
-import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -17,7 +16,6 @@ import pytest_asyncio
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from agency_kit.signing import sign
 from definitions.catalog import Catalog
 from runtime import callback_tokens as tokens
 from runtime.messages import RequestResult, StepOutcome
@@ -64,11 +62,7 @@ async def agency_calls_back(engine: Engine, reference: str) -> int:
         reference, VOTER, None, "electoral-registration"))
     body = json.dumps({"status": "completed", "agency_reference": "ER-LATE-1",
                        "output": {"reference": "ER-LATE-1"}}).encode()
-    stamp = int(time.time())
-    secret = engine.agencies.env["NWD_AGENCY_ELECTORAL_REGISTRATION_SECRET"]
-    response = await engine.intake.post(f"/callbacks/{token}", content=body, headers={
-        "Content-Type": "application/json", "X-NWD-Timestamp": str(stamp),
-        "X-NWD-Signature": sign(secret, stamp, body)})
+    response = await engine.post_signed("electoral-registration", f"/callbacks/{token}", body)
     return response.status_code
 
 

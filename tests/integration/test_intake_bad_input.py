@@ -19,25 +19,24 @@ import pytest
 import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
-from agency_kit.signing import signed_headers
 from intake.access import AccessKeys
 from readmodel.access import AccessStore
 from runtime import callback_tokens
 from runtime.messages import request_reference
 from tests.integration.intake_process import LiveIntake, running_intake
+from tests.keys import agency_signed, keyring, serving_jwks
 
 EXAMPLE = json.loads(
     (Path(__file__).resolve().parents[2] / "examples" / "change-of-address.json").read_text())
-SECRET = "electoral-secret"
+ELECTORAL = keyring("electoral-registration")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def live(temporal_env: WorkflowEnvironment, postgres_server: str,
                tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveIntake]:
-    async with running_intake(temporal_env, postgres_server, tmp_path_factory,
-                              codec_token="bad-input",
-                              agency_env={"NWD_AGENCY_ELECTORAL_REGISTRATION_SECRET": SECRET},
-                              ) as intake:
+    async with serving_jwks(ELECTORAL) as jwks_url, running_intake(
+            temporal_env, postgres_server, tmp_path_factory, codec_token="bad-input",
+            agency_env={"NWD_AGENCY_ELECTORAL_REGISTRATION_JWKS_URL": jwks_url}) as intake:
         yield intake
 
 
@@ -132,8 +131,8 @@ class TestTextThatCannotBeStored:
                                            "electoral-registration"))
         body = (br'{"status": "completed", "agency_reference": "ER-1", '
                 br'"output": {"note": "\ud83d"}}')
-        response = await http.post(f"/callbacks/{token}", content=body, headers={
-            "Content-Type": "application/json", **signed_headers(SECRET, body)})
+        response = await http.post(f"/callbacks/{token}", content=body, headers=agency_signed(
+            ELECTORAL, f"{live.url}/callbacks/{token}", body))
         assert response.status_code == 422, response.text
         assert list(errors_of(response)) == [("output", "note")]
 

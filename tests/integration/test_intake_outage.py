@@ -29,7 +29,6 @@ from temporalio.runtime import MetricBuffer, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from agency_kit.signing import signed_headers
 from definitions.loader import load_catalog
 from intake.app import build_app
 from intake.errors import RETRY_AFTER_S
@@ -43,10 +42,11 @@ from runtime.settings import DEFAULT_CATALOG_DIR, Settings
 from runtime.temporal import data_converter
 from tests.conftest import new_database, quiet_stack
 from tests.identity import Issuer
+from tests.keys import agency_signed, keyring, serving_jwks
 from tests.polling import eventually
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "change-of-address.json"
-SECRET_ENV = "NWD_AGENCY_ELECTORAL_REGISTRATION_SECRET"
+ELECTORAL = keyring("electoral-registration")
 
 
 @dataclass
@@ -90,6 +90,14 @@ async def serving(client: Client, key: bytes, database_url: str,
                   issuer: Issuer | None = None) -> AsyncIterator[Intake]:
     """The app ``python -m intake`` serves, on uvicorn on a free port, over ``client`` and a
     migrated read model at ``database_url``; stopped afterwards."""
+    async with serving_jwks(ELECTORAL) as jwks_url, \
+            _serving(client, key, database_url, jwks_url, issuer) as intake:
+        yield intake
+
+
+@asynccontextmanager
+async def _serving(client: Client, key: bytes, database_url: str,
+                   jwks_url: str, issuer: Issuer | None) -> AsyncIterator[Intake]:
     pool = await open_pool(database_url, max_size=5)
     await apply_migrations(pool)
     buffer = MetricBuffer(10_000)
@@ -98,7 +106,8 @@ async def serving(client: Client, key: bytes, database_url: str,
     settings = Settings.build(
         task_queue=f"tq-{uuid.uuid4()}", intake_url=f"http://127.0.0.1:{port}",
         encryption_key=base64.b64encode(key).decode(), codec_token="t",
-        agency_env={SECRET_ENV: "agency-secret"}, reference_key="outage-tests-" * 4,
+        agency_env={"NWD_AGENCY_ELECTORAL_REGISTRATION_JWKS_URL": jwks_url},
+        reference_key="outage-tests-" * 4,
         **({"oidc_issuer": issuer.url} if issuer is not None else {}),
     )
     app = build_app(settings, client=client, catalog=load_catalog(DEFAULT_CATALOG_DIR),
@@ -206,9 +215,8 @@ class TestTemporalOutage:
                 intake.http.post(f"/requests/{existing}/decisions", json={
                     "step_id": "approve", "approve": True}, headers=caseworker),
                 intake.http.post(f"/requests/{existing}/cancel", json={}, headers=owner),
-                intake.http.post(f"/callbacks/{token}", content=callback, headers={
-                    "Content-Type": "application/json",
-                    **signed_headers("agency-secret", callback)}),
+                intake.http.post(f"/callbacks/{token}", content=callback, headers=agency_signed(
+                    ELECTORAL, f"{intake.settings.intake_url}/callbacks/{token}", callback)),
                 intake.http.get(f"/requests/{existing}", headers=owner),
                 intake.http.get(f"/requests/{never}"),
             ))

@@ -188,6 +188,14 @@ class TestPorts:
         assert not (tmp_path / "pids").exists()
 
 
+def _environ(stack: Stack, name: str) -> dict[str, str]:
+    """The environment a running component of ``stack`` was started with, from /proc."""
+    pid = stack.running_pid(name)
+    assert pid is not None, f"{name} is not running"
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+
+
 class TestWholeStack:
     def test_every_component_on_moved_ports(self, tmp_path: Path) -> None:
         """All six components on ports off the defaults: each serves, every port it opened
@@ -208,7 +216,8 @@ class TestWholeStack:
             assert env["NWD_WORKER_METRICS_ADDRESS"] == stack.settings.worker_metrics_address
             assert env["TEMPORAL_ADDRESS"] == f"127.0.0.1:{stack.settings.temporal_port}"
             unset = {"NWD_AGENCIES_DATABASE_URL", "NWD_INTAKE_METRICS_ADDRESS",
-                     "NWD_STACK_OWNER_PID", "NWD_METRICS_TOKEN"}  # optional
+                     "NWD_STACK_OWNER_PID", "NWD_METRICS_TOKEN",  # optional
+                     "NWD_ENGINE_PUBLIC_KEYS", "NWD_SIGNING_KEY_ID"}  # the intake's; in the JWK
             front_door_only = {"NWD_REFERENCE_KEY", "NWD_OIDC_CLIENT_SECRET"}
             assert set(Settings.variables()) - unset - front_door_only <= set(env)
             assert not front_door_only & set(env)  # the worker holds neither
@@ -220,3 +229,61 @@ class TestWholeStack:
             stopped = stack.down()
         assert set(stopped) == set(COMPONENTS)
         assert not any(s.running for s in stack.status())
+
+    def test_each_process_gets_only_the_keys_it_needs(self, tmp_path: Path) -> None:
+        """Read from the running processes themselves (/proc/<pid>/environ): the engine's
+        private key only in the worker, its public keys only in the intake, the agencies'
+        private keys only in the agencies' own 0600 file; the JWKS endpoints publish public
+        halves only; and with those keys alone a request with a callback completes through
+        the real processes (engine-signed calls, agency-signed answers and callback)."""
+        stack = quiet_stack(tmp_path / "state", start_timeout=60)
+        try:
+            assert all(s.running for s in stack.up())
+            secrets = read_secrets(stack.state_dir)
+            assert secrets is not None
+            engine_d = secrets.engine_key["d"]
+            agency_ds = {jwk["d"] for jwk in secrets.agency_keys.values()}
+            environ = {name: _environ(stack, name) for name in ("worker", "intake", "agencies")}
+            everything = {name: "\n".join(env.values()) for name, env in environ.items()}
+
+            assert json.loads(environ["worker"]["NWD_SIGNING_KEY"])["d"] == engine_d
+            for name in ("intake", "agencies"):
+                assert "NWD_SIGNING_KEY" not in environ[name]
+                assert engine_d not in everything[name], f"{name} holds the engine's key"
+            for name in ("worker", "intake", "agencies"):
+                assert not any(d in everything[name] for d in agency_ds), name
+            assert "NWD_ENGINE_PUBLIC_KEYS" not in environ["worker"]
+            keys_file = Path(environ["agencies"]["NWD_AGENCY_KEYS_FILE"])
+            assert keys_file.stat().st_mode & 0o777 == 0o600
+            assert {jwk["d"] for [jwk] in json.loads(keys_file.read_text())["agencies"].values()
+                    } == agency_ds
+            assert "NWD_AGENCY_KEYS_FILE" not in environ["worker"]
+            assert "NWD_AGENCY_KEYS_FILE" not in environ["intake"]
+
+            intake, agencies = stack.settings.intake_url, stack.settings.agencies_url
+            published = httpx.get(f"{intake}/.well-known/jwks.json", timeout=5).json()
+            assert [k["x"] for k in published["keys"]] == [secrets.engine_key["x"]]
+            assert all("d" not in k for k in published["keys"])
+            agency = httpx.get(f"{agencies}/agencies/electoral-registration/.well-known/jwks.json",
+                               timeout=5).json()
+            assert [k["x"] for k in agency["keys"]] == [
+                secrets.agency_keys["electoral-registration"]["x"]]
+
+            example = json.loads((Path(__file__).resolve().parents[2] / "examples"
+                                  / "change-of-address.json").read_text())
+            submitted = httpx.post(f"{intake}/requests", timeout=30, headers={
+                "Idempotency-Key": "keys-test"}, json={
+                "service": "change-of-address", "submission": example})
+            assert submitted.status_code in (200, 201, 202), submitted.text
+            reference = submitted.json()["reference"]
+            deadline = time.monotonic() + 60
+            status = None
+            while time.monotonic() < deadline:
+                view = httpx.get(f"{intake}/requests/{reference}", timeout=10).json()
+                status = view["record"]["status"] if view.get("record") else None
+                if status not in (None, "running"):
+                    break
+                time.sleep(0.5)
+            assert status == "completed", view
+        finally:
+            stack.down()

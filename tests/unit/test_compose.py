@@ -31,6 +31,9 @@ DEFAULT_IS_FINE: dict[str, str] = {
     "NWD_AGENCIES_DATABASE_URL": "the agencies service sets its own DATABASE_URL",
     "NWD_WORKER_METRICS_ADDRESS": "the default port inside the worker's container",
     "NWD_INTAKE_METRICS_ADDRESS": "a private port inside the intake's container",
+    "NWD_SIGNING_KEY_ID": "the engine's key is a JWK, which names its own kid",
+    "NWD_SIGNATURE_EXPIRES_S": "the default validity (60 s) is the recommended one",
+    "NWD_CALLBACK_TOKEN_TTL_S": "the default lifetime of callback URLs",
     "NWD_OPERATOR_ROLE": "the issuer's operator role is called operator unless set",
     "NWD_OIDC_PORT": "a port of the embedded stack's OIDC provider, which compose does not use",
     "NWD_OIDC_AUDIENCE": "the engine's API identifier at the issuer: `nwd` unless registered "
@@ -45,7 +48,15 @@ DEFAULT_IS_FINE: dict[str, str] = {
 NEEDS: dict[str, set[str]] = {
     "intake": {"NWD_CODEC_TOKEN", "NWD_OIDC_ISSUER", "NWD_REFERENCE_KEY"},
     "worker": set(),
-    "agencies": set(),
+    "agencies": {"NWD_AGENCY_KEYS_FILE", "NWD_ENGINE_JWKS_URL"},
+}
+# Keys a service must NOT get: no process holds a key it does not need.
+NOT_FOR: dict[str, set[str]] = {
+    "worker": {"NWD_ENGINE_PUBLIC_KEYS", "NWD_AGENCY_KEYS_FILE", "NWD_REFERENCE_KEY",
+               "NWD_OIDC_ISSUER"},
+    "intake": {"NWD_SIGNING_KEY", "NWD_AGENCY_KEYS_FILE"},
+    "agencies": {"NWD_SIGNING_KEY", "NWD_ENGINE_PUBLIC_KEYS", "NWD_REFERENCE_KEY",
+                 "NWD_OIDC_ISSUER"},
 }
 
 
@@ -72,13 +83,13 @@ def registry_agencies() -> tuple[Agency, ...]:
 
 
 def agency_env_names() -> set[str]:
-    """The variables the registry names: each agency's base URL and signing secret."""
+    """The variables the registry names: each agency's base URL and JWKS URL."""
     names: set[str] = set()
     for agency in registry_agencies():
         if agency.http is not None:
             names.add(agency.http.base_url_env)
-        if agency.auth_secret:
-            names.add(agency.auth_secret)
+        if agency.keys is not None and agency.keys.jwks_url_env:
+            names.add(agency.keys.jwks_url_env)
     return names
 
 
@@ -147,9 +158,21 @@ class TestEnvironment:
         env = _env(compose["services"][service])
         needed = (
             (settings_env_names() - set(DEFAULT_IS_FINE)) | agency_env_names() | NEEDS[service]
-        )
+        ) - NOT_FOR[service]
         missing = sorted(needed - set(env))
         assert not missing, f"{service} lacks {missing}"
+
+    @pytest.mark.parametrize("service", ENGINE_SERVICES)
+    def test_each_service_gets_only_the_keys_it_needs(
+        self, compose: dict[str, Any], service: str
+    ) -> None:
+        """The engine's private key only to the worker, its public keys only to the intake,
+        the agencies' keys file only to the agencies (as a secret only they mount)."""
+        env = _env(compose["services"][service])
+        assert not NOT_FOR[service] & set(env), f"{service} gets {NOT_FOR[service] & set(env)}"
+        mounted = {s["source"] if isinstance(s, dict) else s
+                   for s in compose["services"][service].get("secrets") or []}
+        assert mounted == ({"agency-keys"} if service == "agencies" else set())
 
     @pytest.mark.parametrize("service", ENGINE_SERVICES)
     def test_engine_env_is_read(self, compose: dict[str, Any], service: str) -> None:
@@ -170,11 +193,12 @@ class TestEnvironment:
 
     def test_secrets_never_defaulted(self, compose: dict[str, Any]) -> None:
         """Secrets come from the operator (`${NAME:?...}`), never from a value in the file."""
-        env = _env(compose["services"]["intake"])
-        secrets = {"NWD_ENCRYPTION_KEY", "NWD_CODEC_TOKEN", "NWD_REFERENCE_KEY"} | {
-            a.auth_secret for a in registry_agencies() if a.auth_secret
-        }
-        for name in secrets:
+        services = compose["services"]
+        for service, name in (("intake", "NWD_ENCRYPTION_KEY"), ("intake", "NWD_CODEC_TOKEN"),
+                              ("worker", "NWD_SIGNING_KEY"),
+                              ("intake", "NWD_ENGINE_PUBLIC_KEYS"),
+                              ("intake", "NWD_REFERENCE_KEY")):
+            env = _env(services[service])
             assert env[name].startswith(f"${{{name}:?"), f"{name} = {env[name]!r}"
 
     def test_agencies_use_their_own_database(self, compose: dict[str, Any]) -> None:
@@ -215,4 +239,4 @@ class TestTemporal:
 def test_dockerignore_keeps_state_out() -> None:
     """Local state, the venv and secrets never enter the image's build context."""
     ignored = set((Path(PROJECT_ROOT) / ".dockerignore").read_text().split())
-    assert {".venv", ".state", ".env", ".git"} <= ignored
+    assert {".venv", ".state", ".env", ".git", "agency-keys.json"} <= ignored

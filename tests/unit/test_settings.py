@@ -229,23 +229,23 @@ def mentioned_names() -> dict[str, Path]:
 
 
 def registry_names() -> set[str]:
-    """The variables the repository's agency registries name (base URLs, secrets)."""
+    """The variables the repository's agency registries name (base URLs, JWKS URLs)."""
     names: set[str] = set()
     for path in (PROJECT_ROOT / "definitions" / "agencies.yaml",
                  PROJECT_ROOT / "benchmarks" / "definitions" / "agencies.yaml"):
         for agency in load_registry_file(path).agencies:
             if agency.http is not None:
                 names.add(agency.http.base_url_env)
-            if agency.auth_secret:
-                names.add(agency.auth_secret)
+            if agency.keys is not None and agency.keys.jwks_url_env:
+                names.add(agency.keys.jwks_url_env)
     return names
 
 
 TEST_SUITE_ONLY = {"NWD_RECORD_HISTORIES": "tests/e2e/test_record_histories.py"}
 """Variables only the test suite reads (docs/testing.md documents them), never a process."""
 
-REGISTRY_CONVENTION = ("NWD_AGENCY_*_URL", "NWD_AGENCY_*_SECRET")
-"""The names docs/definitions.md recommends for ``http.base_url_env`` and ``auth_secret``
+REGISTRY_CONVENTION = ("NWD_AGENCY_*_URL", "NWD_AGENCY_*_JWKS_URL")
+"""The names docs/definitions.md recommends for ``http.base_url_env`` and ``keys.jwks_url_env``
 (its examples use them for agencies of no registry in the repository)."""
 
 

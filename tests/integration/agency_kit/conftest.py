@@ -25,16 +25,18 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from agency_kit.keys import StaticKeys, jwks, private_jwk
 from agency_kit.reference import create_app
-from agency_kit.signing import signed_headers
+from agency_kit.reference.credentials import AgencyCredentials, write_keys_file
+from agency_kit.signing import CALLBACK_TAG, Signer, Verified, Verifier
 from definitions.loader import load_registry_file
 from definitions.models import AgencyRegistry
 from tests.conftest import new_database
 from tests.http import client as http_client
 from tests.integration.agency_kit.receiver import CountingReceiver
+from tests.keys import ENGINE, agency_credentials
 from tests.polling import eventually
 
-SECRET = "dmv-test-secret"
 REGISTRY_PATH = Path(__file__).with_name("agencies.yaml")
 
 ADDRESS = {"line1": "1 High Street", "city": "Springfield", "postcode": "AB1 2CD", "country": "GB"}
@@ -43,6 +45,11 @@ DMV_INPUT = {"licence_number": "ABC12345", "full_name": "Ada Lovelace", "new_add
 
 def registry() -> AgencyRegistry:
     return load_registry_file(REGISTRY_PATH)
+
+
+def credentials() -> AgencyCredentials:
+    """Fresh keys for the test registry's agencies but ``locked`` (whose keys are missing)."""
+    return agency_credentials(registry(), without=frozenset({"locked"}))
 
 
 class Server:
@@ -82,6 +89,7 @@ class Agencies:
     url: str
     database_url: str
     http: httpx.AsyncClient
+    credentials: AgencyCredentials
     server: Server | None = None
 
     async def stop(self) -> None:
@@ -99,24 +107,25 @@ class Agencies:
         body: dict[str, Any] | bytes,
         *,
         key: str | None = None,
-        secret: str | None = SECRET,
-        timestamp: int | None = None,
+        signed: bool = True,
+        signer: Signer | None = None,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
-        """POST a signed contract call; ``key=None`` derives the key from the body."""
+        """POST a contract call signed as the engine signs it (``signer``: another signer;
+        ``signed=False``: unsigned); ``key=None`` derives the key from the body."""
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        sent = {
-            "Content-Type": "application/json",
-            **signed_headers(secret, raw, timestamp=timestamp),
-        }
+        url = f"{self.base(agency)}{path}"
+        sent = {"Content-Type": "application/json"}
         if key is None and isinstance(body, dict):
             key = f"{body.get('reference')}:{body.get('step')}:{body.get('item') or '-'}"
         if key:
             sent["Idempotency-Key"] = key
         if isinstance(body, dict) and "reference" in body:
             sent["X-NWD-Reference"] = str(body["reference"])
+        if signed:
+            sent = (signer or ENGINE.signer()).request_headers("POST", url, raw, sent)
         sent.update(headers or {})
-        return await self.http.post(f"{self.base(agency)}{path}", content=raw, headers=sent)
+        return await self.http.post(url, content=raw, headers=sent)
 
     async def call(
         self, agency: str, operation: str, body: dict[str, Any], **kwargs: Any
@@ -174,28 +183,24 @@ StartAgencies = Callable[..., Awaitable[Agencies]]
 
 @pytest_asyncio.fixture
 async def start_agencies(database_url: str) -> AsyncIterator[StartAgencies]:
-    """Start the reference agencies (call it with behaviour/secrets overrides)."""
+    """Start the reference agencies (call it with behaviour/keys overrides)."""
     servers: list[Server] = []
     clients: list[httpx.AsyncClient] = []
 
     async def start(
         behaviour: dict[str, Any] | None = None,
-        secrets: dict[str, str] | None = None,
+        keys: AgencyCredentials | None = None,
         **options: Any,
     ) -> Agencies:
-        app = create_app(
-            registry(),
-            database_url,
-            {"dmv": SECRET} if secrets is None else secrets,
-            behaviour,
-            **options,
-        )
+        creds = keys or credentials()
+        app = create_app(registry(), database_url, creds, behaviour, **options)
         server = Server(app)
         await server.start()
         servers.append(server)
         client = http_client(timeout=10.0)
         clients.append(client)
-        return Agencies(url=server.url, database_url=database_url, http=client, server=server)
+        return Agencies(url=server.url, database_url=database_url, http=client,
+                        credentials=creds, server=server)
 
     yield start
     for client in clients:
@@ -209,10 +214,11 @@ async def start_agencies(database_url: str) -> AsyncIterator[StartAgencies]:
 async def shared_agencies(postgres_server: str) -> AsyncIterator[Agencies]:
     """One app on its own database for a whole module (starting one per test is slow)."""
     database_url = await new_database(postgres_server)
-    server = Server(create_app(registry(), database_url, {"dmv": SECRET}))
+    creds = credentials()
+    server = Server(create_app(registry(), database_url, creds))
     await server.start()
     async with http_client(timeout=10.0) as client:
-        yield Agencies(url=server.url, database_url=database_url, http=client)
+        yield Agencies(url=server.url, database_url=database_url, http=client, credentials=creds)
     await server.stop()
 
 
@@ -268,3 +274,36 @@ async def counting_receiver() -> AsyncIterator[CountingReceiver]:
         yield receiver
     finally:
         await receiver.stop()
+
+
+def verify_callback(
+    agency_keys: AgencyCredentials, agency: str, url: str, raw: bytes, headers: dict[str, str]
+) -> Verified:
+    """Check a callback as the engine does: signed by ``agency``'s own key, for ``url``."""
+    keys = StaticKeys(agency_keys.keyrings[agency].public())
+    return Verifier(keys.get).verify_request("POST", url, raw, headers, tag=CALLBACK_TAG,
+                                             require_nonce=True)
+
+
+@pytest_asyncio.fixture
+async def engine_jwks_url() -> AsyncIterator[str]:
+    """The tests' engine public keys served as a JWKS over real HTTP (the intake's route)."""
+    app = FastAPI()
+
+    @app.get("/.well-known/jwks.json")
+    async def published() -> JSONResponse:
+        return JSONResponse(jwks(ENGINE.public()))
+
+    server = Server(app)
+    await server.start()
+    try:
+        yield f"{server.url}/.well-known/jwks.json"
+    finally:
+        await server.stop()
+
+
+def write_agency_keys(path: Path, agency_keys: AgencyCredentials) -> Path:
+    """The keys file a reference agencies process reads (NWD_AGENCY_KEYS_FILE), mode 0600."""
+    write_keys_file(path, {agency: [private_jwk(kid, key) for kid, key in ring.keys]
+                           for agency, ring in agency_keys.keyrings.items()})
+    return path

@@ -9,14 +9,13 @@ from typing import Any
 import asyncpg
 
 from agency_kit.outbox import RetryPolicy
-from agency_kit.signing import verify_headers
 from runtime.process import free_port
 from tests.integration.agency_kit.conftest import (
-    SECRET,
     Agencies,
     Receiver,
     StartAgencies,
     request_body,
+    verify_callback,
 )
 from tests.polling import eventually
 
@@ -133,7 +132,7 @@ class TestCallbackMode:
     async def test_accepted_then_signed_callback(
         self, agencies: Agencies, receiver: Receiver
     ) -> None:
-        """202 now; later a callback signed with the agency's secret carries the output."""
+        """202 now; later a callback signed with the agency's own key carries the output."""
         await agencies.behave("dmv", {"mode": "callback", "callback_delay_s": 0.1})
         body = request_body(callback_url=receiver.url)
         response = await agencies.call("dmv", "update-address", body)
@@ -143,7 +142,7 @@ class TestCallbackMode:
         assert record["status"] == "accepted"
 
         headers, raw = await next_callback(receiver)
-        verify_headers(SECRET, raw, headers)
+        verify_callback(agencies.credentials, "dmv", receiver.url, raw, headers)
         assert headers["x-nwd-reference"] == body["reference"]
         assert headers["idempotency-key"] == f"{body['reference']}:dmv:-:callback"
         callback = json.loads(raw)
@@ -180,7 +179,7 @@ class TestCallbackMode:
         receiver.fail_first = 2
         await agencies.call("dmv", "update-address", request_body(callback_url=receiver.url))
         headers, raw = await next_callback(receiver)
-        verify_headers(SECRET, raw, headers)
+        verify_callback(agencies.credentials, "dmv", receiver.url, raw, headers)
         assert receiver.attempts == 3
 
     async def test_callback_refused_with_4xx_is_not_retried(
@@ -484,16 +483,16 @@ class TestUndo:
         """withdraw-* naming an output value (registration_number) finds the record."""
         made = await agencies.call(
             "companies", "register-company",
-            request_body(step="company", input={"business_name": "Acme"}), secret=None,
+            request_body(step="company", input={"business_name": "Acme"}), signed=False,
         )
         other = await agencies.call(
             "companies", "register-company",
-            request_body(step="company", input={"business_name": "Other"}), secret=None,
+            request_body(step="company", input={"business_name": "Other"}), signed=False,
         )
         number = made.json()["output"]["registration_number"]
         undo = request_body("REQ-elsewhere", step="company", input={"registration_number": number})
         assert (
-            await agencies.call("companies", "withdraw-registration", undo, secret=None)
+            await agencies.call("companies", "withdraw-registration", undo, signed=False)
         ).status_code == 200
         rows = {row["agency_reference"]: row for row in await agencies.records("companies")}
         assert rows[made.json()["agency_reference"]]["reverted_at"] is not None
@@ -526,7 +525,7 @@ class TestAdmin:
         nobody = f"http://127.0.0.1:{free_port()}/callbacks/t"  # refused: stays owed
         await agencies.call("companies", "register-company",
                             request_body(input={"business_name": "Acme"}, callback_url=nobody),
-                            secret=None)
+                            signed=False)
 
         async def owed() -> None:
             rows = await agencies.outbox("companies")

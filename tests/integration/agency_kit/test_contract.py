@@ -6,15 +6,18 @@ import asyncio
 import json
 import time
 
+import pytest
 import structlog
 
+from agency_kit.keys import StaticKeys
+from agency_kit.signing import SignatureError, Signer, Verifier
 from tests.integration.agency_kit.conftest import (
     DMV_INPUT,
-    SECRET,
     Agencies,
     StartAgencies,
     request_body,
 )
+from tests.keys import ENGINE, keyring
 
 
 class TestSignature:
@@ -35,16 +38,16 @@ class TestSignature:
         assert len(output["posted_on"]) == 10
 
     async def test_bad_missing_or_stale_signatures_are_refused(self, agencies: Agencies) -> None:
-        """Wrong secret, no signature, and a stale timestamp: 401 and nothing written."""
-        wrong = await agencies.call("dmv", "update-address", request_body(), secret="nope")
-        missing = await agencies.call("dmv", "update-address", request_body(), secret=None)
-        stale = await agencies.call(
-            "dmv", "update-address", request_body(), timestamp=int(time.time()) - 301
-        )
+        """Another key, no signature, an expired one: 401 and nothing written."""
+        wrong = await agencies.call("dmv", "update-address", request_body(),
+                                    signer=keyring("impostor").signer())
+        missing = await agencies.call("dmv", "update-address", request_body(), signed=False)
+        stale = await agencies.call("dmv", "update-address", request_body(), signer=Signer(
+            ENGINE.signing[1], ENGINE.signing[0], expires_s=60, clock=lambda: time.time() - 120))
         for response, fragment in (
-            (wrong, "does not match"),
-            (missing, "X-NWD-Signature header is missing"),
-            (stale, "away from the receiver's clock"),
+            (wrong, "no key"),
+            (missing, "Signature header is missing"),
+            (stale, "expired"),
         ):
             assert response.status_code == 401
             body = response.json()
@@ -54,37 +57,93 @@ class TestSignature:
         assert await agencies.count("dmv", "records") == 0
         assert await agencies.count("dmv", "idempotency") == 0
 
-    async def test_tampered_body_is_refused(self, agencies: Agencies) -> None:
-        """A signature over one body does not cover another."""
-        body = json.dumps(request_body()).encode()
-        from agency_kit.signing import signed_headers
-
-        headers = {
-            **signed_headers(SECRET, body),
-            "Idempotency-Key": "R:dmv:-",
-            "Content-Type": "application/json",
-        }
-        tampered = body.replace(b"Ada", b"Eve")
-        response = await agencies.http.post(
-            f"{agencies.base('dmv')}/operations/update-address", content=tampered, headers=headers
-        )
-        assert response.status_code == 401
-
-    async def test_agency_without_configured_secret_refuses_everything(
+    async def test_a_captured_call_replayed_elsewhere_or_altered_is_refused(
         self, agencies: Agencies
     ) -> None:
-        """An agency whose auth_secret is not configured answers 401 to any call."""
+        """A signed call replayed with another Idempotency-Key, to another operation's URL,
+        or with another body: 401 each, and no record, no key, no second effect."""
+        body = request_body()
+        raw = json.dumps(body).encode()
+        url = f"{agencies.base('dmv')}/operations/update-address"
+        signed = ENGINE.signer().request_headers("POST", url, raw, {
+            "Content-Type": "application/json", "Idempotency-Key": "R:dmv:-"})
+        other_key = {**signed, "Idempotency-Key": "R:dmv:-:again"}
+        other_url = f"{agencies.base('dmv')}/operations/withdraw-registration"
+        for target, content, headers in (
+            (url, raw, other_key),
+            (other_url, raw, signed),
+            (url, raw.replace(b"Ada", b"Eve"), signed),
+        ):
+            response = await agencies.http.post(target, content=content, headers=headers)
+            assert response.status_code == 401, response.text
+            assert response.json()["code"] == "bad_signature"
+        assert await agencies.count("dmv", "records") == 0
+        assert await agencies.count("dmv", "idempotency") == 0
+        # the original, as signed, is still good: the refusals changed nothing
+        response = await agencies.http.post(url, content=raw, headers=signed)
+        assert response.status_code == 200, response.text
+        assert await agencies.count("dmv", "records") == 1
+
+    async def test_malformed_or_non_ascii_signature_headers_are_401_never_500(
+        self, agencies: Agencies
+    ) -> None:
+        """Garbage, non-ASCII bytes, a duplicated label or an empty value in the signature
+        headers: 401 ``bad_signature`` each, nothing written."""
+        raw = json.dumps(request_body()).encode()
+        url = f"{agencies.base('dmv')}/operations/update-address"
+        good = ENGINE.signer().request_headers("POST", url, raw, {
+            "Content-Type": "application/json", "Idempotency-Key": "R:dmv:-"})
+        cases: list[dict[str, str | bytes]] = [
+            {"Signature": "(((not a dictionary"},
+            {"Signature-Input": 'nwd="@method"'},
+            {"Signature": "nwd=:AAAA:, nwd=:BBBB:"},
+            {"Signature": ""},
+            {"Signature-Input": 'nwd=("@method");created=\u00e9'.encode("latin-1")},
+            {"Signature": "nwd=:\xff\xfe:".encode("latin-1")},
+            {"Content-Digest": "sha-256=:\xe9:".encode("latin-1")},
+        ]
+        for change in cases:
+            headers: dict[str, str | bytes] = {**good, **change}
+            response = await agencies.http.post(url, content=raw, headers=headers)
+            assert response.status_code == 401, (change, response.text)
+            assert response.json()["code"] == "bad_signature"
+        assert await agencies.count("dmv", "records") == 0
+
+    async def test_answers_are_signed_by_the_agency_for_the_request(
+        self, agencies: Agencies
+    ) -> None:
+        """The answer carries the agency's signature, bound to the request it answers."""
+        raw = json.dumps(request_body()).encode()
+        url = f"{agencies.base('dmv')}/operations/update-address"
+        sent = ENGINE.signer().request_headers("POST", url, raw, {
+            "Content-Type": "application/json", "Idempotency-Key": "R:dmv:-"})
+        response = await agencies.http.post(url, content=raw, headers=sent)
+        assert response.status_code == 200
+        dmv = Verifier(StaticKeys(agencies.credentials.keyrings["dmv"].public()).get)
+        verified = dmv.verify_answer(200, response.content, dict(response.headers),
+                                     request_method="POST", request_url=url,
+                                     request_headers=sent)
+        assert verified.key_id == agencies.credentials.keyrings["dmv"].signing[0]
+        with pytest.raises(SignatureError):  # not an answer to another request
+            dmv.verify_answer(200, response.content, dict(response.headers),
+                              request_method="POST", request_url=url,
+                              request_headers={**sent, "Idempotency-Key": "R:other:-"})
+
+    async def test_agency_without_configured_keys_refuses_everything(
+        self, agencies: Agencies
+    ) -> None:
+        """An agency with keys in the registry but no private key given answers 401."""
         body = request_body(input={})
-        response = await agencies.call("locked", "anything", body, secret="whatever")
+        response = await agencies.call("locked", "anything", body)
         assert response.status_code == 401
         assert "not configured" in response.json()["reason"]
 
-    async def test_agency_without_auth_secret_takes_unsigned_calls(
+    async def test_agency_without_keys_takes_unsigned_calls(
         self, agencies: Agencies
     ) -> None:
-        """An agency that declares no auth_secret does not check signatures."""
+        """An agency that has no keys in the registry does not check signatures."""
         body = request_body(step="company", input={"business_name": "Acme"})
-        response = await agencies.call("companies", "register-company", body, secret=None)
+        response = await agencies.call("companies", "register-company", body, signed=False)
         assert response.status_code == 200, response.text
         assert response.json()["output"]["registration_number"] == "COMPANIES-RN-000001"
 

@@ -13,9 +13,10 @@ import asyncpg
 import httpx
 import pytest
 
-from agency_kit.signing import signed_headers
 from definitions.loader import load_registry_file
 from runtime.process import free_port
+from tests.integration.agency_kit.conftest import write_agency_keys
+from tests.keys import ENGINE, agency_credentials
 from tests.polling import eventually
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -24,17 +25,22 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 class TestEntryPoint:
-    async def test_serves_repository_registry(self, database_url: str, tmp_path: Path) -> None:
-        """The module starts, hosts every registry agency and verifies with env secrets."""
+    async def test_serves_repository_registry(
+        self, database_url: str, tmp_path: Path, engine_jwks_url: str
+    ) -> None:
+        """The module starts, hosts every registry agency and verifies the engine's calls with
+        the engine's JWKS, signing with the keys of its keys file."""
         registry = load_registry_file(ROOT / "definitions" / "agencies.yaml")
-        agency = next(a for a in registry.agencies if a.auth_secret and a.operations)
-        assert agency.auth_secret is not None
+        agency = next(a for a in registry.agencies if a.keys and a.operations)
+        keys = agency_credentials(registry)
+        keys_file = write_agency_keys(tmp_path / "agency-keys.json", keys)
         port = free_port()
         env = {
             **os.environ,
             "DATABASE_URL": database_url,
             "NWD_AGENCIES_URL": f"http://127.0.0.1:{port}",
-            agency.auth_secret: "entry-secret",
+            "NWD_AGENCY_KEYS_FILE": str(keys_file),
+            "NWD_ENGINE_JWKS_URL": engine_jwks_url,
             "NWD_AGENCY_BEHAVIOUR": json.dumps({"*": {"latency_ms": 1}}),
             "NWD_LOG_FORMAT": "json",
         }
@@ -64,12 +70,10 @@ class TestEntryPoint:
                 body = json.dumps(
                     {"reference": "R-1", "step": "s", "item": None, "input": {}}
                 ).encode()
-                response = await client.post(
-                    f"{base}/agencies/{agency.id}/operations/{operation.id}",
-                    content=body,
-                    headers={"Idempotency-Key": "R-1:s:-", "Content-Type": "application/json",
-                             **signed_headers("entry-secret", body)},
-                )
+                url = f"{base}/agencies/{agency.id}/operations/{operation.id}"
+                response = await client.post(url, content=body, headers=ENGINE.signer(
+                    ).request_headers("POST", url, body, {
+                        "Idempotency-Key": "R-1:s:-", "Content-Type": "application/json"}))
                 # Signed correctly, so the empty input reaches validation: 422 with paths.
                 assert response.status_code == 422, response.text
                 assert response.json()["code"] == "invalid_input"

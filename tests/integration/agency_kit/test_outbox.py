@@ -20,12 +20,14 @@ import pytest
 import pytest_asyncio
 
 from agency_kit.contract import Callback
+from agency_kit.keys import StaticKeys
 from agency_kit.outbox import Outbox, OutboxRow, OutboxSender, RetryPolicy
-from agency_kit.signing import verify_headers
+from agency_kit.signing import CALLBACK_TAG, Verifier
 from tests.integration.agency_kit.receiver import HANG, RESET, Answer, CountingReceiver
+from tests.keys import keyring
 from tests.polling import eventually
 
-SECRET = "outbox-secret"
+AGENCY = keyring("outbox-agency")
 FAST = RetryPolicy(initial_interval_s=0.05, maximum_interval_s=0.2, jitter=0)
 
 
@@ -40,7 +42,7 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest_asyncio.fixture
 async def outbox(pool: asyncpg.Pool) -> Outbox:
-    box = Outbox(schema="agency", secret=SECRET)
+    box = Outbox(schema="agency", signer=AGENCY.signer())
     async with pool.acquire() as conn:
         await conn.execute('CREATE SCHEMA IF NOT EXISTS "agency"')
         await box.create(conn)
@@ -113,7 +115,10 @@ class TestDelivery:
             delivered = await until_state(pool, outbox, key, "delivered", within_s=5)
         [arrival] = counting_receiver.arrivals
         assert arrival.at - committed < 1.0, "woken by the commit, not by the poll"
-        verify_headers(SECRET, arrival.body, arrival.headers)
+        signed = Verifier(StaticKeys(AGENCY.public()).get).verify_request(
+            "POST", counting_receiver.url, arrival.body, arrival.headers, tag=CALLBACK_TAG,
+            require_nonce=True)
+        assert signed.key_id == AGENCY.signing[0]
         assert arrival.headers["content-type"] == "application/json"
         assert arrival.headers["idempotency-key"] == key
         assert arrival.headers["x-nwd-reference"] == key.split(":")[0]

@@ -18,7 +18,13 @@ from nwd.stack import Stack
 from runtime.process import free_port
 from runtime.settings import Settings
 from tests.conftest import new_database
-from tests.integration.agency_kit.conftest import SECRET, Agencies, Server, registry, request_body
+from tests.integration.agency_kit.conftest import (
+    Agencies,
+    Server,
+    credentials,
+    registry,
+    request_body,
+)
 from tests.integration.agency_kit.receiver import Answer, CountingReceiver
 from tests.polling import eventually
 
@@ -55,8 +61,9 @@ class TestPostgresOutage:
             "update-address": {"callback_delay_s": 0},
             "renew-licence": {"callback_delay_s": 1.0},
         }}}
+        keys = credentials()
         app = create_app(
-            registry(), database_url, {"dmv": SECRET}, behaviour,
+            registry(), database_url, keys, behaviour,
             callback_retry=RetryPolicy(initial_interval_s=0.05, maximum_interval_s=0.5),
             callback_timeout_s=2.0, poll_interval_s=1.0,
         )
@@ -65,7 +72,8 @@ class TestPostgresOutage:
         await server.start()
         try:
             async with httpx.AsyncClient(timeout=10.0) as http:
-                agencies = Agencies(url=server.url, database_url=database_url, http=http)
+                agencies = Agencies(url=server.url, database_url=database_url, http=http,
+                                    credentials=keys)
                 counting_receiver.default = Answer(503)
                 owed = [request_body(callback_url=counting_receiver.url) for _ in range(3)]
                 for body in owed:

@@ -21,8 +21,14 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from agency_kit.reference.credentials import AgencyCredentials
 from runtime.process import free_port
-from tests.integration.agency_kit.conftest import SECRET, Agencies, request_body
+from tests.integration.agency_kit.conftest import (
+    Agencies,
+    credentials,
+    request_body,
+    write_agency_keys,
+)
 from tests.integration.agency_kit.receiver import Answer, CountingReceiver
 from tests.polling import eventually
 
@@ -36,7 +42,8 @@ BEHAVIOUR = {"dmv": {"mode": "callback", "operations": {
 class AgencyProcess:
     """One ``python -m agency_kit`` on a free port, its log in a file."""
 
-    def __init__(self, database_url: str, log_path: Path) -> None:
+    def __init__(self, database_url: str, log_path: Path, keys_file: Path,
+                 engine_jwks_url: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -45,7 +52,8 @@ class AgencyProcess:
             "DATABASE_URL": database_url,
             "NWD_AGENCIES_URL": self.url,
             "NWD_CATALOG_DIR": str(Path(__file__).parent),
-            "NWD_AGENCY_DMV_SECRET": SECRET,
+            "NWD_AGENCY_KEYS_FILE": str(keys_file),
+            "NWD_ENGINE_JWKS_URL": engine_jwks_url,
             "NWD_AGENCY_BEHAVIOUR": json.dumps(BEHAVIOUR),
             "NWD_LOG_FORMAT": "json",
         }
@@ -98,14 +106,23 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest_asyncio.fixture
+async def agency_keys() -> AgencyCredentials:
+    return credentials()
+
+
+@pytest_asyncio.fixture
 async def launch(
-    database_url: str, tmp_path: Path, http: httpx.AsyncClient
+    database_url: str, tmp_path: Path, http: httpx.AsyncClient, engine_jwks_url: str,
+    agency_keys: AgencyCredentials,
 ) -> AsyncIterator[Launch]:
-    """Start an agencies process on the test's database (stopped at the end, by PID)."""
+    """Start an agencies process on the test's database (stopped at the end, by PID), with
+    its keys file and the engine's JWKS URL, as the stack starts it."""
     started: list[AgencyProcess] = []
+    keys_file = write_agency_keys(tmp_path / "agency-keys.json", agency_keys)
 
     async def start(name: str) -> AgencyProcess:
-        agency = AgencyProcess(database_url, tmp_path / f"{name}.log")
+        agency = AgencyProcess(database_url, tmp_path / f"{name}.log", keys_file,
+                               engine_jwks_url)
         started.append(agency)
         await agency.start(http)
         return agency
@@ -131,12 +148,13 @@ class TestProcesses:
     @pytest.mark.timeout(120)
     async def test_sigkill_with_callbacks_pending_then_restart_delivers_each_once(
         self, launch: Launch, http: httpx.AsyncClient, database_url: str,
-        counting_receiver: CountingReceiver,
+        counting_receiver: CountingReceiver, agency_keys: AgencyCredentials,
     ) -> None:
         """Killed with three callbacks in the outbox (the engine answered 503) and three
         outcomes not yet due: the next process finishes and delivers all six, once each."""
         first = await launch("first")
-        agencies = Agencies(url=first.url, database_url=database_url, http=http)
+        agencies = Agencies(url=first.url, database_url=database_url, http=http,
+                            credentials=agency_keys)
         counting_receiver.default = Answer(503)
         owed = [request_body(callback_url=counting_receiver.url) for _ in range(3)]
         for body in owed:
@@ -170,23 +188,23 @@ class TestProcesses:
 
         await eventually(all_delivered, within_s=40, every_s=0.1)
         assert counting_receiver.delivered() == dict.fromkeys(keys, 1)
-        records = await Agencies(url=second.url, database_url=database_url,
-                                 http=http).records("dmv")
+        records = await Agencies(url=second.url, database_url=database_url, http=http,
+                                 credentials=agency_keys).records("dmv")
         assert len(records) == 6
         assert {r["status"] for r in records} == {"completed"}
 
     @pytest.mark.timeout(120)
     async def test_two_processes_on_one_database_deliver_each_callback_once(
         self, launch: Launch, http: httpx.AsyncClient, database_url: str,
-        counting_receiver: CountingReceiver,
+        counting_receiver: CountingReceiver, agency_keys: AgencyCredentials,
     ) -> None:
         """Both processes finish due work and send from the same outbox: every outcome is
         carried out once and every callback is claimed (attempts) and delivered once."""
         processes = list(await asyncio.gather(launch("one"), launch("two")))
         bodies = [request_body(callback_url=counting_receiver.url) for _ in range(20)]
         answers = await asyncio.gather(*(
-            Agencies(url=processes[index % 2].url, database_url=database_url, http=http)
-            .call("dmv", "update-address", body)
+            Agencies(url=processes[index % 2].url, database_url=database_url, http=http,
+                     credentials=agency_keys).call("dmv", "update-address", body)
             for index, body in enumerate(bodies)
         ))
         assert [a.status_code for a in answers] == [202] * 20

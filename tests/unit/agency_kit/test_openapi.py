@@ -10,8 +10,9 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from ruamel.yaml import YAML
 
-from agency_kit import contract
+from agency_kit import contract, signing
 from agency_kit.reference import create_app
+from agency_kit.reference.credentials import AgencyCredentials
 from definitions.models import AgencyRegistry
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -73,7 +74,8 @@ class TestStructure:
 class TestAgreesWithCode:
     def test_reference_app_serves_every_documented_path(self, spec: dict[str, Any]) -> None:
         """Each documented path and method exists in the reference app under /agencies/{id}."""
-        app = create_app(AgencyRegistry(agencies=()), "postgresql://unused", {})
+        app = create_app(AgencyRegistry(agencies=()), "postgresql://unused",
+                         AgencyCredentials())
         routes = {
             (route.path, method.lower())
             for route in app.routes
@@ -120,5 +122,8 @@ class TestAgreesWithCode:
         params = spec["components"]["parameters"]
         assert params["IdempotencyKey"]["name"] == contract.IDEMPOTENCY_HEADER
         assert params["Reference"]["name"] == contract.REFERENCE_HEADER
-        assert params["Timestamp"]["name"] == "X-NWD-Timestamp"
-        assert params["Signature"]["name"] == "X-NWD-Signature"
+        assert params["ContentDigest"]["name"] == signing.DIGEST_HEADER
+        assert params["SignatureInput"]["name"] == signing.SIGNATURE_INPUT_HEADER
+        assert params["Signature"]["name"] == signing.SIGNATURE_HEADER
+        assert spec["components"]["securitySchemes"]["nwdSignature"]["name"] == (
+            signing.SIGNATURE_HEADER)

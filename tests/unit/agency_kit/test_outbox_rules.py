@@ -9,6 +9,7 @@ import pytest
 
 from agency_kit.outbox import Outbox, RetryPolicy, retry_after_s, verdict
 from agency_kit.wakeup import jittered_backoff
+from tests.keys import keyring
 
 
 class TestVerdict:
@@ -108,5 +109,7 @@ class TestOutboxTable:
         with pytest.raises(ValueError, match="not a plain SQL identifier"):
             Outbox(table="Outbox")
 
-    def test_the_secret_stays_out_of_reprs(self) -> None:
-        assert "s3cret" not in repr(Outbox(schema="a", secret="s3cret"))
+    def test_the_signer_stays_out_of_reprs(self) -> None:
+        """The outbox's repr (in logs, tracebacks) says nothing of its signing key."""
+        box = Outbox(schema="a", signer=keyring("agency").signer())
+        assert "signer" not in repr(box) and "agency-" not in repr(box)

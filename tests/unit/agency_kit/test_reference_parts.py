@@ -10,13 +10,16 @@ import pytest
 
 from agency_kit.contract import idempotency_key
 from agency_kit.idempotency import quote_ident, request_hash
+from agency_kit.keys import KeySource, private_jwk
 from agency_kit.reference import is_undo
 from agency_kit.reference.behaviour import AgencyBehaviour, BehaviourBook, parse_behaviours
 from agency_kit.reference.config import AgenciesConfig, AgenciesSettings, ConfigError
+from agency_kit.reference.credentials import write_keys_file
 from agency_kit.reference.outputs import agency_reference, generate_output
 from agency_kit.reference.store import schema_name
 from agency_kit.validation import validate_input
 from definitions.models import DataSchema, FieldSpec
+from tests.keys import keyring
 
 REGISTRY = Path(__file__).resolve().parents[2] / "integration" / "agency_kit" / "agencies.yaml"
 
@@ -167,22 +170,44 @@ def config_from(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Agencie
 
 
 class TestConfig:
-    def test_from_env(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """Registry, listen address, secrets and behaviour come from the environment."""
+    def test_from_env(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """Registry, listen address, keys and behaviour come from the environment."""
+        ring = keyring("dmv")
+        keys_file = tmp_path / "agency-keys.json"
+        write_keys_file(keys_file, {"dmv": [private_jwk(*ring.signing)]})
         config = config_from(
             monkeypatch,
             {
                 "DATABASE_URL": "postgresql://x/y",
                 "NWD_AGENCIES_URL": "http://0.0.0.0:9100",
                 "NWD_CATALOG_DIR": str(REGISTRY.parent),
-                "NWD_AGENCY_DMV_SECRET": "s",
+                "NWD_AGENCY_KEYS_FILE": str(keys_file),
+                "NWD_ENGINE_JWKS_URL": "http://127.0.0.1:8000/.well-known/jwks.json",
+                "NWD_SIGNATURE_EXPIRES_S": "30",
                 "NWD_AGENCY_BEHAVIOUR": json.dumps({"dmv": {"latency_ms": 3}}),
             }
         )
         assert (config.host, config.port) == ("0.0.0.0", 9100)
-        assert dict(config.secrets) == {"dmv": "s"}
+        assert set(config.credentials.keyrings) == {"dmv"}
+        assert config.credentials.keyrings["dmv"].signing[0] == ring.signing[0]
+        assert isinstance(config.credentials.engine_keys, KeySource)
+        assert config.credentials.engine_keys.url.endswith("/.well-known/jwks.json")
+        assert config.credentials.expires_s == 30
         assert config.behaviour["dmv"].latency_ms == 3
         assert {a.id for a in config.registry.agencies} == {"dmv", "companies", "locked"}
+
+    def test_a_keys_file_others_can_read_is_refused(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """Private keys in a file readable by group or others: the agencies do not start."""
+        keys_file = tmp_path / "agency-keys.json"
+        write_keys_file(keys_file, {"dmv": [private_jwk(*keyring("dmv").signing)]})
+        keys_file.chmod(0o644)
+        monkeypatch.setenv("DATABASE_URL", "postgresql://x/y")
+        monkeypatch.setenv("NWD_CATALOG_DIR", str(REGISTRY.parent))
+        monkeypatch.setenv("NWD_AGENCY_KEYS_FILE", str(keys_file))
+        with pytest.raises(ConfigError, match="readable by other users; chmod 600"):
+            AgenciesConfig.from_environment()
 
     def test_default_catalog_is_the_repository_registry(
         self, monkeypatch: pytest.MonkeyPatch

@@ -53,13 +53,16 @@ class TestShippedCatalog:
                 assert step.title is not None and {"en", "es"} <= set(step.title)
 
     def test_agencies_follow_the_naming_convention(self, catalog: Catalog) -> None:
-        """Each agency's URL variable, secret and default URL are derived from its id."""
+        """Each agency's URL variable, JWKS variable and default URLs are derived from its id."""
         for agency in catalog.agencies.values():
             env = agency.id.upper().replace("-", "_")
             assert agency.http is not None
             assert agency.http.base_url_env == f"NWD_AGENCY_{env}_URL"
             assert agency.http.default_base_url == f"http://127.0.0.1:8090/agencies/{agency.id}"
-            assert agency.auth_secret == f"NWD_AGENCY_{env}_SECRET"
+            assert agency.keys is not None and not agency.keys.public
+            assert agency.keys.jwks_url_env == f"NWD_AGENCY_{env}_JWKS_URL"
+            assert agency.keys.default_jwks_url == (
+                f"http://127.0.0.1:8090/agencies/{agency.id}/.well-known/jwks.json")
 
     def test_source_and_unknown_service(self, catalog: Catalog) -> None:
         """source() names the file; an unknown id raises UnknownService listing known ones."""
