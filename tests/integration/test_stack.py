@@ -259,6 +259,11 @@ class TestWholeStack:
                     } == agency_ds
             assert "NWD_AGENCY_KEYS_FILE" not in environ["worker"]
             assert "NWD_AGENCY_KEYS_FILE" not in environ["intake"]
+            for name in ("worker", "agencies"):  # the reference key is the front door's alone
+                assert "NWD_REFERENCE_KEY" not in environ[name]
+                assert "NWD_OIDC_CLIENT_SECRET" not in environ[name]
+                assert secrets.reference_key not in everything[name]
+            assert environ["intake"]["NWD_REFERENCE_KEY"] == secrets.reference_key
 
             intake, agencies = stack.settings.intake_url, stack.settings.agencies_url
             published = httpx.get(f"{intake}/.well-known/jwks.json", timeout=5).json()
@@ -276,10 +281,12 @@ class TestWholeStack:
                 "service": "change-of-address", "submission": example})
             assert submitted.status_code in (200, 201, 202), submitted.text
             reference = submitted.json()["reference"]
+            owner = {"X-Access-Code": submitted.json()["access_code"]}
             deadline = time.monotonic() + 60
             status = None
             while time.monotonic() < deadline:
-                view = httpx.get(f"{intake}/requests/{reference}", timeout=10).json()
+                view = httpx.get(f"{intake}/requests/{reference}", timeout=10,
+                                 headers=owner).json()
                 status = view["record"]["status"] if view.get("record") else None
                 if status not in (None, "running"):
                     break
