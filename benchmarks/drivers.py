@@ -20,6 +20,7 @@ import asyncio
 import base64
 import contextlib
 import importlib.util
+import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -183,10 +184,11 @@ class EngineDriver(_TemporalRun):
         # at submission (in this process, as the intake would).
         pool = await open_pool(database_url, max_size=5)
         self._owned.push_async_callback(pool.close)
+        # A run's own reference key: its references need to be stable only within the run.
         self._submissions = build_submissions(
             Settings(task_queue=self.task_queue,
                      encryption_key=base64.b64encode(self.ctx.env.key).decode()),
-            self.ctx.client, self.ctx.catalog, ReadModel(pool))
+            self.ctx.client, self.ctx.catalog, ReadModel(pool), reference_key=os.urandom(32))
         return pid
 
     async def request(self, index: int) -> tuple[str, bool]:

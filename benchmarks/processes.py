@@ -100,7 +100,7 @@ def owned_stack(
         agencies_url=f"http://127.0.0.1:{free_port()}",
         intake_url=f"http://127.0.0.1:{free_port()}",
         temporal_port=free_port(), temporal_ui_port=free_port(),
-        temporal_metrics_port=free_port(), postgres_port=free_port(),
+        temporal_metrics_port=free_port(), postgres_port=free_port(), oidc_port=free_port(),
         worker_metrics_address=None,
     )
     stack = Stack(settings, external_temporal=given.temporal_external, env=env, echo=echo,

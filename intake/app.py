@@ -5,9 +5,12 @@ committed as ``docs/openapi/intake.json``; the prose is ``docs/api.md``):
 
 - ``GET  /health``
 - ``GET  /services`` and ``GET /services/{id}``: what can be asked for, and its input schema
-- ``POST /requests`` (header ``Idempotency-Key``): 202 with the reference; 422 with field paths
-  for invalid input; 404 for an unknown service; 413 for an oversized body
-- ``GET  /requests/{reference}``: status from the read model, live steps from the workflow
+- ``POST /requests`` (header ``Idempotency-Key``): 202 with the reference (and, without a
+  bearer token, the one-time access code); 422 with field paths for invalid input; 404 for an
+  unknown service; 413 for an oversized body; 401 for a bearer token that does not verify
+- ``GET  /requests/{reference}``: status from the read model, live steps from the workflow, for
+  the owner's token or the access code only (:mod:`intake.access`; anyone else: the 404 of
+  a request that does not exist)
 - ``GET  /metrics``: this process's Prometheus metrics (Temporal SDK + intake); with
   ``NWD_METRICS_TOKEN`` (always in production) only for ``Authorization: Bearer <token>``
 - ``POST /codec/encode``, ``POST /codec/decode``: the codec server the Temporal UI and CLI call
@@ -44,9 +47,17 @@ from definitions.errors import UnknownService
 from definitions.models import DataSchema
 from definitions.submission import SubmissionInvalid
 from intake import docs, errors, interactions
+from intake.access import RequestAccess, unknown_request
 from intake.bodies import BodyRefused, read_json, validate_model
 from intake.codec_server import CodecServer, OperatorTokens, ui_origins
-from intake.openapi import DESCRIPTION, METRICS_SECURITY, IntakeApp, answers, json_body
+from intake.openapi import (
+    DESCRIPTION,
+    METRICS_SECURITY,
+    IntakeApp,
+    answers,
+    citizen_security,
+    json_body,
+)
 from intake.schemas import (
     IDEMPOTENCY_KEY_MAX,
     ErrorBody,
@@ -58,11 +69,13 @@ from intake.schemas import (
     Submitted,
 )
 from intake.submissions import IdempotencyConflict, Submissions, build_submissions
+from readmodel.access import AccessStore
 from readmodel.codec_audit import CodecAuditLog
 from readmodel.nonces import NonceCache
 from readmodel.store import ReadModel, RequestRow
 from runtime import metric_names
 from runtime.callback_tokens import callback_key
+from runtime.identity import TokenVerifier, verifier_for
 from runtime.messages import RequestProgress
 from runtime.settings import Settings, reveal
 from runtime.temporal import converter_for
@@ -95,28 +108,36 @@ def build_app(
     metrics: Callable[[], Awaitable[str]] | None = None,
     meter: MetricMeter | None = None,
     operator_tokens: OperatorTokens | None = None,
+    verifier: TokenVerifier | None = None,
 ) -> FastAPI:
     """The whole front door as ``python -m intake`` serves it: :func:`create_app` and the
     routes of the messages into running requests, wired from ``settings``.
 
-    ``operator_tokens`` verifies operators' access tokens for the codec server (None: only
-    the development door, the token in the path, opens it)."""
+    ``verifier`` checks bearer tokens (default: one for ``settings``' issuer): citizens' and
+    caseworkers' and, unless ``operator_tokens`` is given, operators' for the codec server.
+    Citizens' access needs the read model (without one, no request can be followed here)."""
     if settings.production and settings.metrics_token is None and metrics is not None:
         log.warning("metrics_locked", reason="NWD_DEPLOYMENT=production without "
                     "NWD_METRICS_TOKEN: GET /metrics answers 401 to everyone")
     codec = converter_for(settings).payload_codec
     assert codec is not None
+    verifier = verifier or verifier_for(settings)
+    reference_key = settings.reference_secret()
+    access = (RequestAccess(AccessStore(read_model.pool), verifier, reference_key)
+              if read_model is not None else None)
     app = create_app(
         client=client,
-        submissions=build_submissions(settings, client, catalog, read_model),
+        submissions=build_submissions(settings, client, catalog, read_model, access=access,
+                                      reference_key=reference_key),
         read_model=read_model,
+        access=access,
         ui_url=settings.temporal_ui_url,
         namespace=settings.temporal_namespace,
         codec_server=CodecServer(
             codec,
             audit=CodecAuditLog(read_model.pool) if read_model is not None else None,
             origins=ui_origins(settings.temporal_ui_url),
-            operator_tokens=operator_tokens,
+            operator_tokens=operator_tokens or verifier,
             operator_role=settings.operator_role,
             path_token=None if settings.production else reveal(settings.codec_token),
         ),
@@ -126,8 +147,10 @@ def build_app(
         production=settings.production,
     )
     nonces = NonceCache(read_model.pool) if read_model is not None else None
-    app.include_router(interactions.router(client, interactions.CallbackVerifier(
-        callback_key(settings.payload_key()), catalog, settings.agency_env, nonces)))
+    app.include_router(interactions.router(
+        client, interactions.CallbackVerifier(callback_key(settings.payload_key()), catalog,
+                                              settings.agency_env, nonces),
+        access=access, caseworkers=interactions.Caseworkers(verifier)))
     engine_keys = Jwks.model_validate(settings.engine_jwks())
 
     @app.get("/.well-known/jwks.json", response_model=Jwks)
@@ -146,6 +169,7 @@ def create_app(
     submissions: Submissions,
     read_model: ReadModel | None,
     ui_url: str,
+    access: RequestAccess | None = None,
     namespace: str = "default",
     codec_server: CodecServer | None = None,
     metrics: Callable[[], Awaitable[str]] | None = None,
@@ -155,6 +179,8 @@ def create_app(
 ) -> FastAPI:
     """The front door's ASGI app. Collaborators are owned by the caller (see intake.__main__).
 
+    ``access`` decides who may follow a request (:mod:`intake.access`); without it nobody
+    can here (every status is the unknown request's 404) and submissions carry no code.
     ``codec_server`` serves ``/codec`` (:mod:`intake.codec_server`); ``metrics`` returns this
     process's Prometheus text, behind ``Authorization: Bearer <metrics_token>`` when that is
     given; ``meter`` counts submissions, and the requests they start when the front door
@@ -241,9 +267,12 @@ def create_app(
 
     @app.post(
         "/requests", status_code=202,
-        responses=answers(400, 404, 409, 413, 415, 422, 503,
+        responses=answers(400, 401, 404, 409, 413, 415, 422, 503,
                           ok={202: Submitted, 200: Submitted},
                           descriptions={
+                              401: "A bearer token was sent and cannot be trusted "
+                                   "(`invalid_token`); without one the answer carries an "
+                                   "access code",
                               200: "The Idempotency-Key named an existing request",
                               404: "No such service (`unknown_service`)",
                               409: "The Idempotency-Key was first used with another body "
@@ -263,9 +292,13 @@ def create_app(
             return errors.refused(exc)
         service_id = envelope.service
         key = idempotency_key or str(uuid.uuid4())
+        owner = await access.principal(request) if access is not None else None
+        if isinstance(owner, JSONResponse):
+            return owner  # a bearer token that fails is refused, not ignored
         try:
             submitted = await submissions.submit(
-                service_id, envelope.submission, idempotency_key=key, language=envelope.language
+                service_id, envelope.submission, idempotency_key=key, language=envelope.language,
+                owner=owner,
             )
         except UnknownService as exc:
             return errors.error(404, "unknown_service", str(exc))
@@ -290,22 +323,31 @@ def create_app(
         log.info("request_submitted", reference=submitted.reference, service=service_id,
                  created=submitted.created)
         count(service_id, "created" if submitted.created else "existing")
-        return JSONResponse(
-            status_code=202 if submitted.created else 200,
-            content={
-                "reference": submitted.reference,
-                "created": submitted.created,
-                "status_url": f"/requests/{submitted.reference}",
-                "temporal_ui": f"{ui_url}/namespaces/{namespace}/workflows/{submitted.reference}",
-            },
-        )
+        content: dict[str, Any] = {
+            "reference": submitted.reference,
+            "created": submitted.created,
+            "status_url": f"/requests/{submitted.reference}",
+            "temporal_ui": f"{ui_url}/namespaces/{namespace}/workflows/{submitted.reference}",
+        }
+        if submitted.access_code is not None:
+            content["access_code"] = submitted.access_code
+        # the access code is shown once: no cache may keep the answer
+        return JSONResponse(status_code=202 if submitted.created else 200, content=content,
+                            headers={"Cache-Control": "no-store"})
 
-    @app.get("/requests/{reference}", responses=answers(404, 503, ok={200: RequestView},
-                                                        descriptions={
-        404: "Neither the read model nor Temporal knows the request (`unknown_request`)",
+    @app.get("/requests/{reference}", responses=answers(401, 404, 429, 503, ok={
+        200: RequestView}, descriptions={
+        401: "The bearer token cannot be trusted (`invalid_token`)",
+        404: "No such request, or the caller is neither its owner nor holds its access code: "
+             "the same answer (`unknown_request`)",
         503: "Neither could be asked (`temporarily_unavailable`): the request may exist",
-    }))
-    async def status(reference: str) -> JSONResponse:
+    }), openapi_extra=citizen_security())
+    async def status(reference: str, request: Request) -> JSONResponse:
+        if access is None:
+            return unknown_request(reference)
+        refusal = await access.check(reference, request)
+        if refusal is not None:
+            return refusal
         row: RequestRow | None = None
         record_problem: ErrorBody | None = None
         if read_model is not None:
@@ -319,7 +361,7 @@ def create_app(
         if row is None and live is None:
             if record_problem is not None or live_problem is not None:
                 return errors.unavailable("Temporal" if live_problem else "the read model")
-            return errors.error(404, "unknown_request", f"no request {reference!r}")
+            return unknown_request(reference)
         content: dict[str, Any] = {"reference": reference}
         if row is not None:
             content["record"] = _ROW.dump_python(row, mode="json")

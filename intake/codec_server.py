@@ -51,6 +51,7 @@ from intake.openapi import answers, codec_security, json_body
 from intake.schemas import Payloads
 from readmodel.codec_audit import CodecAuditLog
 from runtime.codec import ENCODING, PayloadDecryptionError, bound_workflow
+from runtime.identity import InvalidToken, IssuerUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -78,14 +79,6 @@ class OperatorTokens(Protocol):
     :class:`IssuerUnavailable` while the issuer cannot be asked."""
 
     async def verify(self, token: str) -> OperatorPrincipal: ...
-
-
-class InvalidToken(Exception):  # noqa: N818 (the state of the token)
-    """The token failed verification (malformed, expired, another issuer's, bad signature)."""
-
-
-class IssuerUnavailable(Exception):  # noqa: N818 (the state of the issuer)
-    """The issuer's discovery document or keys cannot be fetched just now."""
 
 
 def ui_origins(ui_url: str) -> frozenset[str]:

@@ -14,8 +14,10 @@ the message in time (no worker running), the answer is ``503 temporarily_unavail
 Routes (added to the intake app):
 - ``POST /callbacks/{token}``: an agency's asynchronous answer (signed like every call)
 - ``POST /requests/{reference}/information``: the citizen answers a request for information
-- ``POST /requests/{reference}/decisions``: a caseworker approves or rejects a step
-- ``POST /requests/{reference}/cancel``: the citizen withdraws the request
+  (the owner's token or the access code, :mod:`intake.access`)
+- ``POST /requests/{reference}/decisions``: a caseworker approves or rejects a step (a token
+  with the step's role, :class:`Caseworkers`)
+- ``POST /requests/{reference}/cancel``: the citizen withdraws the request (as answers)
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
     WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
     WorkflowUpdateFailedError,
 )
 from temporalio.exceptions import ApplicationError
@@ -45,11 +49,19 @@ from agency_kit.keys import InvalidKeyError, KeysUnavailable, RegistryKeys, veri
 from agency_kit.signing import CALLBACK_TAG, SignatureError
 from definitions.catalog import Catalog
 from intake import errors
+from intake.access import (
+    RequestAccess,
+    invalid_token,
+    issuer_unavailable,
+    token_required,
+    unknown_request,
+)
 from intake.bodies import BodyRefused, field_errors, parse_json, read_limited, read_model
-from intake.openapi import answers, json_body
-from intake.schemas import MessageOutcome
+from intake.openapi import answers, caseworker_security, citizen_security, json_body
+from intake.schemas import CancelBody, DecisionBody, MessageOutcome
 from readmodel.nonces import NonceCache
 from runtime import callback_tokens as tokens
+from runtime.identity import InvalidToken, IssuerUnavailable, TokenVerifier, bearer_token
 from runtime.messages import (
     INVALID_ANSWER,
     AgencyCallback,
@@ -224,11 +236,49 @@ class CallbackVerifier:
                                  "used); sign each attempt afresh")
 
 
-_MESSAGE_ANSWERS = answers(400, 404, 409, 410, 413, 422, 503, ok={200: MessageOutcome},
-                           descriptions={
-    404: "No such request (`unknown_request`)",
+class Caseworkers:
+    """Who may decide a decision step: the bearer of a verified token whose roles claim holds
+    the step's role. The decider recorded is the token's subject, never a name in the body.
+
+    The step's role is the one of the definition the request runs (the workflow's
+    ``decision_role`` query), so a request pinned to an older definition is decided by that
+    definition's role; the workflow's own validator checks it again.
+    """
+
+    def __init__(self, verifier: TokenVerifier) -> None:
+        self.verifier = verifier
+
+    async def role(self, client: Client, reference: str, step_id: str) -> str | Outcome | None:
+        """The step's role; None when it is no decision step; an Outcome (404, 503) when the
+        request cannot be asked."""
+        handle = client.get_workflow_handle_for(CitizenRequestWorkflow.run, reference)
+        try:
+            return await handle.query(CitizenRequestWorkflow.decision_role, step_id,
+                                      rpc_timeout=UPDATE_TIMEOUT)
+        except RPCError as exc:
+            if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+                return Outcome(404, "unknown_request", f"no request {reference!r}")
+            if errors.unavailable_cause(exc) is None:
+                raise
+            return _unavailable(reference, "decide", exc)
+        except (WorkflowQueryFailedError, WorkflowQueryRejectedError) as exc:
+            return _unavailable(reference, "decide", exc)
+
+
+_MESSAGE_ANSWERS = answers(400, 401, 404, 409, 410, 413, 422, 429, 503,
+                           ok={200: MessageOutcome}, descriptions={
+    401: "The bearer token cannot be trusted (`invalid_token`)",
+    404: "No such request, or the caller is neither its owner nor holds its access code: "
+         "the same answer (`unknown_request`)",
     422: "The body does not fit, or the answers do not match the fields asked for (`invalid`, "
          "with `errors`)",
+})
+_DECISION_ANSWERS = answers(400, 401, 403, 404, 409, 410, 413, 422, 503,
+                            ok={200: MessageOutcome}, descriptions={
+    401: "No bearer token (`token_required`), or one that cannot be trusted (`invalid_token`)",
+    403: "The token's roles do not include the step's role (`forbidden`)",
+    404: "No such request (`unknown_request`)",
+    422: "The body does not fit: it names who decides or the role (`invalid`, with `errors`)",
 })
 _CALLBACK_ANSWERS = answers(400, 401, 404, 409, 410, 413, 422, 503, ok={200: MessageOutcome},
                             descriptions={
@@ -239,9 +289,19 @@ _CALLBACK_ANSWERS = answers(400, 401, 404, 409, 410, 413, 422, 503, ok={200: Mes
 })
 
 
-def router(client: Client, verifier: CallbackVerifier) -> APIRouter:
-    """The routes of the messages into running requests, delivering with ``client``."""
+def router(client: Client, verifier: CallbackVerifier, *, access: RequestAccess | None,
+           caseworkers: Caseworkers) -> APIRouter:
+    """The routes of the messages into running requests, delivering with ``client``.
+
+    ``access`` guards the citizen's messages (answers, cancel; None: nobody may send them);
+    ``caseworkers`` the decisions.
+    """
     routes = APIRouter()
+
+    async def owner_only(reference: str, request: Request) -> JSONResponse | None:
+        if access is None:
+            return unknown_request(reference)
+        return await access.check(reference, request)
 
     @routes.post("/callbacks/{token}", responses=_CALLBACK_ANSWERS, openapi_extra=json_body(
         Callback, "The agency's outcome of an accepted call (docs/agency-contract.md). It must "
@@ -290,34 +350,68 @@ def router(client: Client, verifier: CallbackVerifier) -> APIRouter:
         return outcome.response()
 
     @routes.post("/requests/{reference}/information", responses=_MESSAGE_ANSWERS,
-                 openapi_extra=json_body(InformationAnswer, (
+                 openapi_extra={**json_body(InformationAnswer, (
                      "The citizen's answers to an agency's request for information: the step "
-                     "(and item, for a for_each step) and the answers by field name.")))
+                     "(and item, for a for_each step) and the answers by field name.")),
+                     **citizen_security()})
     async def answer(reference: str, request: Request) -> JSONResponse:
+        refusal = await owner_only(reference, request)
+        if refusal is not None:
+            return refusal
         parsed = await _model(request, InformationAnswer)
         if isinstance(parsed, Outcome):
             return parsed.response()
         return (await send(client, reference, CitizenRequestWorkflow.answer_information,
                              parsed)).response()
 
-    @routes.post("/requests/{reference}/decisions", responses=_MESSAGE_ANSWERS,
-                 openapi_extra=json_body(CaseworkerDecision, (
-                     "A caseworker's decision on a decision step; a rejection needs a reason.")))
+    @routes.post("/requests/{reference}/decisions", responses=_DECISION_ANSWERS,
+                 openapi_extra={**json_body(DecisionBody, (
+                     "A caseworker's decision on a decision step; a rejection needs a reason. "
+                     "Who decides is the bearer token's subject.")), **caseworker_security()})
     async def decide(reference: str, request: Request) -> JSONResponse:
-        parsed = await _model(request, CaseworkerDecision)
+        token = bearer_token(request.headers.get("authorization"))
+        if token is None:
+            return token_required("a decision")
+        try:
+            principal = await caseworkers.verifier.verify(token)
+        except InvalidToken as exc:
+            log.info("token_refused", reason=exc.reason, path=request.url.path)
+            return invalid_token(exc.reason)
+        except IssuerUnavailable:
+            return issuer_unavailable()
+        parsed = await _model(request, DecisionBody)
         if isinstance(parsed, Outcome):
             return parsed.response()
-        return (await send(client, reference, CitizenRequestWorkflow.decide, parsed)).response()
+        role = await caseworkers.role(client, reference, parsed.step_id)
+        if isinstance(role, Outcome):
+            return role.response()
+        if role is None:
+            return Outcome(409, "not_expected",
+                           f"step {parsed.step_id!r} is not waiting for a decision").response()
+        if not principal.has_role(role):
+            log.warning("decision_refused", reference=reference, step=parsed.step_id,
+                        reason="role")
+            return errors.error(403, "forbidden",
+                                f"only the role {role!r} may decide {parsed.step_id!r}")
+        decision = CaseworkerDecision(step_id=parsed.step_id, approve=parsed.approve,
+                                      reason=parsed.reason, decided_by=principal.subject,
+                                      role=role)
+        return (await send(client, reference, CitizenRequestWorkflow.decide,
+                           decision)).response()
 
     @routes.post("/requests/{reference}/cancel", responses=_MESSAGE_ANSWERS,
-                 openapi_extra=json_body(CancelRequest, (
+                 openapi_extra={**json_body(CancelBody, (
                      "The citizen withdraws the request; completed steps are undone. An empty "
-                     "body is an empty object.")))
+                     "body is an empty object.")), **citizen_security()})
     async def cancel(reference: str, request: Request) -> JSONResponse:
-        parsed = await _model(request, CancelRequest)
+        refusal = await owner_only(reference, request)
+        if refusal is not None:
+            return refusal
+        parsed = await _model(request, CancelBody)
         if isinstance(parsed, Outcome):
             return parsed.response()
-        return (await send(client, reference, CitizenRequestWorkflow.cancel, parsed)).response()
+        return (await send(client, reference, CitizenRequestWorkflow.cancel,
+                           CancelRequest(reason=parsed.reason))).response()
 
     return routes
 

@@ -30,6 +30,8 @@ from intake.schemas import REQUEST_BODIES, ErrorBody
 OPENAPI_FILE = Path(__file__).resolve().parents[1] / "docs" / "openapi" / "intake.json"
 CODEC_SECURITY = "operatorToken"
 METRICS_SECURITY = "metricsToken"
+BEARER_SECURITY = "bearerToken"
+ACCESS_CODE_SECURITY = "accessCode"
 
 DESCRIPTION = """\
 The front door of No Wrong Door: submit a citizen's request, follow it, send it answers,
@@ -49,13 +51,14 @@ _REASONS: dict[int, str] = {
     204: "No content",
     400: "The body is not JSON (`malformed_json`, `malformed_payloads`, `codec_failed`)",
     401: "Not authenticated",
-    403: "Not allowed",
+    403: "Not allowed: the token lacks the role (`forbidden`), or the origin is not the UI's",
     404: "Not found",
     409: "The request is not waiting for this message (`not_expected`)",
     415: "The body is not JSON (`unsupported_media_type`): send Content-Type: application/json",
     410: "The request has finished (`request_finished`)",
     413: "The body is larger than the limit (`body_too_large`)",
     422: "The body or a parameter does not fit, with the fields at fault (`errors`)",
+    429: "Too many refused attempts (`too_many_attempts`): wait `Retry-After` seconds",
     503: "Temporal or the read model cannot be reached (`temporarily_unavailable`); "
          "nothing was done",
 }
@@ -104,6 +107,16 @@ def codec_security() -> dict[str, Any]:
     return {"security": [{CODEC_SECURITY: []}]}
 
 
+def citizen_security() -> dict[str, Any]:
+    """``openapi_extra=`` of a citizen's route: the owner's token or the access code."""
+    return {"security": [{BEARER_SECURITY: []}, {ACCESS_CODE_SECURITY: []}]}
+
+
+def caseworker_security() -> dict[str, Any]:
+    """``openapi_extra=`` of a caseworker's route: a token with the step's role."""
+    return {"security": [{BEARER_SECURITY: []}]}
+
+
 def _ref(model: type[BaseModel]) -> str:
     return f"#/components/schemas/{model.__name__}"
 
@@ -138,6 +151,18 @@ class IntakeApp(FastAPI):
             METRICS_SECURITY: {
                 "type": "http", "scheme": "bearer",
                 "description": "NWD_METRICS_TOKEN (required in production).",
+            },
+            BEARER_SECURITY: {
+                "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                "description": ("An access token of the trusted OpenID Connect issuer "
+                                "(NWD_OIDC_ISSUER, audience NWD_OIDC_AUDIENCE): a citizen's "
+                                "owns the requests it submits; a caseworker's roles claim "
+                                "(NWD_OIDC_ROLES_CLAIM) must hold the decision step's role."),
+            },
+            ACCESS_CODE_SECURITY: {
+                "type": "apiKey", "in": "header", "name": "X-Access-Code",
+                "description": ("The one-time access code of a request submitted without "
+                                "an account (the 202 answer's `access_code`)."),
             },
         }
         for path in document.get("paths", {}).values():
@@ -180,7 +205,8 @@ async def document() -> dict[str, Any]:
 
     # The document depends on no setting; a throwaway key only lets the codec be built.
     settings = Settings.build(encryption_key=base64.b64encode(bytes(32)).decode(),
-                              codec_token="unused")  # development: every route is served
+                              codec_token="unused",  # development: every route is served
+                              reference_key="unused" * 8)
     client = await Client.connect("127.0.0.1:1", lazy=True)  # never called: nothing runs
     app = build_app(settings, client=client, catalog=load_catalog(DEFAULT_CATALOG_DIR),
                     read_model=None)

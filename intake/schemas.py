@@ -4,8 +4,10 @@ routes read and write.
 Request bodies are read by :mod:`intake.bodies` (size limit and strict JSON first), then
 validated with these models in strict mode, so the document and the checks cannot disagree:
 the document's schemas are generated from the same classes. The messages into a running
-request (answers, decisions, cancel) are the workflow's own wire types from
-:mod:`runtime.messages`, and a callback is the agency contract's
+request are the workflow's own wire types from :mod:`runtime.messages` (an answer), or
+bodies of their own where the caller must not say what the intake decides (a decision names
+no decider or role: the token does; a cancellation names no canceller), and a callback is
+the agency contract's
 :class:`agency_kit.contract.Callback`: one concept, one model. Those ignore unknown keys, as
 their readers always have (an agency may add keys; an old history must still decode); the
 submission envelope does not, since the engine must not hold data it did not ask for.
@@ -23,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agency_kit.contract import Callback
 from definitions.models import DataSchema
 from readmodel.store import RequestRow
-from runtime.messages import CancelRequest, CaseworkerDecision, InformationAnswer, RequestProgress
+from runtime.messages import InformationAnswer, RequestProgress
 
 Language = Literal["en", "es"]
 """The languages a citizen may choose; the agencies receive it with every call."""
@@ -106,6 +108,29 @@ class Submitted(BaseModel):
     created: bool = Field(description="False when the Idempotency-Key named an existing request.")
     status_url: str
     temporal_ui: str = Field(description="The request in the Temporal UI, for operators.")
+    access_code: str | None = Field(None, description=(
+        "Only in the 202 of a request submitted without a bearer token: the one-time access "
+        "code that, sent as `X-Access-Code`, lets its holder follow, answer and cancel the "
+        "request. Shown once (only its HMAC is kept); keep it with the reference."))
+
+
+class DecisionBody(BaseModel):
+    """A caseworker's decision. Who decides comes from the bearer token (its subject), and the
+    role is the step's: a body naming either is refused (422)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step_id: str = Field(description="The decision step.")
+    approve: bool
+    reason: str | None = Field(None, description="Why; required to reject.")
+
+
+class CancelBody(BaseModel):
+    """The citizen withdraws the request; completed steps are undone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field("cancelled by the citizen", max_length=500)
 
 
 class RequestView(BaseModel):
@@ -145,6 +170,6 @@ class Payloads(BaseModel):
 
 
 REQUEST_BODIES: tuple[type[BaseModel], ...] = (
-    SubmissionEnvelope, InformationAnswer, CaseworkerDecision, CancelRequest, Callback, Payloads,
+    SubmissionEnvelope, InformationAnswer, DecisionBody, CancelBody, Callback, Payloads,
 )
 """Every model a route reads its body as; the OpenAPI document lists each under components."""

@@ -37,9 +37,11 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from definitions.catalog import Catalog
 from definitions.models import ServiceSnapshot
 from definitions.submission import validate_submission
+from intake.access import Grant, RequestAccess
 from intake.schemas import Language
 from readmodel.store import ReadModel
 from readmodel.submission_digests import SubmissionDigests
+from runtime.identity import Principal
 from runtime.messages import (
     RecordRequestInput,
     RequestInput,
@@ -82,6 +84,10 @@ class Submitted:
     reference: str
     created: bool
     """False when the idempotency key named a request that already existed."""
+    access_code: str | None = None
+    """The one-time access code of a new request submitted without an account (shown once;
+    only its HMAC is kept). None when signed in, for an existing request, or without
+    :class:`~intake.access.RequestAccess`."""
 
 
 class Submissions:
@@ -97,6 +103,8 @@ class Submissions:
         search_attributes: bool = True,
         read_model: ReadModel | None = None,
         digest_key: bytes | None = None,
+        reference_key: bytes,
+        access: RequestAccess | None = None,
     ) -> None:
         if read_model is not None and digest_key is None:
             raise ValueError("a front door with a read model needs digest_key (the same "
@@ -104,6 +112,8 @@ class Submissions:
         self._digest_key = digest_key
         self._digests = SubmissionDigests(read_model.pool) if read_model is not None else None
         self._client = client
+        self._reference_key = reference_key
+        self._access = access
         self._catalog = catalog
         self._task_queue = task_queue
         self._callback_base_url = callback_base_url
@@ -121,17 +131,22 @@ class Submissions:
         *,
         idempotency_key: str,
         language: str = "en",
+        owner: Principal | None = None,
     ) -> Submitted:
         """Validate and start; raises UnknownService, SubmissionInvalid or
-        IdempotencyConflict before any effect."""
+        IdempotencyConflict before any effect.
+
+        With :class:`~intake.access.RequestAccess`, a new request is owned by ``owner`` (a
+        verified token's principal) or, without one, gets an access code (in the answer).
+        """
         snapshot = self._catalog.snapshot(service_id)
         submission = validate_submission(snapshot.service.input, data)
         if language not in LANGUAGES:
             language = "en"
-        reference = request_reference(service_id, idempotency_key)
+        reference = self.reference(service_id, idempotency_key)
         digest = await self._claim_digest(reference, service_id, data, language)
         try:
-            submitted = await self._start(reference, snapshot, submission, language)
+            submitted = await self._start(reference, snapshot, submission, language, owner)
         except BaseException:
             await self._forget_digest(reference, digest)
             raise
@@ -156,7 +171,7 @@ class Submissions:
         return digest if claim.new else None
 
     async def _start(self, reference: str, snapshot: ServiceSnapshot, submission: Any,
-                     language: str) -> Submitted:
+                     language: str, owner: Principal | None) -> Submitted:
         now = datetime.now(UTC)
         service = snapshot.service
         request = RequestInput(
@@ -175,7 +190,12 @@ class Submissions:
         # The front door writes the request's first row itself (saving the workflow a local
         # activity): before the start, so the agency calls' progress rows always have a
         # parent; taken back if the start does not happen or the request existed already.
-        recorded = await self._record_submitted(request) if self._read_model else False
+        grant = await self._access.grant(reference, owner) if self._access else None
+        try:
+            recorded = await self._record_submitted(request) if self._read_model else False
+        except BaseException:
+            await self._revoke(reference, grant)
+            raise
         try:
             handle = await self._client.start_workflow(
                 CitizenRequestWorkflow.run,
@@ -196,12 +216,25 @@ class Submissions:
                 ),
             )
         except WorkflowAlreadyStartedError:
+            # The request exists: its access (if any) stays as it was, never handed to this
+            # caller — a second submission with the same key must not take it over.
             await self._forget_submitted(reference, recorded)
+            await self._revoke(reference, grant)
             return Submitted(reference=reference, created=False)
         except BaseException:
             await self._forget_submitted(reference, recorded)
+            await self._revoke(reference, grant)
             raise
-        return Submitted(reference=handle.id, created=True)
+        return Submitted(reference=handle.id, created=True,
+                         access_code=grant.access_code if grant else None)
+
+    def reference(self, service_id: str, idempotency_key: str) -> str:
+        """The reference a submission with this key gets (keyed: see ``request_reference``)."""
+        return request_reference(service_id, idempotency_key, self._reference_key)
+
+    async def _revoke(self, reference: str, grant: Grant | None) -> None:
+        if grant is not None and grant.granted and self._access is not None:
+            await self._access.revoke(reference)
 
     async def _record_submitted(self, request: RequestInput) -> bool:
         assert self._read_model is not None
@@ -228,6 +261,8 @@ def build_submissions(
     read_model: ReadModel | None = None,
     *,
     search_attributes: bool = True,
+    access: RequestAccess | None = None,
+    reference_key: bytes | None = None,
 ) -> Submissions:
     """The one wiring of :class:`Submissions`, for every process that starts requests.
 
@@ -240,6 +275,10 @@ def build_submissions(
             digest of each key's first body (keyed with a key derived from the payload key).
         search_attributes: set the engine's search attributes at start (off only for a server
             that cannot register them, such as the time-skipping test server).
+        access: who may follow the requests (the front door's; None: nobody through the
+            intake — a request started so is followed by operators in Temporal).
+        reference_key: the key references are made with (default:
+            ``settings.reference_secret()``).
     """
     return Submissions(
         client,
@@ -249,6 +288,8 @@ def build_submissions(
         search_attributes=search_attributes,
         read_model=read_model,
         digest_key=digest_key(settings.payload_key()) if read_model is not None else None,
+        reference_key=reference_key or settings.reference_secret(),
+        access=access,
     )
 
 

@@ -1,8 +1,10 @@
 """`make demo`: one real "change of address" request through several reference agencies.
 
 The stack is already up (see `nwd demo` in nwd/commands/stack.py). This submits the example
-request, shows each agency's progress live from the workflow's `progress` query, then prints
-the outcome and where to look in the Temporal UI.
+request through the intake as a citizen without an account would, follows each agency's
+progress live with the access code the answer carries (the intake's status, the workflow's
+`progress` query), then prints the outcome, where to look in the Temporal UI, and how to sign
+in at the stack's OIDC provider.
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ from typing import Any
 
 import httpx
 
-from definitions.loader import load_catalog
-from intake.submissions import build_submissions
 from nwd.commands.requests import render_progress
 from runtime.messages import RequestProgress
 from runtime.settings import PROJECT_ROOT, Settings
@@ -45,26 +45,34 @@ async def configure_agencies(agencies_url: str) -> None:
 
 
 async def run_demo(settings: Settings, *, example: Path = EXAMPLE, timeout_s: float = 120) -> int:
-    catalog = load_catalog(settings.catalog_dir)
     client = await connect(settings)
     await configure_agencies(settings.agencies_url)
-    submissions = build_submissions(settings, client, catalog)
     data = json.loads(example.read_text())  # noqa: ASYNC240 - one small file, before any work
     print(f"\nSubmitting one '{SERVICE}' request for a citizen who moved house "
-          f"({example.relative_to(PROJECT_ROOT)}).")
+          f"({example.relative_to(PROJECT_ROOT)}), through the intake, without an account.")
     print("One submission; the engine tells every agency concerned, exactly once.\n")
-    submitted = await submissions.submit(SERVICE, data, idempotency_key=str(uuid.uuid4()))
-    reference = submitted.reference
-    handle = submissions.handle(reference)
-    live = LiveView(sys.stdout.isatty())
-    started = time.monotonic()
-    progress: RequestProgress | None = None
-    while time.monotonic() - started < timeout_s:
-        progress = await handle.query(CitizenRequestWorkflow.progress)
-        live.show(render_progress(progress))
-        if progress.status != "running":
-            break
-        await asyncio.sleep(0.3)
+    async with httpx.AsyncClient(base_url=settings.intake_url, timeout=30) as intake:
+        answer = await intake.post("/requests", json={"service": SERVICE, "submission": data},
+                                   headers={"Idempotency-Key": str(uuid.uuid4())})
+        answer.raise_for_status()
+        reference = str(answer.json()["reference"])
+        access_code = str(answer.json()["access_code"])
+        print(f"Reference {reference}; its one-time access code (shown once, only its hash is "
+              f"kept):\n  {access_code}\n")
+        live = LiveView(sys.stdout.isatty())
+        started = time.monotonic()
+        progress: RequestProgress | None = None
+        while time.monotonic() - started < timeout_s:
+            view = await intake.get(f"/requests/{reference}",
+                                    headers={"X-Access-Code": access_code})
+            view.raise_for_status()
+            if "live" in view.json():
+                progress = RequestProgress.model_validate(view.json()["live"])
+                live.show(render_progress(progress))
+                if progress.status != "running":
+                    break
+            await asyncio.sleep(0.3)
+    handle = client.get_workflow_handle_for(CitizenRequestWorkflow.run, reference)
     result = await asyncio.wait_for(handle.result(), timeout=max(1.0, timeout_s))
     elapsed = time.monotonic() - started
     namespace = settings.temporal_namespace
@@ -79,8 +87,33 @@ async def run_demo(settings: Settings, *, example: Path = EXAMPLE, timeout_s: fl
     print("    with its summary; inputs are encrypted — the UI decrypts them through the intake's")
     print("    codec server (/codec), which the embedded stack configures for you.")
     print("  - filter all runs: CitizenService=\"change-of-address\" in the list's query box.")
-    print(f"Follow it from the command line:  .venv/bin/nwd status {reference}\n")
+    print("Follow it from the command line:\n"
+          f"  .venv/bin/nwd status {reference} --access-code {access_code}\n")
+    print(sign_in_help(settings))
     return 0 if result.status == "completed" else 1
+
+
+def sign_in_help(settings: Settings) -> str:
+    """How to sign in at the stack's OIDC issuer (printed at the end of the demo)."""
+    issuer = settings.oidc_issuer
+    lines = [f"Sign in: the engine trusts the OpenID Connect issuer {issuer}"]
+    if not settings.oidc_external:
+        lines += [
+            "  (the embedded development provider: discovery at "
+            f"{issuer}/.well-known/openid-configuration).",
+            "  Dev users, chosen on its sign-in form: citizen (no role), caseworker (the "
+            "roles of the catalog's decision steps), operator (role operator); any other "
+            "name signs in as a citizen.",
+            "  A citizen signed in owns the requests they submit (Authorization: Bearer "
+            "<access token>, no access code needed).",
+        ]
+    lines += [
+        "  Caseworkers decide with a token holding the step's role; `nwd decide` gets the "
+        f"engine client's ({settings.oidc_client_id}) by client credentials:",
+        "    .venv/bin/nwd decide <reference> <step> approve --reason '...'",
+        "  See docs/identity.md.",
+    ]
+    return "\n".join(lines)
 
 
 class LiveView:

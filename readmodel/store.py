@@ -148,7 +148,7 @@ class ReadModel:
     @property
     def pool(self) -> asyncpg.Pool:
         """The pool, for the other tables' writers sharing it (audit log, digests, the
-        signature nonce cache)."""
+        signature nonce cache, access)."""
         return self._pool
 
     async def record_request(self, record: RecordRequestInput) -> None:

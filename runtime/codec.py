@@ -71,6 +71,19 @@ def load_key(state_dir: Path, configured: str | None) -> bytes:
     return key
 
 
+def load_secret(state_dir: Path, configured: str | None, name: str, variable: str) -> str:
+    """A configured secret, or the embedded stack's generated one of that ``name``."""
+    if configured:
+        return configured
+    secrets_file = state_dir / "secrets.json"
+    value = (json.loads(secrets_file.read_text()).get(name) if secrets_file.exists() else None)
+    if not value:
+        raise MissingKeyError(
+            f"no {name.replace('_', ' ')}: set {variable}, or start the embedded stack "
+            "(`nwd up`), which generates one")
+    return str(value)
+
+
 class EncryptionCodec(PayloadCodec, WithSerializationContext):
     """AES-256-GCM over each whole payload, bound to its workflow (see the module docstring).
 

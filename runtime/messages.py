@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 from datetime import datetime
 from typing import Any, Literal
@@ -31,13 +32,19 @@ StepStatus = Literal[
 WaitingFor = Literal["callback", "information", "decision"]
 
 
-def request_reference(service_id: str, idempotency_key: str) -> str:
+def request_reference(service_id: str, idempotency_key: str, key: bytes) -> str:
     """The request reference (and workflow id) for a submission: the same key gives the same one.
 
-    Short, unambiguous characters (Crockford-like base32, no padding) so a citizen can read it
-    out on the phone; the service prefix keeps it readable in the Temporal UI.
+    An HMAC-SHA256 under the server's reference key (``NWD_REFERENCE_KEY``) of the service and
+    the idempotency key, so nobody without that key can compute a reference from a service and
+    a key, nor guess one from another. Short, unambiguous characters (base32 of 60 bits, no
+    padding) so a citizen can read it out on the phone; the service prefix keeps it readable in
+    the Temporal UI. A reference alone opens nothing: following the request needs its owner's
+    token or its access code (``intake.access``).
     """
-    digest = hashlib.sha256(f"{service_id}\x00{idempotency_key}".encode()).digest()
+    if not key:
+        raise ValueError("a reference key is needed (NWD_REFERENCE_KEY)")
+    digest = hmac.new(key, f"{service_id}\x00{idempotency_key}".encode(), hashlib.sha256).digest()
     code = base64.b32encode(digest[:10]).decode().rstrip("=")
     return f"{service_id}-{code[:4]}-{code[4:8]}-{code[8:12]}".upper().replace("_", "-")
 

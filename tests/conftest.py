@@ -36,6 +36,7 @@ from temporalio.testing import WorkflowEnvironment
 from nwd.stack import DEV_SERVER_DYNAMIC_CONFIG, Stack, Watchdog, temporal_binary
 from runtime.process import free_port, free_ports
 from runtime.settings import Settings
+from tests.identity import Issuer, running_issuer
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 _SESSION_WATCHDOG = pytest.StashKey[Watchdog]()
@@ -110,6 +111,20 @@ def with_database(dsn: str, database: str) -> str:
     return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
 
 
+CASEWORKER_ROLES = ("licensing-officer",)
+"""The roles of the test catalog's decision steps: the session issuer's dev caseworker and
+its client-credentials service account hold them."""
+
+
+@pytest.fixture(scope="session")
+def oidc_issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Issuer]:
+    """The embedded OIDC provider (:mod:`nwd.stack.oidc`), a real issuer over HTTP, shared by
+    the session: dev users ``citizen``, ``caseworker`` (:data:`CASEWORKER_ROLES`) and
+    ``operator``; any other subject signs in as a citizen."""
+    with running_issuer(tmp_path_factory.mktemp("oidc"), client_roles=CASEWORKER_ROLES) as issuer:
+        yield issuer
+
+
 async def new_database(postgres_server: str, prefix: str = "t") -> str:
     """Create an empty database on the session's server; its DSN."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
@@ -124,13 +139,13 @@ async def new_database(postgres_server: str, prefix: str = "t") -> str:
 def quiet_settings(state_dir: Path) -> Settings:
     """Settings of a stack of our own: every port it may open is a free one (none of the
     defaults a developer's stack uses), nothing read from the caller's environment."""
-    temporal, ui, metrics, postgres, intake, agencies, worker_metrics = free_ports(7)
+    temporal, ui, metrics, postgres, intake, agencies, worker_metrics, oidc = free_ports(8)
     return Settings(
         state_dir=state_dir,
         temporal_port=temporal, temporal_ui_port=ui, temporal_metrics_port=metrics,
         postgres_port=postgres,
         intake_url=f"http://127.0.0.1:{intake}", agencies_url=f"http://127.0.0.1:{agencies}",
-        worker_metrics_address=f"127.0.0.1:{worker_metrics}",
+        worker_metrics_address=f"127.0.0.1:{worker_metrics}", oidc_port=oidc,
     )
 
 

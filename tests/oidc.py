@@ -23,7 +23,7 @@ import httpx
 import jwt
 from oidc_provider_mock import User, run_server_in_thread
 
-from intake.codec_server import InvalidToken, IssuerUnavailable
+from runtime.identity import InvalidToken, IssuerUnavailable
 
 CLIENT_ID = "nwd-temporal-ui"
 REDIRECT_URI = "http://127.0.0.1:8233/auth/sso/callback"

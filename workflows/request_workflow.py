@@ -144,6 +144,16 @@ class CitizenRequestWorkflow:
             waiting=waiting_descriptions(self._state.steps.values()),
         )
 
+    @workflow.query(name="decision_role")
+    def decision_role(self, step_id: str) -> str | None:
+        """The role that may decide ``step_id`` in the definition this request runs; None when
+        it is no decision step of it. The front door checks a caseworker's token against it
+        before it sends the decision (a query: nothing enters history)."""
+        for step in self._service.steps:
+            if step.id == step_id and isinstance(step, DecisionStep):
+                return step.role
+        return None
+
     # ------------------------------------------------------------------ messages in
     # Updates are registered under their method names, which every history holds: never
     # rename them. (``name=`` would say so, but the SDK then types the result as a coroutine,

@@ -1,4 +1,11 @@
-"""`nwd submit`, `nwd status`, `nwd worker`: submit requests and follow them."""
+"""`nwd submit`, `status`, `answer`, `decide`, `cancel`, `worker`: requests through the intake.
+
+Every command goes through the intake's HTTP API (``NWD_INTAKE_URL``), as a citizen's browser
+or a caseworker's task list does, so the same checks apply: a citizen's commands need the
+request's access code (printed once by ``submit``) or its owner's token; ``decide`` needs a
+token with the step's role, by default the engine client's from the configured issuer
+(client credentials).
+"""
 
 from __future__ import annotations
 
@@ -8,34 +15,27 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel
+import httpx
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
-from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 
 from definitions.errors import DefinitionErrors, UnknownService, key_path
 from definitions.loader import load_catalog
-from definitions.submission import SubmissionInvalid
+from definitions.submission import SubmissionInvalid, validate_submission
 from nwd.cli import UserError
 from runtime.messages import RequestProgress, StepOutcome
 from runtime.settings import Settings
 
-if TYPE_CHECKING:
-    from temporalio.workflow import UpdateMethodMultiParam
-
-    from workflows.request_workflow import CitizenRequestWorkflow
-
-M = TypeVar("M", bound=BaseModel)
 UNSUCCESSFUL = ("failed", "cancelled")
 """Outcomes `nwd submit --wait` reports with exit status 1."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     submit = subparsers.add_parser(
-        "submit", help="submit a request from a JSON or YAML file; prints its reference"
+        "submit", help="submit a request from a JSON or YAML file; prints its reference "
+                       "(and, without --token, its one-time access code)"
     )
     submit.add_argument("service", help="service id, e.g. change-of-address")
     submit.add_argument("file", type=Path, help="the submission (JSON or YAML)")
@@ -45,11 +45,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     submit.add_argument("--language", default="en", help="the citizen's language (en, es)")
     submit.add_argument("--wait", action="store_true", help="wait for the outcome and show it")
+    _credentials(submit, access_code=False)
     submit.set_defaults(handler=lambda a: asyncio.run(_submit(a)))
 
     status = subparsers.add_parser("status", help="show a request's progress per step")
     status.add_argument("reference")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _credentials(status)
     status.set_defaults(handler=lambda a: asyncio.run(_status(a)))
 
     answer = subparsers.add_parser(
@@ -59,24 +61,35 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     answer.add_argument("step", help="the step waiting for information")
     answer.add_argument("file", type=Path, help="the answers (JSON or YAML object)")
     answer.add_argument("--item", help="the for_each item key, when the step has several")
+    _credentials(answer)
     answer.set_defaults(handler=lambda a: asyncio.run(_answer(a)))
 
-    decide = subparsers.add_parser("decide", help="record a caseworker's decision on a step")
+    decide = subparsers.add_parser(
+        "decide", help="record a caseworker's decision on a step (signed in at the issuer)")
     decide.add_argument("reference")
     decide.add_argument("step")
     decide.add_argument("decision", choices=["approve", "reject"])
-    decide.add_argument("--by", required=True, help="who decides (recorded in the history)")
-    decide.add_argument("--role", required=True, help="the role they decide as")
     decide.add_argument("--reason", help="why (required to reject)")
+    decide.add_argument("--token", help=(
+        "a caseworker's access token from the issuer (default: the engine client's, by the "
+        "client-credentials grant with NWD_OIDC_CLIENT_ID and NWD_OIDC_CLIENT_SECRET)"))
     decide.set_defaults(handler=lambda a: asyncio.run(_decide(a)))
 
     cancel = subparsers.add_parser("cancel", help="withdraw a request; completed steps are undone")
     cancel.add_argument("reference")
     cancel.add_argument("--reason", default="cancelled by the citizen")
+    _credentials(cancel)
     cancel.set_defaults(handler=lambda a: asyncio.run(_cancel(a)))
 
     worker = subparsers.add_parser("worker", help="run an engine worker (same as python worker.py)")
     worker.set_defaults(handler=_worker)
+
+
+def _credentials(parser: argparse.ArgumentParser, *, access_code: bool = True) -> None:
+    if access_code:
+        parser.add_argument("--access-code", help="the request's access code (from submit)")
+    parser.add_argument("--token", help="the citizen's access token from the issuer (the "
+                                        "request's owner)")
 
 
 def read_submission(path: Path) -> Any:
@@ -100,24 +113,43 @@ def client_settings() -> Settings:
     return Stack.from_env().client_settings()
 
 
-async def connect_or_explain(settings: Settings) -> Client:
-    from runtime.codec import MissingKeyError
-    from runtime.temporal import connect
+def _headers(args: argparse.Namespace) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if getattr(args, "token", None):
+        headers["Authorization"] = f"Bearer {args.token}"
+    if getattr(args, "access_code", None):
+        headers["X-Access-Code"] = args.access_code
+    return headers
 
+
+async def _call(settings: Settings, method: str, path: str, *, headers: dict[str, str],
+                body: Any = None) -> httpx.Response:
+    """One call to the intake (``NWD_INTAKE_URL``); an unreachable intake is a user error."""
     try:
-        return await connect(settings)
-    except MissingKeyError as exc:
-        raise UserError(str(exc)) from exc
-    except RuntimeError as exc:
-        raise UserError(
-            f"cannot reach Temporal at {settings.temporal_address} ({exc}); "
-            "start the stack with `nwd up` or set TEMPORAL_ADDRESS"
-        ) from exc
+        async with httpx.AsyncClient(base_url=settings.intake_url, timeout=30) as http:
+            return await http.request(method, path, json=body, headers=headers)
+    except httpx.TransportError as exc:
+        raise UserError(f"cannot reach the intake at {settings.intake_url} ({exc}); start the "
+                        "stack with `nwd up` or set NWD_INTAKE_URL") from exc
+
+
+def _refusal(response: httpx.Response, reference: str | None = None) -> UserError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    message = str(body.get("message") or f"the intake answered {response.status_code}")
+    if response.status_code == 404 and reference is not None:
+        message += (" (check the reference, and pass the request's --access-code or its "
+                    "owner's --token)")
+    if response.status_code == 429:
+        message += f" (Retry-After: {response.headers.get('retry-after', '?')} s)"
+    details = "".join(f"\n  {key_path(tuple(e.get('loc', ())))}: {e.get('msg')}"
+                      for e in body.get("errors", []) if isinstance(e, dict))
+    return UserError(f"{message}{details}")
 
 
 async def _submit(args: argparse.Namespace) -> int:
-    from intake.submissions import build_submissions
-
     settings = client_settings()
     data = read_submission(args.file)
     try:
@@ -126,52 +158,69 @@ async def _submit(args: argparse.Namespace) -> int:
         raise UserError(f"the catalog has problems; run `nwd definitions check`:\n{exc}") from exc
     if args.service not in catalog.services:
         raise UserError(str(UnknownService(args.service, catalog.services)))
-    key = args.idempotency_key or hashlib.sha256(
-        args.service.encode() + b"\0" + json.dumps(data, sort_keys=True).encode()
-    ).hexdigest()
-    client = await connect_or_explain(settings)
-    submissions = build_submissions(settings, client, catalog)
-    try:
-        submitted = await submissions.submit(args.service, data, idempotency_key=key,
-                                             language=args.language)
+    try:  # the same check the intake makes, with the file's name in the message
+        validate_submission(catalog.service(args.service).input, data)
     except SubmissionInvalid as exc:
         lines = [f"{args.file}: the submission does not match {args.service}'s form:"]
         lines += [f"  {key_path(e.loc)}: {e.message}" for e in exc.errors]
         raise UserError("\n".join(lines)) from exc
-    print(submitted.reference)
-    if not submitted.created:
+    key = args.idempotency_key or hashlib.sha256(
+        args.service.encode() + b"\0" + json.dumps(data, sort_keys=True).encode()
+    ).hexdigest()
+    headers = {"Idempotency-Key": key, **_headers(args)}
+    response = await _call(settings, "POST", "/requests", headers=headers, body={
+        "service": args.service, "submission": data, "language": args.language})
+    if response.status_code not in (200, 202):
+        raise _refusal(response)
+    submitted = response.json()
+    reference = str(submitted["reference"])
+    print(reference)
+    code = submitted.get("access_code")
+    if code:
+        print(f"access code: {code}")
+        print("keep the access code: it is shown once, and following, answering or "
+              "cancelling the request needs it (--access-code)", file=sys.stderr)
+    if not submitted["created"]:
         print("(this idempotency key was submitted before: same request, not started again)",
               file=sys.stderr)
     if args.wait:
-        result = await submissions.handle(submitted.reference).result()
-        progress = await _progress(client, submitted.reference)
-        if progress is not None:
-            print(render_progress(progress))
-        if result.status in UNSUCCESSFUL:
-            print(f"request {submitted.reference} ended {result.status}", file=sys.stderr)
+        follow = {**_headers(args), **({"X-Access-Code": code} if code else {})}
+        progress = await _wait(settings, reference, follow)
+        print(render_progress(progress))
+        if progress.status in UNSUCCESSFUL:
+            print(f"request {reference} ended {progress.status}", file=sys.stderr)
             return 1
     return 0
 
 
-async def _progress(client: Client, reference: str) -> RequestProgress | None:
-    from workflows.request_workflow import CitizenRequestWorkflow
+async def _view(settings: Settings, reference: str, headers: dict[str, str]) -> dict[str, Any]:
+    response = await _call(settings, "GET", f"/requests/{reference}", headers=headers)
+    if response.status_code != 200:
+        raise _refusal(response, reference)
+    view: dict[str, Any] = response.json()
+    return view
 
-    handle = client.get_workflow_handle_for(CitizenRequestWorkflow.run, reference)
-    try:
-        progress = await handle.query(CitizenRequestWorkflow.progress)
-    except RPCError as exc:
-        if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
-            return None
-        raise
-    return progress
+
+async def _wait(settings: Settings, reference: str, headers: dict[str, str],
+                every_s: float = 0.3) -> RequestProgress:
+    """Follow the request through the intake until it has finished; its last live view."""
+    while True:
+        view = await _view(settings, reference, headers)
+        if "live" in view:
+            progress = RequestProgress.model_validate(view["live"])
+            if progress.status != "running":
+                return progress
+        await asyncio.sleep(every_s)
 
 
 async def _status(args: argparse.Namespace) -> int:
-    settings = client_settings()
-    client = await connect_or_explain(settings)
-    progress = await _progress(client, args.reference)
-    if progress is None:
-        raise UserError(f"no request {args.reference!r} (check the reference)")
+    view = await _view(client_settings(), args.reference, _headers(args))
+    if "live" not in view:
+        record = view.get("record") or {}
+        print(f"{args.reference}  status: {record.get('status', 'unknown')} (the live view is "
+              "unavailable just now)")
+        return 0
+    progress = RequestProgress.model_validate(view["live"])
     if args.json:
         print(progress.model_dump_json(indent=2, exclude={"steps": {"__all__": {"items": {
             "__all__": {"output"}}}}}))
@@ -215,49 +264,68 @@ def render_progress(progress: RequestProgress) -> str:
     return "\n".join(lines)
 
 
-async def _deliver(
-    reference: str, update: UpdateMethodMultiParam[[CitizenRequestWorkflow, M], str], message: M
-) -> int:
-    from intake.interactions import send
-
-    client = await connect_or_explain(client_settings())
-    outcome = await send(client, reference, update, message)
-    if not outcome.ok:
-        details = "".join(
-            f"\n  {key_path(tuple(e.get('loc', ())))}: {e.get('msg')}" for e in outcome.errors
-        )
-        raise UserError(f"{outcome.message}{details}")
-    print(outcome.message)
+async def _deliver(settings: Settings, reference: str, path: str, body: dict[str, Any],
+                   headers: dict[str, str]) -> int:
+    response = await _call(settings, "POST", f"/requests/{reference}/{path}", headers=headers,
+                           body=body)
+    if response.status_code != 200:
+        raise _refusal(response, reference)
+    print(response.json().get("message", "done"))
     return 0
 
 
 async def _answer(args: argparse.Namespace) -> int:
-    from runtime.messages import InformationAnswer
-    from workflows.request_workflow import CitizenRequestWorkflow
-
     answers = read_submission(args.file)
     if not isinstance(answers, dict):
         raise UserError(f"{args.file} must hold an object of answers by field name")
-    return await _deliver(args.reference, CitizenRequestWorkflow.answer_information,
-                          InformationAnswer(step_id=args.step, item_key=args.item,
-                                            answers=answers))
+    body: dict[str, Any] = {"step_id": args.step, "answers": answers}
+    if args.item is not None:
+        body["item_key"] = args.item
+    return await _deliver(client_settings(), args.reference, "information", body,
+                          _headers(args))
 
 
 async def _decide(args: argparse.Namespace) -> int:
-    from runtime.messages import CaseworkerDecision
-    from workflows.request_workflow import CitizenRequestWorkflow
+    settings = client_settings()
+    token = args.token or await client_credentials_token(settings)
+    body: dict[str, Any] = {"step_id": args.step, "approve": args.decision == "approve"}
+    if args.reason is not None:
+        body["reason"] = args.reason
+    return await _deliver(settings, args.reference, "decisions", body,
+                          {"Authorization": f"Bearer {token}"})
 
-    return await _deliver(args.reference, CitizenRequestWorkflow.decide, CaseworkerDecision(
-        step_id=args.step, approve=args.decision == "approve", reason=args.reason,
-        decided_by=args.by, role=args.role))
+
+async def client_credentials_token(settings: Settings) -> str:
+    """An access token of the engine's client from the configured issuer (OAuth 2.0 client
+    credentials, RFC 6749 4.4), the token endpoint found by discovery."""
+    secret = settings.oidc_secret()
+    if not secret:
+        raise UserError("no client secret: set NWD_OIDC_CLIENT_SECRET (or start the embedded "
+                        "stack, which generates one), or pass --token")
+    issuer = settings.oidc_issuer
+    try:
+        async with httpx.AsyncClient(timeout=15) as http:
+            discovery = await http.get(f"{issuer.rstrip('/')}/.well-known/openid-configuration")
+            discovery.raise_for_status()
+            endpoint = str(discovery.json()["token_endpoint"])
+            response = await http.post(endpoint, data={"grant_type": "client_credentials"},
+                                       auth=(settings.oidc_client_id, secret))
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        raise UserError(f"cannot reach the identity provider {issuer} ({exc}); start the stack "
+                        "with `nwd up` or set NWD_OIDC_ISSUER") from exc
+    if response.status_code != 200:
+        try:
+            error = response.json().get("error_description") or response.json().get("error")
+        except ValueError:
+            error = f"status {response.status_code}"
+        raise UserError(f"the identity provider {issuer} refused the client "
+                        f"{settings.oidc_client_id!r}: {error}")
+    return str(response.json()["access_token"])
 
 
 async def _cancel(args: argparse.Namespace) -> int:
-    from runtime.messages import CancelRequest
-    from workflows.request_workflow import CitizenRequestWorkflow
-
-    return await _deliver(args.reference, CitizenRequestWorkflow.cancel,
-                          CancelRequest(reason=args.reason))
+    return await _deliver(client_settings(), args.reference, "cancel",
+                          {"reason": args.reason}, _headers(args))
 
 
 def _worker(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
 """The embedded stack's generated secrets, kept in ``<state>/secrets.json`` (mode 0600).
 
-Created on the first ``nwd up``: the payload key, the codec server's token, the engine's
-Ed25519 signing key, and one Ed25519 key per agency of the registry with ``keys`` (written
+Created on the first ``nwd up``: the payload key, the codec server's token, the key request
+references are keyed with, the engine client's secret at the embedded OIDC provider, the
+engine's Ed25519 signing key, and one Ed25519 key per agency of the registry with ``keys`` (written
 separately to ``agency-keys.json``, the only file the reference agencies' process is given);
 an agency added to the registry later gets its key on the next start. The file is written
 whole to a temporary file and renamed, so a crash never leaves half a file, and it is never
@@ -38,6 +39,11 @@ class Secrets:
     """The engine's private JWK (``NWD_SIGNING_KEY``): the worker's alone."""
     agency_keys: Mapping[str, dict[str, str]] = field(default_factory=dict)
     """Each agency's private JWK, by agency id: the reference agencies' alone."""
+    reference_key: str = ""
+    """The key request references are keyed with (``NWD_REFERENCE_KEY``)."""
+    oidc_client_secret: str = ""
+    """The secret of the engine's client at the embedded OIDC provider
+    (``NWD_OIDC_CLIENT_SECRET``)."""
 
 
 def read_secrets(state_dir: Path) -> Secrets | None:
@@ -51,6 +57,8 @@ def read_secrets(state_dir: Path) -> Secrets | None:
         codec_token=str(data["codec_token"]),
         engine_key=dict(data.get("engine_key") or {}),
         agency_keys={str(k): dict(v) for k, v in dict(data.get("agency_keys", {})).items()},
+        reference_key=str(data.get("reference_key", "")),
+        oidc_client_secret=str(data.get("oidc_client_secret", "")),
     )
 
 
@@ -59,7 +67,8 @@ def ensure_secrets(state_dir: Path, agency_ids: Iterable[str]) -> Secrets:
     current = read_secrets(state_dir)
     ids = sorted(set(agency_ids))
     if current is not None and current.engine_key and all(
-            i in current.agency_keys for i in ids):
+            i in current.agency_keys for i in ids) \
+            and current.reference_key and current.oidc_client_secret:
         return current
     agency = dict(current.agency_keys) if current else {}
     for agency_id in ids:
@@ -70,6 +79,10 @@ def ensure_secrets(state_dir: Path, agency_ids: Iterable[str]) -> Secrets:
         engine_key=(current.engine_key if current and current.engine_key
                     else new_key(f"engine-{_secrets.token_hex(4)}")),
         agency_keys=agency,
+        # a stack created before these secrets existed gets them on its next start
+        reference_key=(current.reference_key if current else "") or _secrets.token_urlsafe(32),
+        oidc_client_secret=((current.oidc_client_secret if current else "")
+                            or _secrets.token_urlsafe(32)),
     )
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / SECRETS_FILE

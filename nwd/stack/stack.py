@@ -18,6 +18,7 @@ from definitions.errors import DefinitionErrors
 from definitions.loader import load_registry_file
 from definitions.models import AgencyRegistry
 from nwd.stack.component import Component, PortClaim, PortsInUseError
+from nwd.stack.oidc import CONFIG_FILE, OidcProvider, ProviderConfig, dev_users
 from nwd.stack.postgres import Postgres, redact
 from nwd.stack.processes import EngineProcess, address_claim, url_claim
 from nwd.stack.secrets import AGENCY_KEYS_FILE, Secrets, ensure_secrets
@@ -26,7 +27,7 @@ from nwd.stack.temporal import TemporalDevServer
 from nwd.stack.watchdog import ProcessRef, Watchdog, release
 from runtime.settings import PROJECT_ROOT, Settings, reveal
 
-COMPONENTS: tuple[str, ...] = ("postgres", "temporal", "agencies", "worker", "intake")
+COMPONENTS: tuple[str, ...] = ("postgres", "temporal", "oidc", "agencies", "worker", "intake")
 """Every component, in start order (``down`` stops them in reverse)."""
 
 REGISTRY_FILE = "agencies.yaml"
@@ -111,7 +112,13 @@ class Stack:
             base_env=self.base_env,
             codec_endpoint=lambda: f"{settings.intake_url}/codec/{self.codec_token()}",
         )
-        parts: tuple[Component, ...] = (self.postgres, self.temporal, *self._engine_processes())
+        self.oidc = OidcProvider(
+            config=self._oidc_config(), config_path=self.state_dir / CONFIG_FILE,
+            python=python, external=settings.oidc_external, issuer=settings.oidc_issuer,
+            base_env=self.base_env,
+        )
+        parts: tuple[Component, ...] = (self.postgres, self.temporal, self.oidc,
+                                        *self._engine_processes())
         self.components: dict[str, Component] = {c.name: c for c in parts}
         assert tuple(self.components) == COMPONENTS
 
@@ -123,6 +130,43 @@ class Stack:
             InvalidSettings: a variable holds a bad value (one line each).
         """
         return cls(Settings.from_environment(), **options)
+
+    def _oidc_config(self) -> Callable[[], ProviderConfig]:
+        """The embedded provider's configuration, computed when it starts (the secrets and
+        the catalog's roles are read then)."""
+        settings = self.settings
+
+        def config() -> ProviderConfig:
+            roles = self.caseworker_roles()
+            return ProviderConfig(
+                host="127.0.0.1", port=settings.oidc_port, audience=settings.oidc_audience,
+                roles_claim=settings.oidc_roles_claim, client_id=settings.oidc_client_id,
+                client_secret=self.oidc_client_secret(), client_roles=roles,
+                users=dev_users(roles),
+            )
+
+        return config
+
+    def caseworker_roles(self) -> tuple[str, ...]:
+        """The roles of the catalog's decision steps (the dev caseworker holds them all)."""
+        from definitions.loader import load_catalog
+        from definitions.models import DecisionStep
+
+        try:
+            catalog = load_catalog(self.settings.catalog_dir)
+        except DefinitionErrors as exc:
+            raise StackError(f"the catalog has problems; run `nwd definitions check`:\n{exc}"
+                             ) from exc
+        return tuple(sorted({step.role for service in catalog.services.values()
+                             for step in service.steps if isinstance(step, DecisionStep)}))
+
+    def oidc_client_secret(self) -> str:
+        """The engine client's secret: ``NWD_OIDC_CLIENT_SECRET`` if given, else generated."""
+        return reveal(self.settings.oidc_client_secret) or self.secrets().oidc_client_secret
+
+    def reference_key(self) -> str:
+        """The reference key: ``NWD_REFERENCE_KEY`` if given, else generated."""
+        return reveal(self.settings.reference_key) or self.secrets().reference_key
 
     def _engine_processes(self) -> tuple[EngineProcess, ...]:
         settings = self.settings
@@ -156,7 +200,8 @@ class Stack:
                 claims=worker_claims,
             ),
             EngineProcess(
-                "intake", ("temporal", "postgres"), "intake", [self.python, "-m", "intake"],
+                "intake", ("temporal", "postgres", "oidc"), "intake",
+                [self.python, "-m", "intake"],
                 env=lambda: self.child_env("intake"),
                 check=lambda: port_open(intake.host, intake.port),
                 readiness=f"listening on {settings.intake_url}",
@@ -221,6 +266,8 @@ class Stack:
             links.append(("Worker metrics", self.worker_metrics_url))
         if "agencies" in running:
             links.append(("Agencies", self.settings.agencies_url))
+        if "oidc" in running:
+            links.append(("Sign in (OIDC issuer)", self.settings.oidc_issuer))
         if "postgres" in running:
             links.append(("PostgreSQL", redact(self.database_url)))
         return links
@@ -305,7 +352,12 @@ class Stack:
                     or SecretStr(json.dumps(secrets.engine_key))}
         elif component == "intake":
             keys["engine_public_keys"] = self.engine_public_keys()
+        # Only the front door (and the CLI, a client of it) holds the reference key and the
+        # engine's client secret; the worker and the agencies need neither.
+        front_door = component == "intake"
         return self.settings.replace(
+            reference_key=self.reference_key() if front_door else None,
+            oidc_client_secret=self.oidc_client_secret() if front_door else None,
             temporal_address=self.temporal_address,
             temporal_ui_url=self.temporal_ui_url,
             database_url=database,

@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,25 +36,36 @@ from agency_kit.signing import CALLBACK_TAG, Signer
 from definitions.catalog import Catalog
 from definitions.loader import load_catalog
 from intake import interactions
+from intake.access import ACCESS_CODE_HEADER, RequestAccess
 from intake.app import create_app
 from intake.codec_server import CodecServer
-from intake.submissions import Submissions, build_submissions
+from intake.submissions import Submissions, Submitted, build_submissions
+from readmodel.access import AccessStore
 from readmodel.migrations import apply_migrations
 from readmodel.nonces import NonceCache
 from readmodel.store import ReadModel, open_pool
 from runtime.callback_tokens import callback_key
-from runtime.messages import RequestResult
+from runtime.identity import Principal, TokenVerifier
+from runtime.messages import RequestResult, request_reference
 from runtime.process import free_port
 from runtime.settings import DEFAULT_CATALOG_DIR, Settings
 from runtime.temporal import data_converter
 from tests.conftest import new_database
 from tests.http import client as http_client
+from tests.identity import AUDIENCE, Issuer
 from tests.keys import agency_credentials, engine_signer, jwks_env
 from tests.polling import eventually
 from tests.tiers import mark_folder
 from worker import agency_http_session, build_worker
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+REFERENCE_KEY = b"the e2e tests' reference key, protecting nothing real"
+"""The server secret references are keyed with in these tests (``NWD_REFERENCE_KEY``)."""
+
+
+def reference_for(service: str, key: str) -> str:
+    """The reference a submission with idempotency key ``key`` gets in these tests."""
+    return request_reference(service, key, REFERENCE_KEY)
 
 
 def example(name: str) -> dict[str, Any]:
@@ -220,6 +231,46 @@ async def agencies(postgres_server: str, catalog: Catalog) -> AsyncIterator[Agen
         yield a
 
 
+class OwnerCodes(httpx.Auth):
+    """The intake client of a test acting as the requests' owner: it keeps the access code of
+    every request this engine submitted (through :meth:`Engine.submit` or ``POST /requests``)
+    and sends it with that request's routes, unless the call brings credentials of its own.
+    A stranger is a client without it (:meth:`Engine.stranger`)."""
+
+    requires_response_body = True
+
+    def __init__(self) -> None:
+        self.codes: dict[str, str] = {}
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        parts = request.url.path.split("/")
+        has_own = "authorization" in request.headers or ACCESS_CODE_HEADER in request.headers
+        if len(parts) > 2 and parts[1] == "requests" and parts[2] in self.codes \
+                and not has_own:
+            request.headers[ACCESS_CODE_HEADER] = self.codes[parts[2]]
+        response = yield request
+        if request.url.path == "/requests" and response.status_code == 202:
+            body = response.json()
+            if body.get("access_code"):
+                self.codes[body["reference"]] = body["access_code"]
+
+
+class OwnedSubmissions(Submissions):
+    """A front door whose new requests' access codes go to the test's owner client."""
+
+    def __init__(self, inner: Submissions, owner: OwnerCodes) -> None:
+        self.__dict__.update(inner.__dict__)
+        self._owner = owner
+
+    async def submit(self, service_id: str, data: Any, *, idempotency_key: str,
+                     language: str = "en", owner: Principal | None = None) -> Submitted:
+        submitted = await super().submit(service_id, data, idempotency_key=idempotency_key,
+                                         language=language, owner=owner)
+        if submitted.access_code is not None:
+            self._owner.codes[submitted.reference] = submitted.access_code
+        return submitted
+
+
 @dataclass
 class Engine:
     client: Client
@@ -237,6 +288,12 @@ class Engine:
     """The engine database's DSN (for worker processes a test runs itself)."""
     encryption_key: bytes = b""
     """The payload key (the front door derives its submission digests' key from it)."""
+    owner: OwnerCodes = field(default_factory=OwnerCodes)
+    """The access codes the intake client sends as the requests' owner."""
+    issuer: Issuer | None = None
+    """The OIDC provider the intake trusts (None: no token verifies, see running_engine)."""
+    reference_key: bytes = b""
+    access: RequestAccess | None = None
 
     def settings(self, **values: Any) -> Settings:
         """The engine's settings (task queue, intake URL, payload key), with ``values``."""
@@ -250,16 +307,43 @@ class Engine:
             service, data, idempotency_key=key or str(uuid.uuid4()), language=language
         )
         self.started.append(submitted.reference)
+        if submitted.access_code is not None:
+            self.owner.codes[submitted.reference] = submitted.access_code
         return submitted.reference
+
+    def access_code(self, reference: str) -> str:
+        return self.owner.codes[reference]
+
+    def stranger(self) -> httpx.AsyncClient:
+        """A client of the intake that holds no access code and no token."""
+        return http_client(base_url=self.intake_url, timeout=30)
+
+    async def decide(self, reference: str, step_id: str, *, approve: bool,
+                     reason: str | None = None, subject: str = "caseworker",
+                     roles: Sequence[str] | None = None) -> httpx.Response:
+        """``POST /requests/{ref}/decisions`` with ``subject``'s token, signed in at the
+        engine's issuer (the dev ``caseworker`` holds the test catalog's roles; ``roles``
+        gives ``subject`` these first, through the provider's user API)."""
+        assert self.issuer is not None, "running_engine(issuer=...) for decisions"
+        if roles is not None:
+            await self.issuer.set_roles(subject, roles)
+        token = await self.issuer.sign_in(subject)
+        body: dict[str, Any] = {"step_id": step_id, "approve": approve}
+        if reason is not None:
+            body["reason"] = reason
+        return await self.intake.post(f"/requests/{reference}/decisions", json=body,
+                                      headers={"Authorization": f"Bearer {token}"})
 
     def submissions_for(self, catalog: Catalog, *, recorded_at_submit: bool = False,
                         client: Client | None = None) -> Submissions:
         """Another front door for this engine, wired by the production factory: ``catalog``
         instead of the default one; without a read model unless ``recorded_at_submit`` (as
-        `nwd submit`, the demo and the benchmark start requests)."""
-        return build_submissions(
+        the benchmark starts requests). Its requests get access codes as the intake's do,
+        and :attr:`intake` sends them as their owner would."""
+        return OwnedSubmissions(build_submissions(
             self.settings(), client or self.client, catalog,
-            self.read_model if recorded_at_submit else None)
+            self.read_model if recorded_at_submit else None,
+            reference_key=self.reference_key, access=self.access), self.owner)
 
     def agency_signed(self, agency: str, path: str, raw: bytes, *,
                       key: str | None = None, signer: Signer | None = None) -> dict[str, str]:
@@ -316,6 +400,7 @@ async def running_engine(
     codec_server: Callable[[ReadModel], CodecServer] | None = None,
     in_process_worker: bool = True,
     production: bool = False,
+    issuer: Issuer | None = None,
 ) -> AsyncIterator[Engine]:
     """A worker, an engine database and an intake (with the callback routes) on ``client``.
 
@@ -326,6 +411,11 @@ async def running_engine(
     first row. ``meter``, ``metrics`` and ``production`` are the intake's options of the same
     names (submission counters, ``GET /metrics``, no ``/docs``); ``codec_server`` builds the
     codec server over the engine's read model (its audit log).
+
+    Citizens' access is the production one (:mod:`intake.access`, in the engine database):
+    :attr:`Engine.intake` sends each request's access code as its owner would. ``issuer`` is
+    the OIDC provider whose tokens the intake trusts (decisions, signed-in citizens); without
+    one it trusts an issuer nobody runs (a bearer token then answers 503).
     """
     database_url = await new_database(postgres_server, "engine")
     pool = await open_pool(database_url, max_size=5)
@@ -336,19 +426,25 @@ async def running_engine(
     intake_url = f"http://127.0.0.1:{intake_port}"
     settings = Settings(task_queue=task_queue, intake_url=intake_url,
                         encryption_key=base64.b64encode(encryption_key).decode())
+    verifier = (issuer.verifier(leeway_s=0) if issuer is not None
+                else TokenVerifier(f"http://127.0.0.1:{free_port()}", audience=AUDIENCE))
+    access = RequestAccess(AccessStore(pool), verifier, REFERENCE_KEY)
     submissions = build_submissions(settings, client, catalog, read_model,
-                                    search_attributes=search_attributes)
+                                    search_attributes=search_attributes, access=access,
+                                    reference_key=REFERENCE_KEY)
     app = create_app(client=client, submissions=submissions, read_model=read_model,
                      ui_url="http://127.0.0.1:8233", meter=meter, metrics=metrics,
                      codec_server=codec_server(read_model) if codec_server else None,
-                     production=production)
+                     production=production, access=access)
     app.include_router(interactions.router(
         client, interactions.CallbackVerifier(key, catalog, agencies.env,
-                                              NonceCache(read_model.pool))))
+                                              NonceCache(read_model.pool)), access=access,
+        caseworkers=interactions.Caseworkers(verifier)))
+    owner = OwnerCodes()
     intake_server, intake_task = await serve(app, intake_port)
     try:
         async with agency_http_session() as http, \
-                http_client(base_url=intake_url, timeout=30) as intake:
+                http_client(base_url=intake_url, timeout=30, auth=owner) as intake:
             worker = build_worker(
                 client, task_queue=task_queue, http=http, read_model=read_model,
                 directory=AgencyDirectory(agencies.env, engine_signer()), callback_key=key,
@@ -361,6 +457,7 @@ async def running_engine(
                     read_model=read_model, pool=pool, agencies=agencies, worker=worker,
                     intake_url=intake_url, intake=intake, callback_key=key,
                     database_url=database_url, encryption_key=encryption_key,
+                    owner=owner, issuer=issuer, reference_key=REFERENCE_KEY, access=access,
                 )
                 yield engine
                 # Leave nothing running on the shared server for the next test to trip over.
@@ -371,6 +468,7 @@ async def running_engine(
     finally:
         intake_server.should_exit = True
         await intake_task
+        await verifier.aclose()
         await pool.close()
 
 
@@ -382,10 +480,11 @@ async def engine(
     catalog: Catalog,
     encryption_key: bytes,
     task_queue: str,
+    oidc_issuer: Issuer,
 ) -> AsyncIterator[Engine]:
     async with running_engine(
         engine_client(temporal_env, encryption_key), postgres_server=postgres_server,
         agencies=agencies, catalog=catalog, encryption_key=encryption_key,
-        task_queue=task_queue,
+        task_queue=task_queue, issuer=oidc_issuer,
     ) as engine:
         yield engine

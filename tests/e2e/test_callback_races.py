@@ -319,9 +319,9 @@ class TestReadModelFollowsTheRequest:
             handle = engine.client.get_workflow_handle_for(CitizenRequestWorkflow.run, reference)
             await progress_until(handle, lambda p: (
                 step_of(p, "approve_trading").status == "waiting"), within_s=20)
-            decided = await engine.intake.post(f"/requests/{reference}/decisions", json={
-                "step_id": "approve_trading", "approve": approve, "decided_by": who,
-                "role": "licensing-officer", "reason": "seen" if approve else "no premises"})
+            decided = await engine.decide(reference, "approve_trading", approve=approve,
+                                          reason="seen" if approve else "no premises",
+                                          subject=who, roles=["licensing-officer"])
             assert decided.status_code == 200, decided.text
             record = await until_row(engine, reference, "approve_trading", status,
                                      within_s=2)

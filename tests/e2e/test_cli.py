@@ -1,4 +1,5 @@
-"""`nwd submit`, `status`, `answer`, `cancel` as a user runs them: one clear line per mistake."""
+"""`nwd submit`, `status`, `answer`, `cancel` as a user runs them, through the intake: one
+clear line per mistake."""
 
 from __future__ import annotations
 
@@ -35,24 +36,34 @@ class TestCommandLine:
     async def test_submit_wait_and_status(
         self, cli_env: Engine, capfd: pytest.CaptureFixture[str]
     ) -> None:
-        """submit prints the reference; --wait shows each step; status shows it again."""
+        """submit prints the reference and its access code (once); --wait shows each step;
+        status shows it again with the code, and refuses without it."""
         code = await nwd("submit", "register-a-business",
                          str(EXAMPLES / "register-a-business.json"), "--wait",
                          "--idempotency-key", "cli-test-1")
-        out, _ = capfd.readouterr()
-        assert code == 0
-        reference = out.splitlines()[0]
+        out, err = capfd.readouterr()
+        assert code == 0, err
+        # (the intake runs in this process: its log lines are in the output too)
+        printed = [line for line in out.splitlines() if "[info" not in line]
+        reference = printed[0]
         cli_env.started.append(reference)
         assert reference.startswith("REGISTER-A-BUSINESS-")
+        assert printed[1].startswith("access code: ")
+        access_code = printed[1].removeprefix("access code: ")
+        assert "shown once" in err
         assert "register_company" in out and "completed" in out
-        assert await nwd("status", reference) == 0
+        assert await nwd("status", reference, "--access-code", access_code) == 0
         status_out, _ = capfd.readouterr()
         assert reference in status_out and "register_for_tax" in status_out
+        assert await nwd("status", reference) == 2
+        _, refused = capfd.readouterr()
+        assert "no request" in refused and "--access-code" in refused
         assert await nwd("submit", "register-a-business",
                          str(EXAMPLES / "register-a-business.json"),
                          "--idempotency-key", "cli-test-1") == 0
         again, err = capfd.readouterr()
-        assert again.splitlines()[0] == reference and "submitted before" in err
+        assert [line for line in again.splitlines() if "[info" not in line] == [reference]
+        assert "submitted before" in err
 
     async def test_user_mistakes_are_one_line_errors(
         self, cli_env: Engine, tmp_path: Path, capfd: pytest.CaptureFixture[str]

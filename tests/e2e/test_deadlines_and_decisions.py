@@ -34,9 +34,11 @@ def decision_waiting(progress: RequestProgress) -> bool:
     return next(s.status for s in progress.steps if s.step_id == "approve_trading") == "waiting"
 
 
-async def decide(engine: Engine, reference: str, **body: Any) -> Any:
-    return await engine.intake.post(f"/requests/{reference}/decisions",
-                                    json={"step_id": "approve_trading", **body})
+async def decide(engine: Engine, reference: str, *, approve: bool, decided_by: str,
+                 role: str, reason: str | None = None) -> Any:
+    """A decision by ``decided_by`` signed in with the one role ``role`` (a real token)."""
+    return await engine.decide(reference, "approve_trading", approve=approve, reason=reason,
+                               subject=decided_by, roles=[role])
 
 
 class TestDeadlinesAndDecisions:
@@ -52,7 +54,7 @@ class TestDeadlinesAndDecisions:
 
         wrong_role = await decide(engine, reference, approve=True, decided_by="sam",
                                   role="tax-officer")
-        assert wrong_role.status_code == 422
+        assert wrong_role.status_code == 403, wrong_role.text
         await asyncio.sleep(2.5)  # let the decision's 2 s due date pass: it escalates, waits on
         approved = await decide(engine, reference, approve=True, decided_by="sam",
                                 role="licensing-officer", reason="premises inspected")

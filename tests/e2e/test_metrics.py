@@ -35,6 +35,7 @@ from runtime.messages import RequestResult
 from runtime.process import free_address
 from runtime.temporal import data_converter
 from tests.e2e.conftest import Agencies, Engine, example, running_engine
+from tests.identity import Issuer
 from tests.polling import progress_until
 
 SERVICE = "change-of-address"
@@ -94,7 +95,7 @@ class ObservedEngine:
 @asynccontextmanager
 async def observed_engine(
     temporal_address: str, postgres_server: str, agencies: Agencies, catalog: Catalog,
-    encryption_key: bytes, task_queue: str,
+    encryption_key: bytes, task_queue: str, issuer: Issuer | None = None,
 ) -> AsyncIterator[ObservedEngine]:
     address = free_address()
     runtime = telemetry.prometheus_runtime(address)
@@ -109,7 +110,7 @@ async def observed_engine(
     async with running_engine(
         client, postgres_server=postgres_server, agencies=agencies, catalog=catalog,
         encryption_key=encryption_key, task_queue=task_queue, meter=runtime.metric_meter,
-        metrics=metrics_text,
+        metrics=metrics_text, issuer=issuer,
     ) as engine:
         yield ObservedEngine(engine=engine, metrics_url=metrics_url)
 
@@ -128,11 +129,11 @@ async def observed(
 @pytest_asyncio.fixture
 async def observed_licensed(
     temporal_address: str, postgres_server: str, agencies: Agencies,
-    licensed_catalog: Catalog, encryption_key: bytes, task_queue: str,
+    licensed_catalog: Catalog, encryption_key: bytes, task_queue: str, oidc_issuer: Issuer,
 ) -> AsyncIterator[ObservedEngine]:
     """The tests' licensed-business service (tests/e2e/catalog), with its 1 s deadline."""
     async with observed_engine(temporal_address, postgres_server, agencies, licensed_catalog,
-                               encryption_key, task_queue) as observed:
+                               encryption_key, task_queue, oidc_issuer) as observed:
         yield observed
 
 
@@ -255,9 +256,9 @@ async def test_a_missed_deadline_is_counted_and_audited_once(
     # the registry called back; the caseworker's decision is awaited
     await progress_until(engine.submissions.handle(reference), lambda p: any(
         s.step_id == "approve_trading" and s.status == "waiting" for s in p.steps), within_s=20)
-    decided = await engine.intake.post(f"/requests/{reference}/decisions", json={
-        "step_id": "approve_trading", "approve": True, "decided_by": "sam",
-        "role": "licensing-officer"})  # well inside the decision's 2 s: no second escalation
+    # well inside the decision's 2 s: no second escalation
+    decided = await engine.decide(reference, "approve_trading", approve=True, subject="sam",
+                                  roles=["licensing-officer"])
     assert decided.status_code == 200, decided.text
     result = await engine.result(reference)
     assert result.status == "completed"

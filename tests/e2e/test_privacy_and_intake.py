@@ -11,8 +11,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from definitions.models import FieldSpec
-from runtime.messages import request_reference
-from tests.e2e.conftest import Engine, example
+from tests.e2e.conftest import Engine, example, reference_for
 
 
 def leaves(data: Any) -> set[str]:
@@ -83,7 +82,7 @@ class TestIntakeHttp:
         assert first.status_code == 202, first.text
         reference = first.json()["reference"]
         engine.started.append(reference)
-        assert reference == request_reference("register-a-business", key)
+        assert reference == reference_for("register-a-business", key)
         again = await engine.intake.post("/requests", json=body, headers={"Idempotency-Key": key})
         assert again.status_code == 200 and again.json()["reference"] == reference
         await engine.result(reference)
@@ -106,7 +105,7 @@ class TestIntakeHttp:
         locs = {tuple(e["loc"]) for e in response.json()["errors"]}
         assert ("submission", "tax_id") in locs
         assert ("submission", "new_address", "postcode") in locs
-        reference = request_reference("change-of-address", key)
+        reference = reference_for("change-of-address", key)
         missing = await engine.intake.get(f"/requests/{reference}")
         assert missing.status_code == 404
         assert await engine.pool.fetchval("SELECT count(*) FROM requests") == 0

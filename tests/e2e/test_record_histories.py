@@ -93,9 +93,8 @@ async def decided_after_escalations(engine: Engine, licensed: Catalog) -> str:
                                          idempotency_key=str(uuid.uuid4()))
     await until_waiting(engine, submitted.reference, "approve_trading")
     await asyncio.sleep(2.2)  # the decision's 2 s due date passes: one escalation
-    response = await engine.intake.post(f"/requests/{submitted.reference}/decisions", json={
-        "step_id": "approve_trading", "approve": True, "decided_by": "sam",
-        "role": "licensing-officer"})
+    response = await engine.decide(submitted.reference, "approve_trading", approve=True,
+                                   subject="sam", roles=["licensing-officer"])
     assert response.status_code == 200, response.text
     return submitted.reference
 

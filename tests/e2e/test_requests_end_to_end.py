@@ -171,9 +171,7 @@ class TestInvalidSubmissions:
         assert ("tax_id",) in paths
         assert ("moved_on",) in paths
         assert ("benefits", 0, "case_number") in paths
-        from runtime.messages import request_reference
-
-        reference = request_reference("change-of-address", key)
+        reference = engine.submissions.reference("change-of-address", key)
         with pytest.raises(Exception):  # noqa: B017 - any "not found" from the server will do
             await engine.client.get_workflow_handle(reference).describe()
         assert await engine.read_model.get_request(reference) is None

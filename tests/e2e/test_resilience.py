@@ -28,7 +28,7 @@ from definitions.models import CallStep
 from intake.submissions import Submissions, build_submissions
 from runtime.messages import RequestResult
 from runtime.settings import DEFAULT_CATALOG_DIR, PROJECT_ROOT, Settings
-from tests.e2e.conftest import Agencies, Engine, example, new_database
+from tests.e2e.conftest import REFERENCE_KEY, Agencies, Engine, example, new_database
 from tests.keys import engine_env
 from tests.polling import eventually
 from workflows.request_workflow import CitizenRequestWorkflow
@@ -103,7 +103,8 @@ async def workers(
                "database_url": database_url, "key": encryption_key, "agencies": agencies,
                "state_dir": tmp_path, "log_path": log_path}
     submissions = build_submissions(Settings(task_queue=task_queue), engine_client_for_key,
-                                    with_call_timeout(load_catalog(DEFAULT_CATALOG_DIR)))
+                                    with_call_timeout(load_catalog(DEFAULT_CATALOG_DIR)),
+                                    reference_key=REFERENCE_KEY)
     return KillableWorkers(options, submissions, database_url, log_path)
 
 

@@ -48,7 +48,8 @@ async def via_proxy(drill: Engine, drill_catalog: Catalog) -> AsyncIterator[Call
     """The drill engine whose requests give the agencies the proxy as callback base URL."""
     proxy = await FaultProxy.start(drill.intake_url)
     drill.submissions = build_submissions(
-        drill.settings(intake_url=proxy.url), drill.client, drill_catalog, drill.read_model)
+        drill.settings(intake_url=proxy.url), drill.client, drill_catalog, drill.read_model,
+        reference_key=drill.reference_key, access=drill.access)
     try:
         yield CallbacksProxied(drill, proxy)
     finally:

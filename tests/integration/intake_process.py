@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import secrets
 import subprocess
 import sys
 import uuid
@@ -49,7 +50,10 @@ async def running_intake(
         intake_url=url, intake_metrics_address=f"127.0.0.1:{free_port()}",
         task_queue=f"tq-{uuid.uuid4()}", state_dir=tmp_path_factory.mktemp("intake-state"),
         encryption_key=base64.b64encode(os.urandom(32)).decode(), codec_token=codec_token,
-        log_format="json", **values,
+        log_format="json", **{
+            "reference_key": secrets.token_urlsafe(32),
+            # nobody listens there: no bearer token verifies (unless a test gives an issuer)
+            "oidc_issuer": f"http://127.0.0.1:{free_port()}", **values},
     )
     log = tmp_path_factory.mktemp("intake-log") / "intake.log"
     with log.open("wb") as out:

@@ -19,6 +19,8 @@ import pytest
 import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
+from intake.access import AccessKeys
+from readmodel.access import AccessStore
 from runtime import callback_tokens
 from runtime.messages import request_reference
 from tests.integration.intake_process import LiveIntake, running_intake
@@ -95,12 +97,28 @@ class TestTextThatCannotBeStored:
         await nothing_stored(live)
 
     async def test_an_answer_is_refused_before_it_reaches_the_request(
-        self, http: httpx.AsyncClient
+        self, http: httpx.AsyncClient, live: LiveIntake
     ) -> None:
-        reference = request_reference("change-of-address", "no-such-request")
-        response = await http.post(f"/requests/{reference}/information", **raw(
-            r'{"step_id": "update_tax_address", "answers": {"proof_of_address": "a\u0000b"}}'))
-        assert response.status_code == 422, response.text  # not 404: the body comes first
+        """The access check comes first (a stranger's body is not even read); the holder of a
+        valid code then gets the body's 422, before anything is sent to the request (none
+        runs for this reference: a 404 would come from Temporal)."""
+        key = live.settings.reference_secret()
+        reference = request_reference("change-of-address", "no-such-request", key)
+        code = "a-code-granted-for-this-test"
+        pool = await asyncpg.connect(str(live.settings.database_url))
+        try:
+            await AccessStore(pool).grant(reference, owner_hash=None,  # type: ignore[arg-type]
+                                          code_hash=AccessKeys(key).code(reference, code))
+        finally:
+            await pool.close()
+        body = r'{"step_id": "update_tax_address", "answers": {"proof_of_address": "a\u0000b"}}'
+        stranger = await http.post(f"/requests/{reference}/information", **raw(body))
+        assert stranger.status_code == 404, stranger.text
+        response = await http.post(f"/requests/{reference}/information",
+                                   content=body.encode(), headers={
+                                       "Content-Type": "application/json",
+                                       "X-Access-Code": code})
+        assert response.status_code == 422, response.text
         assert list(errors_of(response)) == [("answers", "proof_of_address")]
 
     async def test_a_signed_callback_is_refused_with_its_path(
@@ -108,7 +126,7 @@ class TestTextThatCannotBeStored:
     ) -> None:
         token = callback_tokens.issue(
             callback_tokens.callback_key(live.settings.payload_key()),
-            callback_tokens.CallbackTarget(request_reference("change-of-address", "x"),
+            callback_tokens.CallbackTarget(request_reference("change-of-address", "x", b"k"),
                                            "update_voter_registration", None,
                                            "electoral-registration"))
         body = (br'{"status": "completed", "agency_reference": "ER-1", '

@@ -41,6 +41,7 @@ from runtime.process import free_port
 from runtime.settings import DEFAULT_CATALOG_DIR, Settings
 from runtime.temporal import data_converter
 from tests.conftest import new_database, quiet_stack
+from tests.identity import Issuer
 from tests.keys import agency_signed, keyring, serving_jwks
 from tests.polling import eventually
 
@@ -85,17 +86,18 @@ def own_temporal(tmp_path: Path) -> Iterator[Stack]:
 
 
 @asynccontextmanager
-async def serving(client: Client, key: bytes, database_url: str) -> AsyncIterator[Intake]:
+async def serving(client: Client, key: bytes, database_url: str,
+                  issuer: Issuer | None = None) -> AsyncIterator[Intake]:
     """The app ``python -m intake`` serves, on uvicorn on a free port, over ``client`` and a
     migrated read model at ``database_url``; stopped afterwards."""
     async with serving_jwks(ELECTORAL) as jwks_url, \
-            _serving(client, key, database_url, jwks_url) as intake:
+            _serving(client, key, database_url, jwks_url, issuer) as intake:
         yield intake
 
 
 @asynccontextmanager
 async def _serving(client: Client, key: bytes, database_url: str,
-                   jwks_url: str) -> AsyncIterator[Intake]:
+                   jwks_url: str, issuer: Issuer | None) -> AsyncIterator[Intake]:
     pool = await open_pool(database_url, max_size=5)
     await apply_migrations(pool)
     buffer = MetricBuffer(10_000)
@@ -105,6 +107,8 @@ async def _serving(client: Client, key: bytes, database_url: str,
         task_queue=f"tq-{uuid.uuid4()}", intake_url=f"http://127.0.0.1:{port}",
         encryption_key=base64.b64encode(key).decode(), codec_token="t",
         agency_env={"NWD_AGENCY_ELECTORAL_REGISTRATION_JWKS_URL": jwks_url},
+        reference_key="outage-tests-" * 4,
+        **({"oidc_issuer": issuer.url} if issuer is not None else {}),
     )
     app = build_app(settings, client=client, catalog=load_catalog(DEFAULT_CATALOG_DIR),
                     read_model=ReadModel(pool), meter=runtime.metric_meter)
@@ -126,12 +130,15 @@ async def _serving(client: Client, key: bytes, database_url: str,
 
 
 @pytest_asyncio.fixture
-async def intake(own_temporal: Stack, postgres_server: str) -> AsyncIterator[Intake]:
-    """The intake on a dev server of the test's own and the session's PostgreSQL."""
+async def intake(own_temporal: Stack, postgres_server: str,
+                 oidc_issuer: Issuer) -> AsyncIterator[Intake]:
+    """The intake on a dev server of the test's own and the session's PostgreSQL, trusting
+    the session's OIDC provider."""
     key = os.urandom(32)
     client = await Client.connect(own_temporal.temporal_address,
                                   data_converter=data_converter(key))
-    async with serving(client, key, await new_database(postgres_server, "intake")) as running:
+    async with serving(client, key, await new_database(postgres_server, "intake"),
+                       oidc_issuer) as running:
         yield running
 
 
@@ -173,7 +180,7 @@ def assert_unavailable(response: httpx.Response) -> None:
 class TestTemporalOutage:
     @pytest.mark.timeout(120)
     async def test_every_route_answers_503_then_the_same_submission_creates_one_request(
-        self, intake: Intake, own_temporal: Stack
+        self, intake: Intake, own_temporal: Stack, oidc_issuer: Issuer
     ) -> None:
         """While the server is down: 503 + Retry-After on each route, the record still shown,
         no row or event written, nothing counted as created; once it is back, the submission
@@ -183,7 +190,11 @@ class TestTemporalOutage:
                                         headers=submission(first_key)[1])
         assert before.status_code == 202, before.text
         existing = before.json()["reference"]
-        later = request_reference("change-of-address", later_key)
+        owner = {"X-Access-Code": before.json()["access_code"]}
+        caseworker = {"Authorization": f"Bearer {await oidc_issuer.sign_in('caseworker')}"}
+        reference_key = intake.settings.reference_secret()
+        later = request_reference("change-of-address", later_key, reference_key)
+        never = request_reference("change-of-address", "never", reference_key)
         token = callback_tokens.issue(
             callback_tokens.callback_key(intake.settings.payload_key()),
             callback_tokens.CallbackTarget(existing, "update_voter_registration", None,
@@ -199,18 +210,20 @@ class TestTemporalOutage:
             await asyncio.gather(
                 intake.http.post("/requests", json=body, headers=headers),
                 intake.http.post(f"/requests/{existing}/information", json={
-                    "step_id": "update_tax_address", "answers": {"proof_of_address": "bill"}}),
+                    "step_id": "update_tax_address", "answers": {"proof_of_address": "bill"}},
+                    headers=owner),
                 intake.http.post(f"/requests/{existing}/decisions", json={
-                    "step_id": "approve", "approve": True, "decided_by": "sam",
-                    "role": "officer"}),
-                intake.http.post(f"/requests/{existing}/cancel", json={}),
+                    "step_id": "approve", "approve": True}, headers=caseworker),
+                intake.http.post(f"/requests/{existing}/cancel", json={}, headers=owner),
                 intake.http.post(f"/callbacks/{token}", content=callback, headers=agency_signed(
                     ELECTORAL, f"{intake.settings.intake_url}/callbacks/{token}", callback)),
-                intake.http.get(f"/requests/{existing}"),
-                intake.http.get(f"/requests/{request_reference('change-of-address', 'never')}"),
+                intake.http.get(f"/requests/{existing}", headers=owner),
+                intake.http.get(f"/requests/{never}"),
             ))
-        for response in (submitted, answered, decided, cancelled, called_back, unknown):
+        for response in (submitted, answered, decided, cancelled, called_back):
             assert_unavailable(response)
+        # nobody holds access to a request that was never made: the read model says so
+        assert unknown.status_code == 404, unknown.text
         assert status.status_code == 200, status.text
         view = status.json()
         assert view["record"]["reference"] == existing and view["record"]["status"] == "running"
@@ -245,7 +258,8 @@ class TestReadModelOutage:
         creates the request and its row."""
         intake = intake_on_own_postgres
         key = str(uuid.uuid4())
-        reference = request_reference("change-of-address", key)
+        reference = request_reference("change-of-address", key,
+                                      intake.settings.reference_secret())
         body, headers = submission(key)
         await asyncio.to_thread(own_postgres.down, ["postgres"])
         refused = await intake.http.post("/requests", json=body, headers=headers)

@@ -198,7 +198,7 @@ def _environ(stack: Stack, name: str) -> dict[str, str]:
 
 class TestWholeStack:
     def test_every_component_on_moved_ports(self, tmp_path: Path) -> None:
-        """All five components on ports off the defaults: each serves, every port it opened
+        """All six components on ports off the defaults: each serves, every port it opened
         is in the summary, the processes run with the stack's settings, `down` stops all."""
         stack = quiet_stack(tmp_path / "state", start_timeout=60)
         try:
@@ -218,7 +218,13 @@ class TestWholeStack:
             unset = {"NWD_AGENCIES_DATABASE_URL", "NWD_INTAKE_METRICS_ADDRESS",
                      "NWD_STACK_OWNER_PID", "NWD_METRICS_TOKEN",  # optional
                      "NWD_ENGINE_PUBLIC_KEYS", "NWD_SIGNING_KEY_ID"}  # the intake's; in the JWK
-            assert set(Settings.variables()) - unset <= set(env)
+            front_door_only = {"NWD_REFERENCE_KEY", "NWD_OIDC_CLIENT_SECRET"}
+            assert set(Settings.variables()) - unset - front_door_only <= set(env)
+            assert not front_door_only & set(env)  # the worker holds neither
+            assert front_door_only <= set(stack.child_env("intake"))
+            issuer = httpx.get(f"{links['Sign in (OIDC issuer)']}/.well-known/"
+                               "openid-configuration", timeout=5).json()["issuer"]
+            assert issuer == stack.settings.oidc_issuer
         finally:
             stopped = stack.down()
         assert set(stopped) == set(COMPONENTS)
@@ -253,6 +259,11 @@ class TestWholeStack:
                     } == agency_ds
             assert "NWD_AGENCY_KEYS_FILE" not in environ["worker"]
             assert "NWD_AGENCY_KEYS_FILE" not in environ["intake"]
+            for name in ("worker", "agencies"):  # the reference key is the front door's alone
+                assert "NWD_REFERENCE_KEY" not in environ[name]
+                assert "NWD_OIDC_CLIENT_SECRET" not in environ[name]
+                assert secrets.reference_key not in everything[name]
+            assert environ["intake"]["NWD_REFERENCE_KEY"] == secrets.reference_key
 
             intake, agencies = stack.settings.intake_url, stack.settings.agencies_url
             published = httpx.get(f"{intake}/.well-known/jwks.json", timeout=5).json()
@@ -270,10 +281,12 @@ class TestWholeStack:
                 "service": "change-of-address", "submission": example})
             assert submitted.status_code in (200, 201, 202), submitted.text
             reference = submitted.json()["reference"]
+            owner = {"X-Access-Code": submitted.json()["access_code"]}
             deadline = time.monotonic() + 60
             status = None
             while time.monotonic() < deadline:
-                view = httpx.get(f"{intake}/requests/{reference}", timeout=10).json()
+                view = httpx.get(f"{intake}/requests/{reference}", timeout=10,
+                                 headers=owner).json()
                 status = view["record"]["status"] if view.get("record") else None
                 if status not in (None, "running"):
                     break

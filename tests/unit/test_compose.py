@@ -36,19 +36,28 @@ DEFAULT_IS_FINE: dict[str, str] = {
     "NWD_CALLBACK_TOKEN_TTL_S": "the default lifetime of callback URLs",
     "NWD_CALLBACK_GRACE_S": "the default grace after a step's deadline",
     "NWD_OPERATOR_ROLE": "the issuer's operator role is called operator unless set",
+    "NWD_OIDC_PORT": "a port of the embedded stack's OIDC provider, which compose does not use",
+    "NWD_OIDC_AUDIENCE": "the engine's API identifier at the issuer: `nwd` unless registered "
+                         "otherwise",
+    "NWD_OIDC_ROLES_CLAIM": "`roles`, as Entra ID and most issuers name it",
+    "NWD_OIDC_LEEWAY_S": "30 s of clock skew",
+    "NWD_OIDC_CLIENT_ID": "the CLI's client; no service in compose signs in",
+    "NWD_OIDC_CLIENT_SECRET": "the CLI's secret; no service in compose signs in",
 }
 """Settings whose defaults are right inside a container as well, and why."""
 # What each engine service needs beyond the engine-wide names.
 NEEDS: dict[str, set[str]] = {
-    "intake": {"NWD_CODEC_TOKEN"},
+    "intake": {"NWD_CODEC_TOKEN", "NWD_OIDC_ISSUER", "NWD_REFERENCE_KEY"},
     "worker": set(),
     "agencies": {"NWD_AGENCY_KEYS_FILE", "NWD_ENGINE_JWKS_URL"},
 }
 # Keys a service must NOT get: no process holds a key it does not need.
 NOT_FOR: dict[str, set[str]] = {
-    "worker": {"NWD_ENGINE_PUBLIC_KEYS", "NWD_AGENCY_KEYS_FILE"},
+    "worker": {"NWD_ENGINE_PUBLIC_KEYS", "NWD_AGENCY_KEYS_FILE", "NWD_REFERENCE_KEY",
+               "NWD_OIDC_ISSUER"},
     "intake": {"NWD_SIGNING_KEY", "NWD_AGENCY_KEYS_FILE"},
-    "agencies": {"NWD_SIGNING_KEY", "NWD_ENGINE_PUBLIC_KEYS"},
+    "agencies": {"NWD_SIGNING_KEY", "NWD_ENGINE_PUBLIC_KEYS", "NWD_REFERENCE_KEY",
+                 "NWD_OIDC_ISSUER"},
 }
 
 
@@ -188,7 +197,8 @@ class TestEnvironment:
         services = compose["services"]
         for service, name in (("intake", "NWD_ENCRYPTION_KEY"), ("intake", "NWD_CODEC_TOKEN"),
                               ("worker", "NWD_SIGNING_KEY"),
-                              ("intake", "NWD_ENGINE_PUBLIC_KEYS")):
+                              ("intake", "NWD_ENGINE_PUBLIC_KEYS"),
+                              ("intake", "NWD_REFERENCE_KEY")):
             env = _env(services[service])
             assert env[name].startswith(f"${{{name}:?"), f"{name} = {env[name]!r}"
 
