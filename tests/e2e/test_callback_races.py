@@ -39,6 +39,7 @@ from tests.e2e.conftest import Agencies, Engine, engine_client, example, running
 from tests.polling import eventually, progress_until
 from tests.replay.test_replay import REPLAY_KEY
 from worker import workflow_runner
+from workflows.call_steps import CALLBACK_URL_EXPIRES_AFTER_DEADLINE
 from workflows.recording import READ_MODEL_FOLLOWS_MESSAGES
 from workflows.request_workflow import CitizenRequestWorkflow
 
@@ -296,10 +297,12 @@ class TestReadModelFollowsTheRequest:
         assert [(e["step_id"], e["kind"]) for e in events] == [
             (VOTER_STEP, "callback_completed"), (TAX_STEP, "information_answered")]
         # the cost in history: one marker per message; one marker and one search-attribute
-        # upsert for the patch, once per run (the end's record was there before)
+        # upsert for each patch, once per run (the end's record was there before); the voter
+        # step has a deadline, so its call names it (its callback URL's expiry)
         counts = markers(await handle.fetch_history())
         assert counts == {"record_progress": 2, f"patch {READ_MODEL_FOLLOWS_MESSAGES}": 1,
-                          "TemporalChangeVersion": 1, "record_request": 1}, counts
+                          f"patch {CALLBACK_URL_EXPIRES_AFTER_DEADLINE}": 1,
+                          "TemporalChangeVersion": 2, "record_request": 1}, counts
 
     async def test_a_decision_shows_with_who_decided_while_the_request_runs(
         self, engine: Engine, licensed_catalog: Catalog
