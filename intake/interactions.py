@@ -277,7 +277,8 @@ _DECISION_ANSWERS = answers(400, 401, 403, 404, 409, 410, 413, 422, 503,
                             ok={200: MessageOutcome}, descriptions={
     401: "No bearer token (`token_required`), or one that cannot be trusted (`invalid_token`)",
     403: "The token's roles do not include the step's role (`forbidden`)",
-    404: "No such request (`unknown_request`)",
+    404: "No such request, or a token without any role (a citizen's): the same answer "
+         "(`unknown_request`)",
     422: "The body does not fit: it names who decides or the role (`invalid`, with `errors`)",
 })
 _CALLBACK_ANSWERS = answers(400, 401, 404, 409, 410, 413, 422, 503, ok={200: MessageOutcome},
@@ -379,6 +380,11 @@ def router(client: Client, verifier: CallbackVerifier, *, access: RequestAccess 
             return invalid_token(exc.reason)
         except IssuerUnavailable:
             return issuer_unavailable()
+        if not principal.roles:
+            # a token without any role is a citizen's: it learns nothing a stranger could not
+            # (not even whether the request exists), so it gets the same 404
+            log.warning("decision_refused", reference=reference, reason="no_role")
+            return unknown_request(reference)
         parsed = await _model(request, DecisionBody)
         if isinstance(parsed, Outcome):
             return parsed.response()

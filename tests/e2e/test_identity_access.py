@@ -316,8 +316,8 @@ class TestCaseworkers:
     async def test_no_token_wrong_role_expired_or_a_named_decider_changes_nothing(
             self, engine: Engine, licensed_catalog: Catalog) -> None:
         """401 without a token and with an expired one, 403 for a token without the step's
-        role (a citizen's, a tax officer's), 422 for a body naming who decides; the step still
-        waits, no decider is recorded."""
+        role (a tax officer's), a citizen's token (no role) the unknown request's 404, 422 for
+        a body naming who decides; the step still waits, no decider is recorded."""
         assert engine.issuer is not None
         expired = await engine.issuer.sign_in("caseworker")
         reference = await awaiting_decision(engine, licensed_catalog)
@@ -332,12 +332,22 @@ class TestCaseworkers:
             assert none.status_code == 401 and none.json()["code"] == "token_required"
             assert none.headers["www-authenticate"] == "Bearer"
             await engine.issuer.set_roles("tom", ["tax-officer"])
-            for subject in ("citizen", "tom"):
-                token = await engine.issuer.sign_in(subject)
-                wrong = await client.post(path, json=decision,
-                                          headers={"Authorization": f"Bearer {token}"})
-                assert wrong.status_code == 403, wrong.text
-                assert wrong.json()["code"] == "forbidden"
+            token = await engine.issuer.sign_in("tom")
+            wrong = await client.post(path, json=decision,
+                                      headers={"Authorization": f"Bearer {token}"})
+            assert wrong.status_code == 403, wrong.text
+            assert wrong.json()["code"] == "forbidden"
+            # a citizen's token (no role at all) cannot tell this request from one that does
+            # not exist: the same 404, body and all
+            citizen = {"Authorization": f"Bearer {await engine.issuer.sign_in('citizen')}"}
+            unknown = "LICENSED-BUSINESS-AAAA-BBBB-CCCC"
+            seen = await client.post(path, json=decision, headers=citizen)
+            missing = await client.post(f"/requests/{unknown}/decisions", json=decision,
+                                        headers=citizen)
+            assert seen.status_code == missing.status_code == 404, seen.text
+            assert seen.json() == {**missing.json(),
+                                   "message": missing.json()["message"].replace(unknown,
+                                                                                reference)}
             token = await engine.issuer.sign_in("caseworker")
             for extra in ({"decided_by": "the-mayor"}, {"role": "licensing-officer"}):
                 named = await client.post(path, json={**decision, **extra},
