@@ -25,12 +25,16 @@ class AgencyDirectory:
         env: The environment holding the variables the registry names.
         signer: Signs every call with the engine's private key; None sends calls unsigned
             (an agency that checks signatures refuses them with 401).
+        require_keys: Refuse to call an agency the registry names no keys for, whose answers
+            could not be verified (production: ``NWD_DEPLOYMENT=production``).
     """
 
-    def __init__(self, env: Mapping[str, str], signer: Signer | None = None) -> None:
+    def __init__(self, env: Mapping[str, str], signer: Signer | None = None, *,
+                 require_keys: bool = False) -> None:
         self._env = env
         self.signer = signer
         self._keys = RegistryKeys(env)
+        self._require_keys = require_keys
 
     def base_url(self, endpoint: AgencyEndpoint) -> str:
         url = self._env.get(endpoint.base_url_env or "") or endpoint.default_base_url
@@ -43,6 +47,11 @@ class AgencyDirectory:
     def public_keys(self, endpoint: AgencyEndpoint) -> PublicKeys | None:
         """Where the agency's answers are verified; None for an agency that does not sign."""
         try:
-            return self._keys.of(endpoint.agency_id, endpoint.keys)
+            keys = self._keys.of(endpoint.agency_id, endpoint.keys)
         except InvalidKeyError as exc:
             raise AgencyMisconfigured(str(exc)) from None
+        if keys is None and self._require_keys:
+            raise AgencyMisconfigured(
+                f"agency {endpoint.agency_id!r} has no keys in the registry: in production "
+                f"every agency's answers are verified (name its public keys under keys:)")
+        return keys

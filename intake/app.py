@@ -149,7 +149,8 @@ def build_app(
     nonces = NonceCache(read_model.pool) if read_model is not None else None
     app.include_router(interactions.router(
         client, interactions.CallbackVerifier(callback_key(settings.payload_key()), catalog,
-                                              settings.agency_env, nonces),
+                                              settings.agency_env, nonces,
+                                              require_keys=settings.production),
         access=access, caseworkers=interactions.Caseworkers(verifier)))
     engine_keys = Jwks.model_validate(settings.engine_jwks())
 

@@ -196,14 +196,17 @@ class CallbackVerifier:
         env: Where the variables the registry names are set.
         nonces: The replay cache; None takes a captured callback again while it is valid
             (tests of the token alone).
+        require_keys: Refuse callbacks from an agency the registry names no keys for
+            (production: ``NWD_DEPLOYMENT=production``); otherwise they are taken unsigned.
     """
 
     def __init__(self, key: bytes, catalog: Catalog, env: Mapping[str, str],
-                 nonces: NonceCache | None = None) -> None:
+                 nonces: NonceCache | None = None, *, require_keys: bool = False) -> None:
         self._key = key
         self._catalog = catalog
         self._keys = RegistryKeys(env)
         self._nonces = nonces
+        self._require_keys = require_keys
 
     def target(self, token: str) -> tokens.CallbackTarget:
         if not token.isascii():  # no token we issue is anything else; hmac compares ASCII only
@@ -226,7 +229,11 @@ class CallbackVerifier:
             log.error("callback_keys_missing", agency=agency_id, error=str(exc))
             raise SignatureError("the engine cannot verify this agency's signatures") from None
         if keys is None:
-            return  # an agency without keys in the registry sends unsigned callbacks
+            if self._require_keys:
+                log.error("callback_keys_missing", agency=agency_id, error="no keys")
+                raise SignatureError(f"agency {agency_id!r} has no keys in the registry: "
+                                     "production takes no unsigned callback")
+            return  # development: an agency without keys in the registry sends unsigned ones
         verified = await verify_request(keys, "POST", url, body, headers, tag=CALLBACK_TAG,
                                         require_nonce=True)
         if self._nonces is not None and verified.nonce is not None and not \

@@ -1,0 +1,47 @@
+"""An agency the registry names no keys for: taken unsigned on a developer's machine, refused in
+production (``NWD_DEPLOYMENT=production``) — by the worker before it calls the agency, and by
+the intake before it takes a callback."""
+
+from __future__ import annotations
+
+import pytest
+
+from activities.agency_directory import AgencyDirectory, AgencyMisconfigured
+from agency_kit.signing import SignatureError
+from definitions.catalog import Catalog
+from definitions.models import Agency, AgencyRegistry
+from intake.interactions import CallbackVerifier
+from runtime.messages import AgencyEndpoint
+
+KEYLESS = AgencyEndpoint(agency_id="keyless", default_base_url="http://agency.test")
+
+
+def keyless_catalog() -> Catalog:
+    agency = Agency.model_validate({
+        "id": "keyless", "name": {"en": "Keyless"},
+        "http": {"base_url_env": "NWD_AGENCY_KEYLESS_URL",
+                 "default_base_url": "http://agency.test"},
+        "operations": [],
+    })
+    return Catalog(registry=AgencyRegistry(agencies=(agency,)), services={})
+
+
+class TestWorker:
+    def test_development_takes_its_answers_unsigned(self) -> None:
+        assert AgencyDirectory({}).public_keys(KEYLESS) is None
+
+    def test_production_refuses_to_call_it(self) -> None:
+        with pytest.raises(AgencyMisconfigured, match="'keyless' has no keys"):
+            AgencyDirectory({}, require_keys=True).public_keys(KEYLESS)
+
+
+class TestIntake:
+    async def test_development_takes_its_callbacks_unsigned(self) -> None:
+        verifier = CallbackVerifier(b"k" * 32, keyless_catalog(), {})
+        await verifier.check_signature("keyless", "http://intake.test/callbacks/t", b"{}", {})
+
+    async def test_production_refuses_its_unsigned_callbacks(self) -> None:
+        verifier = CallbackVerifier(b"k" * 32, keyless_catalog(), {}, require_keys=True)
+        with pytest.raises(SignatureError, match="no unsigned callback"):
+            await verifier.check_signature("keyless", "http://intake.test/callbacks/t", b"{}",
+                                           {})
