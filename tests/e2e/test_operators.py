@@ -2,8 +2,9 @@
 every decrypt audited, for the UI's real origin, and a payload cannot be moved.
 
 The stack is real: the Temporal dev server, a worker, PostgreSQL, the reference agencies, the
-intake's codec server on uvicorn, and an OIDC provider over HTTP (``oidc-provider-mock``,
-:mod:`tests.oidc`) whose signed tokens the codec server verifies against its published keys.
+intake's codec server on uvicorn, and the embedded OIDC provider over HTTP (:mod:`tests.identity`,
+dev users ``operator`` with the operator role and ``citizen`` without), whose access tokens the
+engine's own :class:`runtime.identity.TokenVerifier` checks.
 The UI is configured on port 8399, not the dev server's default 8233.
 
 Every refusal is checked for what it must not do: answer plaintext, write an audit row, or
@@ -16,7 +17,6 @@ import asyncio
 import base64
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -34,10 +34,11 @@ from intake.codec_server import PATH_TOKEN_SUBJECT, CodecServer, ui_origins
 from readmodel.codec_audit import CodecAuditLog
 from readmodel.store import ReadModel
 from runtime.codec import WORKFLOW_ID_KEY
+from runtime.identity import Principal, TokenVerifier
 from runtime.process import free_port
 from runtime.temporal import data_converter
 from tests.e2e.conftest import Agencies, Engine, engine_client, example, running_engine
-from tests.oidc import JwksVerifier, Provider, running_provider
+from tests.identity import Issuer, running_issuer
 from tests.polling import eventually
 
 SERVICE = "change-of-address"
@@ -49,20 +50,35 @@ CITIZEN_NAME = b"Alex Example"
 
 
 @pytest.fixture(scope="module")
-def provider() -> Iterator[Provider]:
-    with running_provider() as provider:
-        yield provider
-
-
-@pytest.fixture(scope="module")
-def short_lived() -> Iterator[Provider]:
+def short_lived(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Issuer]:
     """A second issuer whose tokens expire after one second."""
-    with running_provider(token_lifetime=timedelta(seconds=1)) as provider:
-        yield provider
+    with running_issuer(tmp_path_factory.mktemp("short-lived-oidc"),
+                        token_lifetime_s=1) as issuer:
+        yield issuer
+
+
+class TrustedIssuer:
+    """The codec server's verifier: the session issuer's, switched by a test to another
+    :class:`TokenVerifier` (another issuer, an unreachable one)."""
+
+    def __init__(self, verifier: TokenVerifier) -> None:
+        self.current = verifier
+        self._used = [verifier]
+
+    def switch(self, verifier: TokenVerifier) -> None:
+        self.current = verifier
+        self._used.append(verifier)
+
+    async def verify(self, token: str) -> Principal:
+        return await self.current.verify(token)
+
+    async def aclose(self) -> None:
+        for verifier in self._used:
+            await verifier.aclose()
 
 
 class Audited:
-    def __init__(self, engine: Engine, verifier: JwksVerifier, raw: Client) -> None:
+    def __init__(self, engine: Engine, verifier: TrustedIssuer, raw: Client) -> None:
         self.engine = engine
         self.verifier = verifier
         self.raw = raw
@@ -92,9 +108,9 @@ class Audited:
 @pytest_asyncio.fixture
 async def audited(
     temporal_env: WorkflowEnvironment, postgres_server: str, agencies: Agencies,
-    catalog: Catalog, encryption_key: bytes, task_queue: str, provider: Provider,
+    catalog: Catalog, encryption_key: bytes, task_queue: str, oidc_issuer: Issuer,
 ) -> AsyncIterator[Audited]:
-    verifier = JwksVerifier(provider.issuer)
+    verifier = TrustedIssuer(oidc_issuer.verifier())
 
     def codec_server(read_model: ReadModel) -> CodecServer:
         codec = data_converter(encryption_key).payload_codec
@@ -108,7 +124,10 @@ async def audited(
         agencies=agencies, catalog=catalog, encryption_key=encryption_key,
         task_queue=task_queue, codec_server=codec_server,
     ) as engine:
-        yield Audited(engine, verifier, temporal_env.client)
+        try:
+            yield Audited(engine, verifier, temporal_env.client)
+        finally:
+            await verifier.aclose()
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -117,7 +136,7 @@ def bearer(token: str) -> dict[str, str]:
 
 class TestDecrypt:
     async def test_an_operator_decrypts_and_the_decrypt_is_audited(
-        self, audited: Audited, provider: Provider
+        self, audited: Audited, oidc_issuer: Issuer
     ) -> None:
         """The operator's token opens the payloads for the UI's origin; one audit row names
         the operator, the workflow and how many payloads."""
@@ -126,7 +145,7 @@ class TestDecrypt:
         [payload] = sealed["payloads"]
         assert payload["metadata"][WORKFLOW_ID_KEY] == base64.b64encode(reference.encode()).decode()
 
-        opened = await audited.decode(sealed, bearer(provider.token("operator")))
+        opened = await audited.decode(sealed, bearer(await oidc_issuer.sign_in("operator")))
         assert opened.status_code == 200, opened.text
         assert opened.headers["access-control-allow-origin"] == UI_URL
         plain = json_format.ParseDict(opened.json(), Payloads())
@@ -139,7 +158,7 @@ class TestDecrypt:
         assert row.at is not None
 
     async def test_a_whole_history_is_one_row_per_workflow(
-        self, audited: Audited, provider: Provider
+        self, audited: Audited, oidc_issuer: Issuer
     ) -> None:
         """Every sealed payload of a history page counts, under its own workflow."""
         reference = await audited.completed_request()
@@ -150,7 +169,7 @@ class TestDecrypt:
                             else [])]
         assert len(sealed) >= 2
         body = json_format.MessageToDict(Payloads(payloads=sealed))
-        opened = await audited.decode(body, bearer(provider.token("operator")))
+        opened = await audited.decode(body, bearer(await oidc_issuer.sign_in("operator")))
         assert opened.status_code == 200, opened.text
         [row] = await audited.audit.rows(workflow_id=reference)
         assert row.payloads == len(sealed)
@@ -169,9 +188,9 @@ class TestDecrypt:
         assert len(await audited.audit.rows(workflow_id=reference)) == 1
 
     async def test_encode_then_decode_gives_the_payload_back(
-        self, audited: Audited, provider: Provider
+        self, audited: Audited, oidc_issuer: Issuer
     ) -> None:
-        token = bearer(provider.token("operator"))
+        token = bearer(await oidc_issuer.sign_in("operator"))
         plain = json_format.MessageToDict(Payloads(payloads=[
             Payload(metadata={"encoding": b"json/plain"}, data=b'"hello"')]))
         encoded = await audited.decode(plain, token, path="/codec/encode")
@@ -186,7 +205,7 @@ class TestRefusals:
     @pytest.mark.parametrize("case", ["no_token", "not_bearer", "garbage", "citizen",
                                       "expired", "other_issuer"])
     async def test_refused_callers_get_no_plaintext_and_change_nothing(
-        self, audited: Audited, provider: Provider, short_lived: Provider, case: str
+        self, audited: Audited, oidc_issuer: Issuer, short_lived: Issuer, case: str
     ) -> None:
         """No token, a forged or expired one, another issuer's: 401; a citizen's: 403.
         None answers plaintext, writes an audit row or changes the request."""
@@ -196,18 +215,18 @@ class TestRefusals:
         if case == "no_token":
             headers: dict[str, str] = {}
         elif case == "not_bearer":
-            headers = {"Authorization": f"Basic {provider.token('operator')}"}
+            headers = {"Authorization": f"Basic {await oidc_issuer.sign_in('operator')}"}
         elif case == "garbage":
             headers = bearer("not-a-jwt")
         elif case == "citizen":
-            headers = bearer(provider.token("citizen"))
+            headers = bearer(await oidc_issuer.sign_in("citizen"))
         elif case == "expired":
-            token = short_lived.token("operator")
-            audited.verifier.issuer = short_lived.issuer  # the right issuer, an old token
+            token = await short_lived.sign_in("operator")
+            audited.verifier.switch(short_lived.verifier())  # the right issuer, an old token
             await asyncio.sleep(2.5)
             headers = bearer(token)
         else:  # a valid operator token of an issuer the engine does not trust
-            headers = bearer(short_lived.token("operator"))
+            headers = bearer(await short_lived.sign_in("operator"))
 
         refused = await audited.decode(sealed, headers)
         assert refused.status_code == (403 if case == "citizen" else 401), refused.text
@@ -220,12 +239,13 @@ class TestRefusals:
         assert await audited.history_length(reference) == length
 
     async def test_an_unreachable_issuer_is_503_and_decrypts_nothing(
-        self, audited: Audited, provider: Provider
+        self, audited: Audited, oidc_issuer: Issuer
     ) -> None:
         reference = await audited.completed_request()
         sealed = await audited.sealed_input(reference)
-        token = provider.token("operator")
-        audited.verifier.issuer = f"http://127.0.0.1:{free_port()}"  # nobody listens
+        token = await oidc_issuer.sign_in("operator")
+        audited.verifier.switch(TokenVerifier(  # nobody listens there
+            f"http://127.0.0.1:{free_port()}", audience=oidc_issuer.audience))
         refused = await audited.decode(sealed, bearer(token))
         assert refused.status_code == 503, refused.text
         assert refused.headers["retry-after"]
@@ -235,7 +255,7 @@ class TestRefusals:
 
 class TestCors:
     async def test_the_configured_ui_origin_is_allowed_others_are_not(
-        self, audited: Audited, provider: Provider
+        self, audited: Audited, oidc_issuer: Issuer
     ) -> None:
         """A preflight from the UI's configured origin (port 8399, either loopback spelling)
         is allowed; the old hard-coded :8233 and any other origin are not."""
@@ -254,15 +274,16 @@ class TestCors:
 
         # A call from another origin gets no CORS header: a browser hides the answer.
         reference = await audited.completed_request()
+        token = await oidc_issuer.sign_in("operator")
         answered = await audited.engine.intake.post(
             "/codec/decode", json=await audited.sealed_input(reference),
-            headers={"Origin": "http://evil.example", **bearer(provider.token("operator"))})
+            headers={"Origin": "http://evil.example", **bearer(token)})
         assert "access-control-allow-origin" not in answered.headers
 
 
 class TestMovedPayloads:
     async def test_a_payload_moved_to_another_workflow_does_not_open(
-        self, audited: Audited, provider: Provider, catalog: Catalog
+        self, audited: Audited, oidc_issuer: Issuer, catalog: Catalog
     ) -> None:
         """Request A's sealed input, started as the input of workflow B on the engine's
         queue: the worker refuses it (B's workflow task fails, B calls no agency and writes
@@ -297,7 +318,7 @@ class TestMovedPayloads:
         relabelled = json_format.ParseDict(sealed, Payloads())
         relabelled.payloads[0].metadata[WORKFLOW_ID_KEY] = moved.encode()
         refused = await audited.decode(json_format.MessageToDict(relabelled),
-                                       bearer(provider.token("operator")))
+                                       bearer(await oidc_issuer.sign_in("operator")))
         assert refused.status_code == 400 and refused.json()["code"] == "codec_failed"
         assert CITIZEN_NAME not in refused.content
         assert await audited.audit.rows() == []
