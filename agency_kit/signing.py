@@ -177,7 +177,23 @@ class _Keys(HTTPSignatureKeyResolver):
         return self._private
 
 
+_SINGLE_HEADERS = frozenset(h.lower() for h in (
+    SIGNATURE_HEADER, SIGNATURE_INPUT_HEADER, DIGEST_HEADER, IDEMPOTENCY_HEADER, "Content-Type"))
+"""Headers a message may carry once only: a second copy could be read by the receiver's
+application where the signature check read the other (a captured call sent again with a new
+``Idempotency-Key`` put before the signed one)."""
+
+
 def _ascii(headers: Mapping[str, str]) -> None:
+    """Refuse non-ASCII signature headers, and a second copy of any header the signature
+    covers or is carried in (``headers.items()`` of a multi-dict yields every copy)."""
+    seen: set[str] = set()
+    for name, _ in headers.items():
+        lowered = name.lower()
+        if lowered in _SINGLE_HEADERS:
+            if lowered in seen:
+                raise SignatureError(f"the {name} header appears more than once")
+            seen.add(lowered)
     for name in (SIGNATURE_HEADER, SIGNATURE_INPUT_HEADER, DIGEST_HEADER):
         value = _get(headers, name)
         if value is not None and not value.isascii():

@@ -60,8 +60,9 @@ class TestSignature:
     async def test_a_captured_call_replayed_elsewhere_or_altered_is_refused(
         self, agencies: Agencies
     ) -> None:
-        """A signed call replayed with another Idempotency-Key, to another operation's URL,
-        or with another body: 401 each, and no record, no key, no second effect."""
+        """A signed call replayed with another Idempotency-Key (instead of the signed one, or
+        as a second copy before it), to another operation's URL, or with another body: 401
+        each, and no record, no key, no second effect."""
         body = request_body()
         raw = json.dumps(body).encode()
         url = f"{agencies.base('dmv')}/operations/update-address"
@@ -69,10 +70,13 @@ class TestSignature:
             "Content-Type": "application/json", "Idempotency-Key": "R:dmv:-"})
         other_key = {**signed, "Idempotency-Key": "R:dmv:-:again"}
         other_url = f"{agencies.base('dmv')}/operations/withdraw-registration"
+        # a second key sent before the signed one: the application would read the first copy
+        key_put_first = [("Idempotency-Key", "R:dmv:-:again"), *signed.items()]
         for target, content, headers in (
-            (url, raw, other_key),
-            (other_url, raw, signed),
-            (url, raw.replace(b"Ada", b"Eve"), signed),
+            (url, raw, list(other_key.items())),
+            (other_url, raw, list(signed.items())),
+            (url, raw.replace(b"Ada", b"Eve"), list(signed.items())),
+            (url, raw, key_put_first),
         ):
             response = await agencies.http.post(target, content=content, headers=headers)
             assert response.status_code == 401, response.text

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from starlette.datastructures import Headers
 
 from agency_kit.keys import (
     InvalidKeyError,
@@ -165,6 +166,20 @@ class TestMalformedHeaders:
             else:
                 headers[name] = value
         with pytest.raises(SignatureError):
+            verifier(ENGINE.public()).verify_request("POST", URL, BODY, headers)
+
+
+    @pytest.mark.parametrize("name", ["Idempotency-Key", "Signature", "Signature-Input",
+                                      "Content-Digest", "content-type"])
+    def test_a_second_copy_of_a_covered_header_is_refused(self, name: str) -> None:
+        """Starlette's and aiohttp's headers keep every copy: the check and the application
+        could read different ones, so a second copy is a SignatureError (401)."""
+        signed = signer().request_headers("POST", URL, BODY, HEADERS)
+        value = next(v for k, v in signed.items() if k.lower() == name.lower())
+        headers = Headers(raw=[(name.lower().encode(), b"R-1:dmv:-:again" if
+                                name == "Idempotency-Key" else value.encode())]
+                          + [(k.lower().encode(), v.encode()) for k, v in signed.items()])
+        with pytest.raises(SignatureError, match="more than once"):
             verifier(ENGINE.public()).verify_request("POST", URL, BODY, headers)
 
 
