@@ -96,9 +96,10 @@ async def test_harness_measures_baseline_engine_and_dbos(
     dbos = summaries["3x2-fanout"]["dbos"]
     assert dbos["history_events"] == 2  # one step row per agency call
     assert dbos_run.event_types == {"agency_call": 2}
-    # DBOS's server is PostgreSQL: the same figure in both columns, and not nothing
+    # DBOS's server is PostgreSQL: the same figure in both columns, and measured (a smoke run's
+    # few requests can stay under the kernel's 10 ms CPU tick, so 0.0 happens: CI saw it once)
     assert dbos["server_cpu_s"] == dbos["postgres_cpu_s"]
-    assert dbos["postgres_cpu_s"] is not None and dbos["postgres_cpu_s"] > 0
+    assert dbos["postgres_cpu_s"] is not None and dbos["postgres_cpu_s"] >= 0
     assert summaries["3x2-fanout"]["dbos_ratio"]["requests_per_s"] is not None
 
     printed = table(report)
