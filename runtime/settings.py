@@ -192,6 +192,9 @@ Switch = Annotated[bool, BeforeValidator(_switch)]
 Name = Annotated[str, AfterValidator(_not_blank)]
 AesKey = Annotated[SecretStr, AfterValidator(_aes_key)]
 
+ENGINE_SECRETS = ("NWD_ENCRYPTION_KEY", "NWD_CODEC_TOKEN", "NWD_METRICS_TOKEN", "NWD_SIGNING_KEY",
+                  "NWD_SIGNING_KEY_ID", "NWD_OIDC_CLIENT_SECRET", "NWD_REFERENCE_KEY")
+"""The engine's secrets (and the signing key's id): no agency's process is given any."""
 _SECRET = {"NWD_ENCRYPTION_KEY", "NWD_CODEC_TOKEN", "NWD_METRICS_TOKEN", "NWD_SIGNING_KEY",
            "NWD_OIDC_CLIENT_SECRET", "NWD_REFERENCE_KEY"}
 """Variables whose values never appear in an error line."""

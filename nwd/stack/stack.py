@@ -25,7 +25,7 @@ from nwd.stack.secrets import AGENCY_KEYS_FILE, Secrets, ensure_secrets
 from nwd.stack.supervisor import StackError, Supervisor, port_open
 from nwd.stack.temporal import TemporalDevServer
 from nwd.stack.watchdog import ProcessRef, Watchdog, release
-from runtime.settings import PROJECT_ROOT, Settings, reveal
+from runtime.settings import ENGINE_SECRETS, PROJECT_ROOT, Settings, reveal
 
 COMPONENTS: tuple[str, ...] = ("postgres", "temporal", "oidc", "agencies", "worker", "intake")
 """Every component, in start order (``down`` stops them in reverse)."""
@@ -380,6 +380,10 @@ class Stack:
             env.pop("NWD_SIGNING_KEY", None)
             env.pop("NWD_SIGNING_KEY_ID", None)
         if component == "agencies":
+            # the agencies are other parties: none of the engine's secrets (the payload key
+            # would open every payload and mint callback URLs) nor the state folder holding them
+            for name in (*ENGINE_SECRETS, "NWD_STATE_DIR"):
+                env.pop(name, None)
             env["NWD_AGENCY_KEYS_FILE"] = str(self.agency_keys_file())
             env["NWD_ENGINE_JWKS_URL"] = f"{self.settings.intake_url}/.well-known/jwks.json"
         env["PYTHONUNBUFFERED"] = "1"

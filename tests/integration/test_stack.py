@@ -264,6 +264,13 @@ class TestWholeStack:
                 assert "NWD_OIDC_CLIENT_SECRET" not in environ[name]
                 assert secrets.reference_key not in everything[name]
             assert environ["intake"]["NWD_REFERENCE_KEY"] == secrets.reference_key
+            # the agencies are other parties: no payload key (it opens every payload and mints
+            # callback URLs), no codec or metrics token, not even the state folder
+            for variable in ("NWD_ENCRYPTION_KEY", "NWD_CODEC_TOKEN", "NWD_METRICS_TOKEN",
+                             "NWD_STATE_DIR"):
+                assert variable not in environ["agencies"], variable
+            assert secrets.encryption_key not in everything["agencies"]
+            assert secrets.codec_token not in everything["agencies"]
 
             intake, agencies = stack.settings.intake_url, stack.settings.agencies_url
             published = httpx.get(f"{intake}/.well-known/jwks.json", timeout=5).json()

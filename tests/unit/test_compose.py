@@ -12,7 +12,7 @@ from ruamel.yaml import YAML
 from agency_kit.reference.config import AgenciesSettings
 from definitions.loader import load_registry_file
 from definitions.models import Agency
-from runtime.settings import PROJECT_ROOT, Settings
+from runtime.settings import ENGINE_SECRETS, PROJECT_ROOT, Settings
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
@@ -56,8 +56,8 @@ NOT_FOR: dict[str, set[str]] = {
     "worker": {"NWD_ENGINE_PUBLIC_KEYS", "NWD_AGENCY_KEYS_FILE", "NWD_REFERENCE_KEY",
                "NWD_OIDC_ISSUER"},
     "intake": {"NWD_SIGNING_KEY", "NWD_AGENCY_KEYS_FILE"},
-    "agencies": {"NWD_SIGNING_KEY", "NWD_ENGINE_PUBLIC_KEYS", "NWD_REFERENCE_KEY",
-                 "NWD_OIDC_ISSUER"},
+    # the agencies are other parties: none of the engine's secrets
+    "agencies": {*ENGINE_SECRETS, "NWD_ENGINE_PUBLIC_KEYS", "NWD_OIDC_ISSUER"},
 }
 
 
