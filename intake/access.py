@@ -66,8 +66,11 @@ def unknown_request(reference: str) -> JSONResponse:
 
 def invalid_token(reason: str) -> JSONResponse:
     """401 for a bearer token that cannot be trusted (RFC 6750's ``invalid_token``)."""
+    # a header value is ASCII without quotes: a reason naming something the caller sent must
+    # not turn the refusal into a 500 (or break out of the quoted string)
+    description = reason.encode("ascii", "replace").decode().replace('"', "'").replace("\\", "/")
     return errors.error(401, "invalid_token", reason, headers={
-        "WWW-Authenticate": f'Bearer error="invalid_token", error_description="{reason}"'})
+        "WWW-Authenticate": f'Bearer error="invalid_token", error_description="{description}"'})
 
 
 def token_required(what: str) -> JSONResponse:

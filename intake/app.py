@@ -226,9 +226,11 @@ def create_app(
     async def metrics_endpoint(request: Request) -> Response:
         if metrics is None:
             return errors.error(404, "metrics_disabled", "this process exports no metrics")
-        if metrics_token is not None:
+        if metrics_token is not None or production:
+            # production without a token: nobody may scrape (no header can match)
             given = request.headers.get("authorization", "").encode()
-            if not hmac.compare_digest(given, f"Bearer {metrics_token}".encode()):
+            if metrics_token is None or not hmac.compare_digest(
+                    given, f"Bearer {metrics_token}".encode()):
                 return errors.error(401, "unauthorized", "GET /metrics needs Authorization: "
                                     "Bearer <NWD_METRICS_TOKEN>",
                                     headers={"WWW-Authenticate": "Bearer"})

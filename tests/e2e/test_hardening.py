@@ -264,6 +264,17 @@ async def production(temporal_env: WorkflowEnvironment, postgres_server: str,
 
 
 @pytest_asyncio.fixture(loop_scope="session")
+async def production_without_metrics_token(
+    temporal_env: WorkflowEnvironment, postgres_server: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[str]:
+    """``python -m intake`` with ``NWD_DEPLOYMENT=production`` and no ``NWD_METRICS_TOKEN``."""
+    async with running_intake(temporal_env, postgres_server, tmp_path_factory,
+                              codec_token="prod-path-token", deployment="production") as intake:
+        yield intake.url
+
+
+@pytest_asyncio.fixture(loop_scope="session")
 async def production_agencies(postgres_server: str, catalog: Catalog,
                               tmp_path: Path) -> AsyncIterator[str]:
     """``python -m agency_kit`` with ``NWD_DEPLOYMENT=production``."""
@@ -316,6 +327,19 @@ class TestProduction:
             # The dev UI's token-in-path codec endpoint does not exist in production.
             path_door = await http.post("/codec/prod-path-token/decode", json={"payloads": []})
             assert path_door.status_code == 404
+
+    async def test_without_a_metrics_token_nobody_scrapes(
+        self, production_without_metrics_token: str
+    ) -> None:
+        """Production without ``NWD_METRICS_TOKEN``: ``/metrics`` answers 401 to everyone
+        (it was served openly), whatever bearer is sent."""
+        async with httpx.AsyncClient(base_url=production_without_metrics_token,
+                                     timeout=10) as http:
+            for headers in ({}, {"Authorization": "Bearer"}, {"Authorization": "Bearer x"}):
+                locked = await http.get("/metrics", headers=headers)
+                assert locked.status_code == 401, headers
+                assert locked.json()["code"] == "unauthorized"
+                assert "temporal_" not in locked.text and "nwd_" not in locked.text
 
     async def test_the_agencies_serve_no_admin_api(self, production_agencies: str) -> None:
         async with httpx.AsyncClient(base_url=production_agencies, timeout=10) as http:

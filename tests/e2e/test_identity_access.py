@@ -10,6 +10,8 @@ history length in Temporal, the read model's rows, and the access rows.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
 import subprocess
 import sys
@@ -176,7 +178,12 @@ class TestStrangers:
         before = await settled(engine, reference)
         await asyncio.sleep(TOKEN_LIFETIME_S + 1)
         async with engine.stranger() as stranger:
-            for bad in (token, token[:-4] + "AAAA", "not.a.jwt"):
+            # a header naming a non-ASCII or quoted algorithm must not echo into
+            # WWW-Authenticate (a 500 before)
+            crafted = [base64.urlsafe_b64encode(json.dumps(header).encode()).decode()
+                       .rstrip("=") + ".e30.c2ln" for header in (
+                           {"alg": "€", "kid": "k"}, {"alg": 'RS256"\\', "kid": "k"})]
+            for bad in (token, token[:-4] + "AAAA", "not.a.jwt", *crafted):
                 response = await stranger.post(
                     f"/requests/{reference}/cancel", json={},
                     headers={"Authorization": f"Bearer {bad}",
