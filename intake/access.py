@@ -164,13 +164,9 @@ class RequestAccess:
         per_reference = _scope("reference", reference)
         scopes = [address] if principal is not None and not code else [address, per_reference]
         throttles = await self.store.throttles(scopes, self.failure_window)
-        held = [t for t in throttles.values() if t.failures >= self.failure_limit]
-        if held:
-            wait = max(t.retry_after_s for t in held)
-            log.warning("access_rate_limited", reference=reference)
-            return errors.error(429, "too_many_attempts", (
-                f"too many refused attempts; try again in {wait} s"),
-                headers={"Retry-After": str(wait)})
+        held = {scope: t for scope, t in throttles.items() if t.failures >= self.failure_limit}
+        if address in held:  # this caller guessed too often: nothing is even checked
+            return self._limited(reference, held[address].retry_after_s)
         row = await self.store.get(reference)
         allowed = False
         if principal is not None:
@@ -182,11 +178,23 @@ class RequestAccess:
             allowed = hmac.compare_digest(
                 expected, self.keys.code(reference, code)) and row is not None
         if allowed:
+            # a reference others have guessed at still opens to its own credential: strangers
+            # must not be able to lock a citizen out of their request
             return None
+        if per_reference in held:
+            await self.store.record_failure([address], self.failure_window)
+            return self._limited(reference, held[per_reference].retry_after_s)
         await self.store.record_failure([address, per_reference], self.failure_window)
         log.info("access_refused", reference=reference,
                  credential="token" if principal else "code" if code else "none")
         return unknown_request(reference)
+
+    @staticmethod
+    def _limited(reference: str, wait: int) -> JSONResponse:
+        log.warning("access_rate_limited", reference=reference)
+        return errors.error(429, "too_many_attempts", (
+            f"too many refused attempts; try again in {wait} s"),
+            headers={"Retry-After": str(wait)})
 
 
 def _scope(kind: str, value: str) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
 from temporalio.client import WorkflowExecutionStatus
@@ -290,6 +291,27 @@ class TestRateLimit:
             "SELECT count(*) FROM access_failures WHERE scope = $1", f"reference:{reference}")
         assert failures == FAILURE_LIMIT
         assert await snapshot(engine, reference) == before
+
+    async def test_strangers_cannot_lock_the_owner_out(self, engine: Engine) -> None:
+        """Guesses from one address hold the reference: from another address a wrong code
+        gets 429 too, but the citizen's own code still opens the request."""
+        reference = await waiting_request(engine)
+        async with engine.stranger() as guesser:
+            for i in range(FAILURE_LIMIT):
+                guess = await guesser.get(f"/requests/{reference}",
+                                          headers={"X-Access-Code": f"guess-{i}"})
+                assert guess.status_code == 404
+        elsewhere = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+        async with httpx.AsyncClient(base_url=engine.intake_url, transport=elsewhere,
+                                     timeout=30) as citizen:
+            wrong = await citizen.get(f"/requests/{reference}",
+                                      headers={"X-Access-Code": "guess-again"})
+            assert wrong.status_code == 429, wrong.text
+            assert wrong.json()["code"] == "too_many_attempts"
+            own = await citizen.get(f"/requests/{reference}",
+                                    headers={"X-Access-Code": engine.access_code(reference)})
+            assert own.status_code == 200, own.text
+            assert own.json()["reference"] == reference
 
 
 def waiting_for_decision(progress: RequestProgress) -> bool:
