@@ -196,8 +196,9 @@ class CallbackVerifier:
         env: Where the variables the registry names are set.
         nonces: The replay cache; None takes a captured callback again while it is valid
             (tests of the token alone).
-        require_keys: Refuse callbacks from an agency the registry names no keys for
-            (production: ``NWD_DEPLOYMENT=production``); otherwise they are taken unsigned.
+        require_keys: Refuse callbacks from an agency the registry names no keys for, and
+            callback URLs that carry no expiry (issued before expiry existed) — production:
+            ``NWD_DEPLOYMENT=production``; otherwise both are taken.
     """
 
     def __init__(self, key: bytes, catalog: Catalog, env: Mapping[str, str],
@@ -211,7 +212,10 @@ class CallbackVerifier:
     def target(self, token: str) -> tokens.CallbackTarget:
         if not token.isascii():  # no token we issue is anything else; hmac compares ASCII only
             raise tokens.InvalidCallbackToken("the callback token is not valid")
-        return tokens.verify(self._key, token)
+        target = tokens.verify(self._key, token)
+        if target.expires is None and self._require_keys:
+            raise tokens.InvalidCallbackToken("the callback URL carries no expiry")
+        return target
 
     async def check_signature(
         self, agency_id: str, url: str, body: bytes, headers: Mapping[str, str]

@@ -1,6 +1,6 @@
 """An agency the registry names no keys for: taken unsigned on a developer's machine, refused in
 production (``NWD_DEPLOYMENT=production``) — by the worker before it calls the agency, and by
-the intake before it takes a callback."""
+the intake before it takes a callback. Likewise a callback URL without an expiry."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from agency_kit.signing import SignatureError
 from definitions.catalog import Catalog
 from definitions.models import Agency, AgencyRegistry
 from intake.interactions import CallbackVerifier
+from runtime import callback_tokens as tokens
 from runtime.messages import AgencyEndpoint
 
 KEYLESS = AgencyEndpoint(agency_id="keyless", default_base_url="http://agency.test")
@@ -45,3 +46,19 @@ class TestIntake:
         with pytest.raises(SignatureError, match="no unsigned callback"):
             await verifier.check_signature("keyless", "http://intake.test/callbacks/t", b"{}",
                                            {})
+
+
+class TestCallbackUrlsWithoutExpiry:
+    KEY = b"k" * 32
+    TARGET = tokens.CallbackTarget("R-1", "step", None, "keyless")
+
+    def test_development_takes_them(self) -> None:
+        verifier = CallbackVerifier(self.KEY, keyless_catalog(), {})
+        assert verifier.target(tokens.issue(self.KEY, self.TARGET)) == self.TARGET
+
+    def test_production_refuses_them_and_takes_expiring_ones(self) -> None:
+        verifier = CallbackVerifier(self.KEY, keyless_catalog(), {}, require_keys=True)
+        with pytest.raises(tokens.InvalidCallbackToken, match="no expiry"):
+            verifier.target(tokens.issue(self.KEY, self.TARGET))
+        expiring = tokens.CallbackTarget("R-1", "step", None, "keyless", 4_102_444_800)
+        assert verifier.target(tokens.issue(self.KEY, expiring)) == expiring
