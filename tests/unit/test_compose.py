@@ -212,6 +212,11 @@ class TestEnvironment:
         """The UI decrypts payloads through the intake's /codec, at a browser-visible URL."""
         ui = _env(compose["services"]["temporal-ui"])
         assert ui["TEMPORAL_CODEC_ENDPOINT"] == "http://localhost:8000/codec"
+        # production has no token-in-path endpoint: the UI signs operators in and passes on
+        # their access token, or it decodes nothing
+        assert ui["TEMPORAL_CODEC_PASS_ACCESS_TOKEN"] == "true"
+        assert ui["TEMPORAL_AUTH_ENABLED"] == "true"
+        assert ui["TEMPORAL_AUTH_PROVIDER_URL"].startswith("${NWD_OIDC_ISSUER:?")
 
 
 class TestTemporal:
