@@ -206,7 +206,9 @@ class KeySource:
     The set is fetched on first use, again after ``ttl_s``, and at once when a signature names
     a kid not in it (a rotation) — but at most once per ``min_refresh_s``, so a stream of
     made-up kids cannot turn the receiver into a flood of fetches. A failed fetch keeps the
-    keys already known.
+    keys already known — for ``max_stale_s`` after the last good fetch (default twice
+    ``ttl_s``); after that the keys are unavailable (503, try again) rather than trusted while
+    their URL cannot be reached, so blocking it cannot keep a withdrawn key alive.
 
     Args:
         url: The JWKS URL.
@@ -218,6 +220,9 @@ class KeySource:
     http: httpx.AsyncClient | None = None
     ttl_s: float = 300.0
     min_refresh_s: float = 1.0
+    max_stale_s: float | None = None
+    """How long after the last good fetch the keys are still used while fetches fail
+    (None: twice ``ttl_s``)."""
     _keys: dict[str, Ed25519PublicKey] = field(default_factory=dict)
     _fetched_at: float | None = None
     _tried_at: float = float("-inf")
@@ -232,6 +237,12 @@ class KeySource:
         """Fetch the keys if never fetched or older than ``ttl_s``."""
         if self._fetched_at is None or time.monotonic() - self._fetched_at > self.ttl_s:
             await self.refresh()
+        if self.failing and self._fetched_at is not None:
+            age = time.monotonic() - self._fetched_at
+            limit = 2 * self.ttl_s if self.max_stale_s is None else self.max_stale_s
+            if age > limit:
+                raise KeysUnavailable(f"the sender's keys were last fetched {age:.0f} s ago "
+                                      "and cannot be fetched now")
 
     async def refresh(self) -> bool:
         """Fetch the set again (rate-bounded); whether it is fresher than when asked.

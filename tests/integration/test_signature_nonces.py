@@ -97,6 +97,24 @@ class TestKeySource:
             await verify_request(source, "POST", url, body, agency_signed(new, url, body),
                                  tag=CALLBACK_TAG)
 
+    async def test_keys_whose_url_stops_answering_are_trusted_only_for_a_while(self) -> None:
+        """The JWKS URL goes away (blocked, or down): the keys last fetched still verify for
+        ``max_stale_s``, then the sender's keys are unavailable (503) — not trusted for ever."""
+        agency = keyring("agency")
+        url = "http://127.0.0.1:1/callbacks/t"
+        async with serving_jwks(agency) as jwks_url:
+            source = KeySource(jwks_url, ttl_s=0.2, min_refresh_s=0.05, max_stale_s=1.0)
+            await verify_request(source, "POST", url, b"{}", agency_signed(agency, url, b"{}"),
+                                 tag=CALLBACK_TAG)
+        await asyncio.sleep(0.3)  # past the TTL: the refetch fails, the keys are kept
+        verified = await verify_request(source, "POST", url, b"{}",
+                                        agency_signed(agency, url, b"{}"), tag=CALLBACK_TAG)
+        assert verified.key_id == agency.signing[0] and source.failing
+        await asyncio.sleep(0.8)  # past max_stale_s
+        with pytest.raises(KeysUnavailable, match="last fetched"):
+            await verify_request(source, "POST", url, b"{}", agency_signed(agency, url, b"{}"),
+                                 tag=CALLBACK_TAG)
+
     async def test_a_stream_of_unknown_kids_fetches_at_a_bounded_rate(self) -> None:
         """Made-up key ids do not turn the receiver into a flood of JWKS fetches."""
         fetches = {"n": 0}
