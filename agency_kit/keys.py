@@ -22,7 +22,7 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -293,15 +293,8 @@ async def verify_request(
     require_nonce: bool = False,
 ) -> Verified:
     """:meth:`Verifier.verify_request` with ``keys``, refreshed once for an unknown kid."""
-    if isinstance(keys, KeySource):
-        await keys.ensure()
-    try:
-        return Verifier(keys.get).verify_request(
-            method, url, body, headers, tag=tag, require_nonce=require_nonce)
-    except SignatureError as exc:
-        await _refreshed_or_raise(keys, exc)
-    return Verifier(keys.get).verify_request(
-        method, url, body, headers, tag=tag, require_nonce=require_nonce)
+    return await _verified(keys, lambda verifier: verifier.verify_request(
+        method, url, body, headers, tag=tag, require_nonce=require_nonce))
 
 
 async def verify_answer(
@@ -315,15 +308,21 @@ async def verify_answer(
     request_headers: Mapping[str, str],
 ) -> Verified:
     """:meth:`Verifier.verify_answer` with ``keys``, refreshed once for an unknown kid."""
+    return await _verified(keys, lambda verifier: verifier.verify_answer(
+        status, body, headers, request_method=request_method, request_url=request_url,
+        request_headers=request_headers))
+
+
+async def _verified(keys: PublicKeys, check: Callable[[Verifier], Verified]) -> Verified:
+    """``check`` with a verifier over ``keys`` (fetched if stale), tried once more after a
+    refetch when the signature names a key id the set does not hold (a rotation)."""
     if isinstance(keys, KeySource):
         await keys.ensure()
-    arguments: dict[str, Any] = {"request_method": request_method, "request_url": request_url,
-                                 "request_headers": request_headers}
     try:
-        return Verifier(keys.get).verify_answer(status, body, headers, **arguments)
+        return check(Verifier(keys.get))
     except SignatureError as exc:
         await _refreshed_or_raise(keys, exc)
-    return Verifier(keys.get).verify_answer(status, body, headers, **arguments)
+    return check(Verifier(keys.get))
 
 
 async def _refreshed_or_raise(keys: PublicKeys, error: SignatureError) -> None:
