@@ -150,7 +150,7 @@ def build_app(
     app.include_router(interactions.router(
         client, interactions.CallbackVerifier(callback_key(settings.payload_key()), catalog,
                                               settings.agency_env, nonces,
-                                              require_keys=settings.production),
+                                              production=settings.production),
         access=access, caseworkers=interactions.Caseworkers(verifier)))
     engine_keys = Jwks.model_validate(settings.engine_jwks())
 

@@ -196,24 +196,24 @@ class CallbackVerifier:
         env: Where the variables the registry names are set.
         nonces: The replay cache; None takes a captured callback again while it is valid
             (tests of the token alone).
-        require_keys: Refuse callbacks from an agency the registry names no keys for, and
-            callback URLs that carry no expiry (issued before expiry existed) — production:
-            ``NWD_DEPLOYMENT=production``; otherwise both are taken.
+        production: ``NWD_DEPLOYMENT=production``: refuse callbacks from an agency the
+            registry names no keys for, and callback URLs that carry no expiry (issued before
+            expiry existed); otherwise both are taken.
     """
 
     def __init__(self, key: bytes, catalog: Catalog, env: Mapping[str, str],
-                 nonces: NonceCache | None = None, *, require_keys: bool = False) -> None:
+                 nonces: NonceCache | None = None, *, production: bool = False) -> None:
         self._key = key
         self._catalog = catalog
         self._keys = RegistryKeys(env)
         self._nonces = nonces
-        self._require_keys = require_keys
+        self._production = production
 
     def target(self, token: str) -> tokens.CallbackTarget:
         if not token.isascii():  # no token we issue is anything else; hmac compares ASCII only
             raise tokens.InvalidCallbackToken("the callback token is not valid")
         target = tokens.verify(self._key, token)
-        if target.expires is None and self._require_keys:
+        if target.expires is None and self._production:
             raise tokens.InvalidCallbackToken("the callback URL carries no expiry")
         return target
 
@@ -233,7 +233,7 @@ class CallbackVerifier:
             log.error("callback_keys_missing", agency=agency_id, error=str(exc))
             raise SignatureError("the engine cannot verify this agency's signatures") from None
         if keys is None:
-            if self._require_keys:
+            if self._production:
                 log.error("callback_keys_missing", agency=agency_id, error="no keys")
                 raise SignatureError(f"agency {agency_id!r} has no keys in the registry: "
                                      "production takes no unsigned callback")

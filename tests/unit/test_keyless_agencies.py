@@ -42,7 +42,7 @@ class TestIntake:
         await verifier.check_signature("keyless", "http://intake.test/callbacks/t", b"{}", {})
 
     async def test_production_refuses_its_unsigned_callbacks(self) -> None:
-        verifier = CallbackVerifier(b"k" * 32, keyless_catalog(), {}, require_keys=True)
+        verifier = CallbackVerifier(b"k" * 32, keyless_catalog(), {}, production=True)
         with pytest.raises(SignatureError, match="no unsigned callback"):
             await verifier.check_signature("keyless", "http://intake.test/callbacks/t", b"{}",
                                            {})
@@ -57,7 +57,7 @@ class TestCallbackUrlsWithoutExpiry:
         assert verifier.target(tokens.issue(self.KEY, self.TARGET)) == self.TARGET
 
     def test_production_refuses_them_and_takes_expiring_ones(self) -> None:
-        verifier = CallbackVerifier(self.KEY, keyless_catalog(), {}, require_keys=True)
+        verifier = CallbackVerifier(self.KEY, keyless_catalog(), {}, production=True)
         with pytest.raises(tokens.InvalidCallbackToken, match="no expiry"):
             verifier.target(tokens.issue(self.KEY, self.TARGET))
         expiring = tokens.CallbackTarget("R-1", "step", None, "keyless", 4_102_444_800)
