@@ -347,6 +347,7 @@ class RegistryKeys:
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
         self._sources: dict[str, KeySource] = {}
+        self._inline: dict[tuple[tuple[str, str], ...], StaticKeys] = {}
 
     def of(self, agency_id: str, keys: AgencyKeys | None) -> PublicKeys | None:
         """Where ``agency_id``'s signatures are verified; None for an agency without keys.
@@ -356,8 +357,13 @@ class RegistryKeys:
         """
         if keys is None:
             return None
-        if keys.public:
-            return StaticKeys({k.kid: public_key_from_x(k.x) for k in keys.public})
+        if keys.public:  # decoded once per key set, not on every message
+            named = tuple((k.kid, k.x) for k in keys.public)
+            inline = self._inline.get(named)
+            if inline is None:
+                inline = self._inline[named] = StaticKeys(
+                    {kid: public_key_from_x(x) for kid, x in named})
+            return inline
         url = self._env.get(keys.jwks_url_env or "") or keys.default_jwks_url
         if not url:
             raise InvalidKeyError(
