@@ -22,6 +22,7 @@ RUN mkdir -p definitions workflows activities intake agency_kit nwd \
 # agencies' keys file is mounted at run time as a secret owned by this uid (docker-compose.yml).
 COPY . .
 RUN test -f README.md || touch README.md \
+    && python -m intake.pages.assets \
     && pip install --no-deps . \
     && useradd --system --create-home --uid 10001 nwd
 

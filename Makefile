@@ -16,11 +16,11 @@ STAMP := $(VENV)/.installed
 PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	2>/dev/null && { echo $$p; break; }; done)
-APP_PACKAGES := definitions workflows activities runtime readmodel intake agency_kit nwd
+APP_PACKAGES := definitions workflows activities runtime readmodel intake agency_kit nwd i18n
 APP_MODULES := $(wildcard worker.py)
 PYTEST_ARGS ?=
 
-.PHONY: help install demo dev up stop ps lint typecheck test test-fast bench soak clean
+.PHONY: help install assets messages demo dev up stop ps lint typecheck test test-fast bench soak clean
 
 help:
 	@echo "make demo | dev | up | stop | ps | test | test-fast | lint | typecheck | bench | soak | clean"
@@ -39,9 +39,23 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m intake.pages.assets
 	@touch $@
 
 install: $(STAMP)
+
+# The U.S. Web Design System's built assets the pages serve (pinned, integrity-checked,
+# from the npm registry; no Node.js needed): intake/pages/static/uswds/.
+assets: $(STAMP)
+	$(BIN)/python -m intake.pages.assets
+
+# Extract the interface's text (templates, Python) into i18n/messages.pot and merge it into
+# every language's catalog; translators then fill the empty msgstr (docs/languages.md).
+messages: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg -k _ -k gettext -k ngettext:1,2 -k pgettext:1c,2 \
+		--no-location --sort-output --omit-header -o i18n/messages.pot .
+	$(BIN)/pybabel update -i i18n/messages.pot -d i18n/locales --no-fuzzy-matching \
+		--omit-header --ignore-obsolete
 
 demo: $(STAMP)
 	$(BIN)/nwd demo

@@ -12,7 +12,8 @@ Starlette's error middleware, which answers it):
   (answers may hold personal data, and no proxy or browser cache should keep them).
 - **A body must be JSON**: a request that carries a body (a ``Content-Length`` above 0, or
   chunked) with a media type other than ``application/json`` (or a ``+json`` type such as
-  ``application/cloudevents+json``) is refused with ``415`` before any route reads it.
+  ``application/cloudevents+json``) is refused with ``415`` before any route reads it. Only
+  the paths an app names as its HTML pages (``form_paths``) also take URL-encoded forms.
 - **JSON is bounded**: :func:`loads_bounded` parses a body and refuses nesting deeper than
   :data:`MAX_JSON_DEPTH` (``422 too_deep``; without it, a body nested 3,000 deep raised
   ``RecursionError`` and answered 500) and any string, value or key, longer than
@@ -44,6 +45,8 @@ MAX_JSON_DEPTH = 32
 """The deepest nesting of arrays and objects a body may have (a form nests a few levels)."""
 MAX_STRING_CHARS = 16_384
 """The longest string, value or key, a body may hold (a field's own bound is usually lower)."""
+FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
+"""What an HTML form posts; accepted only on the paths an app names (its pages)."""
 HSTS_MAX_AGE_S = 2 * 365 * 24 * 3600
 """Two years: the value HSTS preload lists ask for."""
 
@@ -161,14 +164,15 @@ class Hardening:
     """
 
     def __init__(self, app: ASGIApp, *, error_body: ErrorBody,
-                 secure: Secure | None = None) -> None:
+                 secure: Secure | None = None, form_paths: tuple[str, ...] = ()) -> None:
         self._headers = SecureASGIMiddleware(app, secure=secure or security_headers())
         self._refusal = SecureASGIMiddleware(self._unsupported,
                                              secure=secure or security_headers())
         self._error_body = error_body
+        self._form_paths = form_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope.get("type") == "http" and _has_non_json_body(scope):
+        if scope.get("type") == "http" and _has_non_json_body(scope, self._form_paths):
             await self._refusal(scope, receive, send)
             return
         await self._headers(scope, receive, send)
@@ -185,7 +189,7 @@ class Hardening:
         await send({"type": "http.response.body", "body": body})
 
 
-def _has_non_json_body(scope: Scope) -> bool:
+def _has_non_json_body(scope: Scope, form_paths: tuple[str, ...] = ()) -> bool:
     headers: dict[bytes, bytes] = {}
     for name, value in scope.get("headers", ()):
         headers[bytes(name).lower()] = bytes(value)
@@ -193,15 +197,22 @@ def _has_non_json_body(scope: Scope) -> bool:
     has_body = (length.isdigit() and int(length) > 0) or b"transfer-encoding" in headers
     if not has_body:
         return False
-    return not is_json_media_type(headers.get(b"content-type", b"").decode("latin-1"))
+    content_type = headers.get(b"content-type", b"").decode("latin-1")
+    if form_paths and str(scope.get("path", "")).startswith(form_paths):
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media == FORM_MEDIA_TYPE:
+            return False
+    return not is_json_media_type(content_type)
 
 
-def harden(app: FastAPI, *, error_body: ErrorBody, secure: Secure | None = None) -> None:
+def harden(app: FastAPI, *, error_body: ErrorBody, secure: Secure | None = None,
+           form_paths: tuple[str, ...] = ()) -> None:
     """Wrap ``app``'s whole middleware stack in :class:`Hardening` (outside its error
-    middleware, so its 500s carry the headers too)."""
+    middleware, so its 500s carry the headers too). ``form_paths``: path prefixes (a site's
+    HTML pages) whose bodies may also be ``application/x-www-form-urlencoded`` forms."""
     build = app.build_middleware_stack
 
     def hardened() -> Any:
-        return Hardening(build(), error_body=error_body, secure=secure)
+        return Hardening(build(), error_body=error_body, secure=secure, form_paths=form_paths)
 
     app.build_middleware_stack = hardened  # type: ignore[method-assign]

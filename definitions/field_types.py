@@ -51,7 +51,7 @@ FieldType = Literal[
 """The names a field's ``type:`` may take: exactly the keys of :data:`FIELD_TYPES`, in order."""
 
 Rule = Literal[
-    "values", "items", "min_items", "max_items", "fields", "min_length", "max_length",
+    "values", "options", "items", "min_items", "max_items", "fields", "min_length", "max_length",
     "pattern", "minimum", "maximum",
 ]
 """The keys of a field spec that constrain its values; each type accepts some of them."""
@@ -67,7 +67,7 @@ class RuleGroup:
 
 
 RULE_GROUPS: tuple[RuleGroup, ...] = (
-    RuleGroup(("values",), "'values' applies to enum fields, not {type}"),
+    RuleGroup(("values", "options"), "'values' and 'options' apply to enum fields, not {type}"),
     RuleGroup(("items", "min_items", "max_items"),
               "'items', 'min_items' and 'max_items' apply to lists, not {type}"),
     RuleGroup(("fields",), "'fields' applies to object fields, not {type}"),
@@ -422,8 +422,15 @@ class EnumKind(FieldKind):
     """One of the spec's ``values`` (text)."""
 
     name = "enum"
-    rules = frozenset({"values"})
+    rules = frozenset({"values", "options"})
     needs = MappingProxyType({"values": "an enum field needs 'values'"})
+
+    def spec_problem(self, spec: FieldSpec) -> str | None:
+        unknown = sorted(set(spec.options or ()) - set(spec.values or ()))
+        if unknown:
+            return (f"'options' names {', '.join(map(repr, unknown))}, not among 'values' "
+                    f"({', '.join(spec.values or ())}): give a text for each value it has")
+        return None
 
     def check(self, spec: FieldSpec, value: Any) -> Any:
         allowed = spec.values or ()

@@ -92,12 +92,18 @@ Expression = Annotated[
 ]
 
 
+LANGUAGE_TAG = r"^[a-z]{2,3}(-[A-Z][a-z]{3})?(-([A-Z]{2}|[0-9]{3}))?$"
+"""A BCP 47 tag (RFC 5646) of language, optional script and optional region, in its
+canonical case: ``en``, ``es``, ``pt-BR``, ``zh-Hans``, ``sr-Latn-RS``, ``es-419``."""
+
+
 def _require_english(value: dict[str, str]) -> dict[str, str]:
     if "en" not in value:
         raise ValueError("an English text ('en') is required; add other languages beside it")
     for code in value:
-        if not re.fullmatch(r"[a-z]{2}(-[A-Z]{2})?", code):
-            raise ValueError(f"{code!r} is not a language code such as 'en', 'es' or 'pt-BR'")
+        if not re.fullmatch(LANGUAGE_TAG, code):
+            raise ValueError(f"{code!r} is not a BCP 47 language tag such as 'en', 'es', "
+                             "'pt-BR' or 'zh-Hans'")
     return value
 
 
@@ -119,7 +125,7 @@ LocalizedText = Annotated[
                 {
                     "type": "object",
                     "required": ["en"],
-                    "propertyNames": {"pattern": "^[a-z]{2}(-[A-Z]{2})?$"},
+                    "propertyNames": {"pattern": LANGUAGE_TAG},
                     "additionalProperties": {"type": "string"},
                 },
             ],
@@ -154,6 +160,11 @@ class FieldSpec(Model):
         ),
     )
     label: LocalizedText | None = Field(None, description="What the citizen sees, by language.")
+    hint: LocalizedText | None = Field(
+        None, description="Help shown under the label (a format, where to find it), by language.")
+    options: dict[str, LocalizedText] | None = Field(
+        None, description="enum: what the citizen sees for each value, by language "
+                          "(default: the value itself).")
     description: str | None = Field(None, description="A note for developers.")
     min_length: int | None = Field(None, ge=0, description="text: shortest allowed length.")
     max_length: int | None = Field(None, ge=1, description="text: longest allowed length.")

@@ -159,8 +159,16 @@ class RequestAccess:
         principal = await self.principal(request)
         if isinstance(principal, JSONResponse):
             return principal
-        code = request.headers.get(ACCESS_CODE_HEADER.lower())
-        address = _scope("address", request.client.host if request.client else "unknown")
+        return await self.check_credentials(
+            reference, principal=principal, code=request.headers.get(ACCESS_CODE_HEADER.lower()),
+            client_host=request.client.host if request.client else "unknown")
+
+    async def check_credentials(self, reference: str, *, principal: Principal | None,
+                                code: str | None, client_host: str) -> JSONResponse | None:
+        """:meth:`check` once the credentials are read: a verified ``principal`` (or None),
+        the access ``code`` given (or None), the caller's address for the rate limit. The
+        pages call it with the session's token and codes; the answers are the API's."""
+        address = _scope("address", client_host)
         per_reference = _scope("reference", reference)
         scopes = [address] if principal is not None and not code else [address, per_reference]
         throttles = await self.store.throttles(scopes, self.failure_window)

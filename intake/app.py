@@ -18,6 +18,7 @@ committed as ``docs/openapi/intake.json``; the prose is ``docs/api.md``):
 - ``GET  /docs``: the API reference (Swagger UI served from this process, no CDN); with
   ``/openapi.json``, not served in production (:mod:`intake.docs`)
 - the messages into a running request: :mod:`intake.interactions`
+- the pages for people (HTML, any language, no JavaScript needed): :mod:`intake.pages`
 
 Bad input changes nothing: it is refused before any workflow starts or any row is written.
 While Temporal or the read model is down, routes answer 503 with ``Retry-After`` and nothing is
@@ -58,6 +59,10 @@ from intake.openapi import (
     citizen_security,
     json_body,
 )
+from intake.pages import router as pages
+from intake.pages import session
+from intake.pages.deps import PageDeps
+from intake.pages.forms import FORM_PATHS
 from intake.schemas import (
     IDEMPOTENCY_KEY_MAX,
     ErrorBody,
@@ -125,10 +130,11 @@ def build_app(
     reference_key = settings.reference_secret()
     access = (RequestAccess(AccessStore(read_model.pool), verifier, reference_key)
               if read_model is not None else None)
+    submissions = build_submissions(settings, client, catalog, read_model, access=access,
+                                    reference_key=reference_key)
     app = create_app(
         client=client,
-        submissions=build_submissions(settings, client, catalog, read_model, access=access,
-                                      reference_key=reference_key),
+        submissions=submissions,
         read_model=read_model,
         access=access,
         ui_url=settings.temporal_ui_url,
@@ -146,6 +152,13 @@ def build_app(
         meter=meter,
         production=settings.production,
     )
+    # ------------------------------------------------------------------------- the pages
+    page_deps = PageDeps(settings=settings, catalog=catalog, client=client,
+                         submissions=submissions, verifier=verifier, access=access,
+                         read_model=read_model)
+    session.install(app, reference_key, https_only=settings.production)
+    app.include_router(pages.router(page_deps.catalog))
+    app.mount("/static", pages.static_files(), name="static")
     nonces = NonceCache(read_model.pool) if read_model is not None else None
     app.include_router(interactions.router(
         client, interactions.CallbackVerifier(callback_key(settings.payload_key()), catalog,
@@ -193,7 +206,8 @@ def create_app(
                     docs_url=None, redoc_url=None,
                     openapi_url=None if production else "/openapi.json")
     errors.install(app)
-    harden(app, error_body=lambda code, message: {"code": code, "message": message})
+    harden(app, error_body=lambda code, message: {"code": code, "message": message},
+           form_paths=FORM_PATHS)
     if not production:
         app.include_router(docs.router())
     # ---------------------------------------------------------- metrics and the codec server

@@ -28,7 +28,7 @@ def documented() -> dict[str, tuple[set[str], set[str]]]:
     table = text.split("## Rooms and import rules", 1)[1].split("\n## ", 1)[0]
     rooms: dict[str, tuple[set[str], set[str]]] = {}
     for line in table.splitlines():
-        match = re.match(r"^\| `([a-z_]+)(?:/|\.py)` \|.*\| (.*) \|$", line)
+        match = re.match(r"^\| `([a-z][a-z0-9_]*)(?:/|\.py)` \|.*\| (.*) \|$", line)
         if not match:
             continue
         cell = match.group(2)

@@ -38,11 +38,12 @@ from definitions.submission import REDACTED, SubmissionInvalid, redact, validate
 from definitions.validation import validate_service
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "definitions.md"
-COMMON_KEYS = {"type", "required", "personal", "label", "description"}
+COMMON_KEYS = {"type", "required", "personal", "label", "hint", "description"}
 """Keys every field spec has whatever its type; all the others are rules."""
 
 RULE_EXAMPLES: dict[str, Any] = {
-    "values": ("a", "b"), "items": {"type": "text"}, "min_items": 1, "max_items": 3,
+    "values": ("a", "b"), "options": {"a": {"en": "A"}}, "items": {"type": "text"},
+    "min_items": 1, "max_items": 3,
     "fields": {"x": {"type": "integer"}}, "min_length": 1, "max_length": 50,
     "pattern": "^.", "minimum": 0, "maximum": 1000000,
 }
@@ -243,10 +244,16 @@ class TestRuleProblems:
         with pytest.raises(ValidationError, match="not a valid regular expression"):
             FieldSpec(type="email", pattern="[")
 
+    def test_options_name_only_the_values(self) -> None:
+        """An enum's option texts are for its values: a text for another value is refused."""
+        FieldSpec(type="enum", values=("a", "b"), options={"a": {"en": "A", "zh-Hans": "甲"}})
+        with pytest.raises(ValidationError, match="'options' names 'c', not among 'values'"):
+            FieldSpec(type="enum", values=("a", "b"), options={"c": {"en": "C"}})
+
     def test_the_first_problem_is_stable(self) -> None:
         """With several problems, the group order decides which one is reported."""
         spec = FieldSpec.model_construct(type="text", values=("a",), items=FieldSpec(type="text"))
-        assert rule_problem(spec) == "'values' applies to enum fields, not text"
+        assert rule_problem(spec) == "'values' and 'options' apply to enum fields, not text"
         spec = FieldSpec.model_construct(type="enum", items=FieldSpec(type="text"))
         assert rule_problem(spec) == "an enum field needs 'values'"
 
