@@ -30,16 +30,14 @@ from __future__ import annotations
 import hmac
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from typing import Annotated, Any
 
 import structlog
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import TypeAdapter
-from temporalio.client import Client, WorkflowQueryFailedError, WorkflowQueryRejectedError
+from temporalio.client import Client
 from temporalio.common import MetricMeter
-from temporalio.service import RPCError, RPCStatusCode
 
 from agency_kit.hardening import harden
 from agency_kit.keys import Jwks
@@ -60,12 +58,11 @@ from intake.openapi import (
     json_body,
 )
 from intake.pages import router as pages
-from intake.pages import session
+from intake.pages import session, signin, tasks, track
 from intake.pages.deps import PageDeps
 from intake.pages.forms import FORM_PATHS
 from intake.schemas import (
     IDEMPOTENCY_KEY_MAX,
-    ErrorBody,
     Health,
     RequestView,
     ServiceList,
@@ -73,6 +70,7 @@ from intake.schemas import (
     SubmissionEnvelope,
     Submitted,
 )
+from intake.status import NO_OUTPUTS, request_status
 from intake.submissions import IdempotencyConflict, Submissions, build_submissions
 from readmodel.access import AccessStore
 from readmodel.codec_audit import CodecAuditLog
@@ -81,20 +79,13 @@ from readmodel.store import ReadModel, RequestRow
 from runtime import metric_names
 from runtime.callback_tokens import callback_key
 from runtime.identity import TokenVerifier, verifier_for
-from runtime.messages import RequestProgress
 from runtime.settings import Settings, reveal
 from runtime.temporal import converter_for
-from workflows.request_workflow import CitizenRequestWorkflow
 
 log = structlog.get_logger(__name__)
 
 
-LIVE_QUERY_TIMEOUT = timedelta(seconds=3)
-"""How long ``GET /requests/{reference}`` waits for the workflow's live view: a worker answers
-a query in milliseconds; without one (all stopped) the record is answered instead."""
 _ROW = TypeAdapter(RequestRow)
-_NO_OUTPUTS = {"steps": {"__all__": {"items": {"__all__": {"output"}}}}}
-"""The live view leaves agency outputs out (they may hold personal data)."""
 
 IdempotencyKey = Annotated[str | None, Header(
     alias="Idempotency-Key", min_length=1, max_length=IDEMPOTENCY_KEY_MAX,
@@ -158,6 +149,9 @@ def build_app(
                          read_model=read_model)
     session.install(app, reference_key, https_only=settings.production)
     app.include_router(pages.router(page_deps.catalog))
+    app.include_router(signin.router(page_deps))
+    app.include_router(track.router(page_deps))
+    app.include_router(tasks.router(page_deps))
     app.mount("/static", pages.static_files(), name="static")
     nonces = NonceCache(read_model.pool) if read_model is not None else None
     app.include_router(interactions.router(
@@ -365,25 +359,18 @@ def create_app(
         refusal = await access.check(reference, request)
         if refusal is not None:
             return refusal
-        row: RequestRow | None = None
-        record_problem: ErrorBody | None = None
-        if read_model is not None:
-            try:
-                row = await read_model.get_request(reference)
-            except Exception as exc:
-                if errors.unavailable_cause(exc) is None:
-                    raise
-                record_problem = errors.unavailable_body("the read model")
-        live, live_problem = await _live(submissions, reference)
-        if row is None and live is None:
-            if record_problem is not None or live_problem is not None:
-                return errors.unavailable("Temporal" if live_problem else "the read model")
+        found = await request_status(submissions, read_model, reference)
+        if not found.found:
+            if found.unavailable is not None:
+                return errors.unavailable(found.unavailable)
             return unknown_request(reference)
+        row, live = found.record, found.live
+        live_problem, record_problem = found.live_problem, found.record_problem
         content: dict[str, Any] = {"reference": reference}
         if row is not None:
             content["record"] = _ROW.dump_python(row, mode="json")
         if live is not None:
-            content["live"] = live.model_dump(mode="json", exclude=_NO_OUTPUTS)
+            content["live"] = live.model_dump(mode="json", exclude=NO_OUTPUTS)
         if live_problem is not None:
             content["live_unavailable"] = live_problem.model_dump(exclude_defaults=True)
         if record_problem is not None:
@@ -391,26 +378,6 @@ def create_app(
         return JSONResponse(content)
 
     return app
-
-
-async def _live(submissions: Submissions,
-                reference: str) -> tuple[RequestProgress | None, ErrorBody | None]:
-    """The workflow's live view, or why there is none: (None, None) when it does not exist."""
-    try:
-        return await submissions.handle(reference).query(
-            CitizenRequestWorkflow.progress, rpc_timeout=LIVE_QUERY_TIMEOUT), None
-    except RPCError as exc:
-        if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
-            return None, None  # no such workflow (or an id no workflow can have)
-        if errors.unavailable_cause(exc) is not None:
-            message = ("Temporal cannot be reached, or no worker answered in time; the record "
-                       "may be behind the request")
-        else:
-            message = f"Temporal refused the live view ({exc.status.name})"
-        return None, ErrorBody(code=errors.UNAVAILABLE, message=message)
-    except (WorkflowQueryFailedError, WorkflowQueryRejectedError):
-        return None, ErrorBody(code=errors.UNAVAILABLE,
-                               message="the workflow could not answer its live view")
 
 
 def _schema_view(schema: DataSchema) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -19,6 +19,17 @@ class AccessRow:
     reference: str
     owner_hash: bytes | None
     code_hash: bytes | None
+
+
+@dataclass(frozen=True)
+class OwnedRequest:
+    """One of a signed-in citizen's requests, as "my requests" lists it."""
+
+    reference: str
+    service: str
+    status: str
+    submitted_at: datetime
+    finished_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,16 @@ class AccessStore:
         if row is None:
             return None
         return AccessRow(row["reference"], row["owner_hash"], row["code_hash"])
+
+    async def owned(self, owner_hash: bytes, *, limit: int = 200) -> list[OwnedRequest]:
+        """The requests whose owner is ``owner_hash``, newest first (at most ``limit``)."""
+        rows = await self._pool.fetch(
+            "SELECT r.reference, r.service, r.status, r.submitted_at, r.finished_at"
+            " FROM request_access a JOIN requests r USING (reference)"
+            " WHERE a.owner_hash = $1 ORDER BY r.submitted_at DESC, r.reference LIMIT $2",
+            owner_hash, limit)
+        return [OwnedRequest(r["reference"], r["service"], r["status"], r["submitted_at"],
+                             r["finished_at"]) for r in rows]
 
     async def throttles(self, scopes: Sequence[str], window: timedelta) -> dict[str, Throttle]:
         """The refused attempts of each scope within ``window``, and when the oldest leaves it."""

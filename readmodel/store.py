@@ -45,6 +45,10 @@ class StepRow:
     escalated: bool
     updated_at: datetime
     decided_by: str | None = None
+    kind: str | None = None
+    """``call`` or ``decision`` (None in rows only agency calls wrote: calls)."""
+    due_at: datetime | None = None
+    started_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,8 @@ _WORKFLOW_STEP_CONFLICT = """
         reason = EXCLUDED.reason,
         escalated = EXCLUDED.escalated OR request_steps.escalated,
         decided_by = COALESCE(EXCLUDED.decided_by, request_steps.decided_by),
+        kind = COALESCE(EXCLUDED.kind, request_steps.kind),
+        due_at = COALESCE(EXCLUDED.due_at, request_steps.due_at),
         as_of = GREATEST(EXCLUDED.as_of, request_steps.as_of),
         updated_at = now()
     WHERE EXCLUDED.as_of IS NULL OR request_steps.as_of IS NULL
@@ -247,14 +253,15 @@ class ReadModel:
                  item.attempts if item else 0,
                  (item.reason if item else None) or step.reason,
                  step.escalated or bool(item and item.escalated),
-                 step.decided_by, as_of)
+                 step.decided_by, as_of, step.kind, step.deadline_at)
                 for item in items
             ]
         await conn.executemany(
             f"""
             INSERT INTO request_steps (reference, step_id, item_key, agency, operation,
-                status, agency_reference, attempts, reason, escalated, decided_by, as_of)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                status, agency_reference, attempts, reason, escalated, decided_by, as_of,
+                kind, due_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
             {_WORKFLOW_STEP_CONFLICT}
             """,
             rows,
@@ -327,8 +334,73 @@ class ReadModel:
                     operation=s["operation"], status=s["status"],
                     agency_reference=s["agency_reference"], attempts=s["attempts"],
                     reason=s["reason"], escalated=s["escalated"], updated_at=s["updated_at"],
-                    decided_by=s["decided_by"],
+                    decided_by=s["decided_by"], kind=s["kind"], due_at=s["due_at"],
+                    started_at=s["started_at"],
                 )
                 for s in steps
             ],
         )
+
+    async def get_events(self, reference: str, *, limit: int = 500) -> list[EventRow]:
+        """The request's audit events, oldest first (at most ``limit``, the newest kept)."""
+        rows = await self._pool.fetch(
+            "SELECT id, step_id, item_key, kind, detail, at FROM ("
+            " SELECT * FROM request_events WHERE reference = $1 ORDER BY id DESC LIMIT $2"
+            ") newest ORDER BY id", reference, limit)
+        return [EventRow(id=r["id"], step_id=r["step_id"], item_key=r["item_key"],
+                         kind=r["kind"], detail=_json_object(r["detail"]), at=r["at"])
+                for r in rows]
+
+    async def waiting_decisions(self, steps: Sequence[tuple[str, str]], *,
+                                limit: int = 500) -> list[WaitingDecision]:
+        """The decision steps waiting now among ``steps`` ((service, step id) pairs), oldest
+        waiting first."""
+        if not steps:
+            return []
+        rows = await self._pool.fetch(
+            """
+            SELECT s.reference, r.service, r.version, s.step_id, s.started_at, s.due_at,
+                   s.escalated, r.submitted_at
+            FROM request_steps s JOIN requests r USING (reference)
+            JOIN unnest($1::text[], $2::text[]) AS w(service, step_id)
+              ON w.service = r.service AND w.step_id = s.step_id
+            WHERE s.kind = 'decision' AND s.status = 'waiting' AND r.finished_at IS NULL
+            ORDER BY s.started_at, s.reference LIMIT $3
+            """,
+            [service for service, _ in steps], [step for _, step in steps], limit)
+        return [WaitingDecision(reference=r["reference"], service=r["service"],
+                                version=r["version"], step_id=r["step_id"],
+                                waiting_since=r["started_at"], due_at=r["due_at"],
+                                escalated=r["escalated"], submitted_at=r["submitted_at"])
+                for r in rows]
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """One audit event of a request (ids, statuses and references only)."""
+
+    id: int
+    step_id: str | None
+    item_key: str | None
+    kind: str
+    detail: dict[str, Any]
+    at: datetime
+
+
+@dataclass(frozen=True)
+class WaitingDecision:
+    """A decision step waiting for a caseworker, as the task list shows it."""
+
+    reference: str
+    service: str
+    version: int
+    step_id: str
+    waiting_since: datetime
+    due_at: datetime | None
+    escalated: bool
+    submitted_at: datetime
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    data = json.loads(value) if isinstance(value, str) else value
+    return data if isinstance(data, dict) else {}

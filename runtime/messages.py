@@ -248,6 +248,21 @@ class CaseworkerDecision(Wire):
     role: str
 
 
+class DecisionView(Wire):
+    """What a caseworker deciding a step is shown: the step's ``show`` expressions, evaluated
+    over the request (personal data: only for a token holding the step's ``role``)."""
+
+    service: str
+    step_id: str
+    role: str
+    status: StepStatus
+    """The step's state: a decision can be made only while it is ``waiting``."""
+    show: dict[str, Any] = Field(default_factory=dict)
+    """Each ``show`` name and its value; a value the citizen left out is absent."""
+    unavailable: dict[str, str] = Field(default_factory=dict)
+    """Each ``show`` name that could not be evaluated, with why (a definition error)."""
+
+
 class CancelRequest(Wire):
     reason: str = "cancelled by the citizen"
     requested_by: str = "citizen"

@@ -345,6 +345,12 @@ class Settings(BaseSettings):
     """The role (in the OIDC roles claim) an operator's token must hold to decrypt payloads
     through the codec server."""
 
+    # ---- the pages: signing in (OpenID Connect authorization code, PKCE)
+    pages_client_id: Name = _var("NWD_PAGES_CLIENT_ID", "nwd-pages")
+    """The public OAuth client (no secret; PKCE S256) the pages sign people in as, at
+    ``NWD_OIDC_ISSUER``; its redirect URI is ``{NWD_INTAKE_URL}/sign-in/callback``. Its access
+    tokens must carry ``NWD_OIDC_AUDIENCE``, like every token the engine trusts."""
+
     @field_validator("temporal_address", mode="before")
     @classmethod
     def _embedded_temporal(cls, value: Any, info: ValidationInfo) -> Any:

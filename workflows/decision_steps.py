@@ -9,8 +9,9 @@
 The decision arrives as the ``decide`` update, whose validator (in the workflow) refuses a
 wrong role, a rejection without a reason, and a second decision, before anything enters
 history. A missed ``due`` escalates to the role (:mod:`workflows.deadlines`) and the step
-goes on waiting unless its deadline says ``on_miss: fail``. The decided step is written to
-the read model at once (``record_progress``), with who decided.
+goes on waiting unless its deadline says ``on_miss: fail``. The waiting step is written to
+the read model when it starts waiting (the caseworkers' task list reads it there), and the
+decided step at once (``record_progress``), with who decided.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ async def run_decision_step(
     """Wait for the decision; whether the step completed (approved)."""
     state.step_waiting_for_decision(step.id)
     visibility.publish_awaited(state.steps.values())
+    await recorder.decision_awaited(step.id)
     await workflow.wait_condition(lambda: step.id in inbox.decisions or state.stopped(step.id))
     decision = inbox.decisions.get(step.id)
     if decision is None:

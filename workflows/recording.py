@@ -11,6 +11,8 @@ task: no extra round trip to the server):
   arrives by update would otherwise reach the read model at the end. One local activity per
   message, not per item; the branch waits for it before going on, so the next agency call's
   own write cannot be overtaken by it;
+- ``record_progress`` when a decision step starts waiting (``decision_awaited``), so the
+  caseworkers' task list, read from the read model, lists it while it waits;
 - ``record_request`` at the end, with every step's outcome.
 
 Each write carries ``as_of`` (``workflow.now()``): the read model keeps a step's row from
@@ -41,6 +43,10 @@ from workflows.state import RequestState
 
 READ_MODEL_FOLLOWS_MESSAGES = "read-model-follows-messages"
 """The patch id guarding ``record_progress`` (part of every history that has it: never rename)."""
+READ_MODEL_LISTS_WAITING_DECISIONS = "read-model-lists-waiting-decisions"
+"""The patch id guarding the ``decision_awaited`` write: a decision step's row is written when
+it starts waiting, so the caseworkers' task list (read from the read model) shows it. A run
+that started waiting before the change replays without it (its row appears when decided)."""
 
 
 def request_record(
@@ -98,6 +104,13 @@ class ProgressRecorder:
     async def step_changed(self, step_id: str, event: str) -> None:
         """A step without items changed (a decision): its row."""
         await self._write(self._state.steps[step_id], event)
+
+    async def decision_awaited(self, step_id: str) -> None:
+        """A decision step started waiting for a caseworker: its row (kind ``decision``,
+        status ``waiting``, ``deadline_at``), so the task list can show it."""
+        if not workflow.patched(READ_MODEL_LISTS_WAITING_DECISIONS):
+            return
+        await self._write(self._state.steps[step_id], "decision_awaited")
 
     async def _write(self, step: StepOutcome, event: str) -> None:
         if not workflow.patched(READ_MODEL_FOLLOWS_MESSAGES):

@@ -47,6 +47,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from definitions import expressions
     from definitions.models import CallStep, DecisionStep
     from definitions.submission import SubmissionInvalid, validate_submission
     from runtime.messages import (
@@ -56,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
         AgencyCallback,
         CancelRequest,
         CaseworkerDecision,
+        DecisionView,
         InformationAnswer,
         RequestInput,
         RequestProgress,
@@ -153,6 +155,28 @@ class CitizenRequestWorkflow:
             if step.id == step_id and isinstance(step, DecisionStep):
                 return step.role
         return None
+
+    @workflow.query(name="decision_view")
+    def decision_view(self, step_id: str) -> DecisionView | None:
+        """What the caseworker deciding ``step_id`` is shown: its ``show`` expressions over
+        the request as it is now; None when it is no decision step of this request's
+        definition. Personal data: the front door asks only for a caseworker holding the
+        step's role (a query: nothing enters history)."""
+        step = self._service.step(step_id)
+        outcome = self._state.steps.get(step_id)
+        if not isinstance(step, DecisionStep) or outcome is None:
+            return None
+        activation = self._bindings.activation()
+        shown: dict[str, object] = {}
+        unavailable: dict[str, str] = {}
+        for name, expression in step.show.items():
+            try:
+                shown.update(Bindings.payload({name: expression}, activation))
+            except expressions.ExpressionError as exc:
+                unavailable[name] = exc.reason
+        return DecisionView(service=self._service.service, step_id=step_id, role=step.role,
+                            status=outcome.status,
+                            show=shown, unavailable=unavailable)
 
     # ------------------------------------------------------------------ messages in
     # Updates are registered under their method names, which every history holds: never
