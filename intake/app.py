@@ -59,8 +59,8 @@ from intake.openapi import (
     citizen_security,
     json_body,
 )
+from intake.pages import apply, session
 from intake.pages import router as pages
-from intake.pages import session
 from intake.pages.deps import PageDeps
 from intake.pages.forms import FORM_PATHS
 from intake.schemas import (
@@ -158,6 +158,7 @@ def build_app(
                          read_model=read_model)
     session.install(app, reference_key, https_only=settings.production)
     app.include_router(pages.router(page_deps.catalog))
+    app.include_router(apply.router(page_deps))
     app.mount("/static", pages.static_files(), name="static")
     nonces = NonceCache(read_model.pool) if read_model is not None else None
     app.include_router(interactions.router(
