@@ -46,10 +46,19 @@ def pages_app(engine: Engine, catalog: Catalog) -> FastAPI:
     return app
 
 
+@pytest.fixture
+def front(engine: Engine, catalog: Catalog) -> httpx.ASGITransport:
+    """The pages, served in this process (each browser below holds its own cookies)."""
+    return httpx.ASGITransport(app=pages_app(engine, catalog))
+
+
+def new_browser(front: httpx.ASGITransport) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=front, base_url="http://front.test")
+
+
 @pytest_asyncio.fixture
-async def browser(engine: Engine, catalog: Catalog) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=pages_app(engine, catalog))
-    async with httpx.AsyncClient(transport=transport, base_url="http://front.test") as client:
+async def browser(front: httpx.ASGITransport) -> AsyncIterator[httpx.AsyncClient]:
+    async with new_browser(front) as client:
         yield client
 
 
@@ -148,7 +157,8 @@ class TestStartPages:
 
 class TestApplying:
     async def test_errors_then_corrected_checked_submitted_and_followed(
-            self, engine: Engine, browser: httpx.AsyncClient, catalog: Catalog) -> None:
+            self, engine: Engine, browser: httpx.AsyncClient, catalog: Catalog,
+            front: httpx.ASGITransport) -> None:
         service = "change-of-address"
         fields = catalog.service(service).input.fields
         token = await csrf(browser, service)
@@ -209,8 +219,7 @@ class TestApplying:
                                       WorkflowExecutionStatus.COMPLETED)
         assert await request_rows(engine) == 1  # the double submit made no second request
         # a stranger's browser gets the same 404 as a missing request
-        async with httpx.AsyncClient(transport=browser._transport,  # noqa: SLF001
-                                     base_url="http://front.test") as stranger:
+        async with new_browser(front) as stranger:
             assert (await stranger.get(location)).status_code == 404
 
     async def test_add_another_and_change_links_rerender_the_form(
@@ -275,7 +284,8 @@ class TestApplying:
 
 class TestAnsweringInformation:
     async def test_the_page_answers_through_the_update_and_strangers_get_404(
-            self, engine: Engine, browser: httpx.AsyncClient, catalog: Catalog) -> None:
+            self, engine: Engine, browser: httpx.AsyncClient, catalog: Catalog,
+            front: httpx.ASGITransport) -> None:
         await engine.agencies.set_behaviour("tax-authority", {"needs_information": {
             "fields": {"proof_of_address": {"type": "text", "min_length": 3,
                                             "label": {"en": "Proof of address"}},
@@ -299,8 +309,7 @@ class TestAnsweringInformation:
         other_step = await browser.get(f"/track/{reference}/information/update_licence")
         assert other_step.status_code == 409 and "Nothing to answer" in other_step.text
 
-        async with httpx.AsyncClient(transport=browser._transport,  # noqa: SLF001
-                                     base_url="http://front.test") as stranger:
+        async with new_browser(front) as stranger:
             assert (await stranger.get(path)).status_code == 404
             stranger_token = await csrf(stranger, service)
             posted = await stranger.post(path, data={"csrf_token": stranger_token,

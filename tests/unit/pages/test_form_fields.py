@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from definitions.models import DataSchema, FieldSpec
+from definitions.models import DataSchema
 from definitions.submission import FieldError, SubmissionInvalid, validate_submission
 from i18n import catalogs
 from intake.pages import form_fields as ff
