@@ -260,7 +260,8 @@ class Stack:
             if self.temporal_metrics_url:
                 links.append(("Temporal metrics", self.temporal_metrics_url))
         if "intake" in running:
-            links += [("Intake", self.settings.intake_url),
+            links += [("Front door", f"{str(self.settings.intake_url).rstrip('/')}/"),
+                      ("Intake", self.settings.intake_url),
                       ("Intake metrics", f"{self.settings.intake_url}/metrics")]
         if "worker" in running and self.worker_metrics_url:
             links.append(("Worker metrics", self.worker_metrics_url))
