@@ -66,8 +66,9 @@ def load_catalog(path: Path) -> Catalog:
     service_dir = path / SERVICES_DIR
     every = _yaml_files(service_dir, "*")
     files = [file for file in every if translation_tag(file) is None]
+    stems = {file.stem for file in files}
     for file in every:
-        if translation_tag(file) is not None and translated_file(file) not in files:
+        if translation_tag(file) is not None and translated_file(file).stem not in stems:
             problems.append(DefinitionProblem(
                 file, 1, 1, "", "missing-file",
                 f"{file.name} translates {translated_file(file).name}, which is not in "
@@ -136,8 +137,21 @@ def _yaml_files(folder: Path, pattern: str) -> list[Path]:
 
 
 def _translations_beside(file: Path, every: list[Path]) -> list[Path]:
-    """The translation files of definition ``file`` among ``every`` file of its folder."""
-    return [f for f in every if f != file and translated_file(f) == file]
+    """The translation files of definition ``file`` among ``every`` file of its folder
+    (``x.ar.yaml`` and ``x.ar.yml`` both translate ``x.yaml``)."""
+    return [f for f in every if translation_tag(f) is not None
+            and translated_file(f).stem == file.stem]
+
+
+def _valid_texts(data: object) -> TranslationFile | None:
+    """A translation file's valid part (its texts that are text), when the whole is not."""
+    if not isinstance(data, dict) or not isinstance(data.get("texts"), dict):
+        return None
+    texts = {k: v for k, v in data["texts"].items() if isinstance(v, str)}
+    try:
+        return TranslationFile.model_validate({**data, "texts": texts})
+    except ValidationError:
+        return None
 
 
 def _translated(model: M, texts: dict[str, Text], target: Path, files: list[Path],
@@ -160,6 +174,11 @@ def _translated(model: M, texts: dict[str, Text], target: Path, files: list[Path
             ))
             file_tag = None
         if translation is None:
+            # Still check the paths of the texts that are text, so one run shows everything.
+            partial = _valid_texts(document.data)
+            if partial is not None:
+                problems.extend(document.locate(issue)
+                                for issue in check(partial, file_tag, texts, target.name))
             continue
         issues = check(translation, file_tag, texts, target.name)
         problems.extend(document.locate(issue) for issue in issues)
