@@ -80,7 +80,8 @@ class StoredMail:
 
     def body(self) -> str:
         part = self.message.get_body(preferencelist=("plain",))
-        return part.get_content() if part is not None else ""
+        text = part.get_content() if part is not None else ""
+        return str(text).replace("\r\n", "\n")
 
     def summary(self) -> dict[str, Any]:
         return {"received_at": self.received_at.isoformat(), "to": self.to,
