@@ -20,7 +20,7 @@ APP_PACKAGES := definitions workflows activities runtime readmodel intake agency
 APP_MODULES := $(wildcard worker.py)
 PYTEST_ARGS ?=
 
-.PHONY: help install assets messages demo dev up stop ps lint typecheck test test-fast bench soak clean
+.PHONY: help install assets messages browser-deps demo dev up stop ps lint typecheck test test-fast bench soak clean
 
 help:
 	@echo "make demo | dev | up | stop | ps | test | test-fast | lint | typecheck | bench | soak | clean"
@@ -91,8 +91,30 @@ run_pytest = set +e; $(BIN)/pytest $(1) $(PYTEST_ARGS); rc=$$?; \
 TEST_WORKERS ?= 2
 test_workers = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
-test: lint typecheck
+test: lint typecheck browser-deps
 	@$(call run_pytest,$(test_workers))
+
+# The browser tests (tests/browser) drive Debian's chromium through Playwright's
+# executable_path (never `playwright install`); the Noto fonts draw Arabic and Chinese in
+# their screenshots. As root this installs them with apt-get; otherwise it says what to do.
+CHROMIUM ?= /usr/bin/chromium
+BROWSER_PACKAGES := chromium fonts-noto-core fonts-noto-cjk
+browser-deps:
+	@if [ -x "$(CHROMIUM)" ] && { [ "$$(id -u)" != 0 ] || fc-list 2>/dev/null | grep -qi "Noto Sans Arabic"; }; then \
+		exit 0; \
+	fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing $(BROWSER_PACKAGES) for the browser tests (apt-get)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q $(BROWSER_PACKAGES) >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q $(BROWSER_PACKAGES) >/dev/null; } || \
+		{ echo "error: apt-get could not install $(BROWSER_PACKAGES)" >&2; exit 1; }; \
+	else \
+		echo "error: the browser tests need Debian's chromium at $(CHROMIUM)." >&2; \
+		echo "       Install it as root: apt-get install $(BROWSER_PACKAGES)" >&2; \
+		echo "       (or point CHROMIUM=/path/to/chromium and NWD_CHROMIUM at another build)" >&2; \
+		exit 1; \
+	fi
 
 # The tiers are folders, marked by their conftests: this leaves out tests/integration/ and
 # tests/e2e/ (no PostgreSQL, no reference agencies; the workflow tests use the dev server).

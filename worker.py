@@ -21,13 +21,15 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.agency_calls import AgencyCalls
 from activities.agency_directory import AgencyDirectory
+from activities.emails import CitizenEmails, SmtpServer
 from activities.notifications import OperatorNotifications
 from activities.recording import RequestRecording
+from readmodel.citizen_emails import CitizenEmailLedger
 from readmodel.migrations import apply_migrations
 from readmodel.store import ReadModel, open_pool
 from runtime.callback_tokens import callback_key
 from runtime.process import serve_main
-from runtime.settings import InvalidSettings, Settings
+from runtime.settings import InvalidSettings, Settings, reveal
 from runtime.telemetry import prometheus_runtime
 from runtime.temporal import connect
 from workflows.request_workflow import CitizenRequestWorkflow
@@ -86,6 +88,8 @@ def build_worker(
     callback_grace_s: int = 7 * 86400,
     max_concurrent_activities: int = 500,
     sandboxed: bool = False,
+    mail: SmtpServer | None = None,
+    intake_url: str = "http://127.0.0.1:8000",
 ) -> Worker:
     """A worker for the engine's workflow and activities.
 
@@ -99,6 +103,9 @@ def build_worker(
         callback_ttl_s: how long the callback URL of a step without a deadline is valid.
         callback_grace_s: how long after its step's deadline a callback URL is valid.
         sandboxed: run workflow code in the SDK's sandbox (see :func:`workflow_runner`).
+        mail: the SMTP server citizens' emails go through (None: none is sent, each is
+            logged as not sent).
+        intake_url: the front door's public URL, which the emails link to.
     """
     agency_calls = AgencyCalls(http, directory, read_model, callback_key, callback_ttl_s,
                                callback_grace_s)
@@ -108,6 +115,8 @@ def build_worker(
         recording.record_request,
         recording.record_progress,
         OperatorNotifications(read_model).notify_operator,
+        CitizenEmails(CitizenEmailLedger(read_model.pool), mail,
+                      intake_url=intake_url).send_citizen_email,
     ]
     return Worker(
         client,
@@ -117,6 +126,15 @@ def build_worker(
         workflow_runner=workflow_runner(sandboxed),
         max_concurrent_activities=max_concurrent_activities,
     )
+
+
+def smtp_server(settings: Settings) -> SmtpServer | None:
+    """The SMTP server of ``NWD_SMTP_*`` (None when ``NWD_SMTP_HOST`` is unset)."""
+    if not settings.smtp_host:
+        return None
+    return SmtpServer(settings.smtp_host, settings.smtp_port, username=settings.smtp_username,
+                      password=reveal(settings.smtp_password), starttls=settings.smtp_starttls,
+                      sender=settings.mail_from)
 
 
 @asynccontextmanager
@@ -173,6 +191,8 @@ async def run_worker(
             callback_ttl_s=settings.callback_token_ttl_s,
             callback_grace_s=settings.callback_grace_s,
             sandboxed=settings.workflow_sandbox,
+            mail=smtp_server(settings),
+            intake_url=settings.intake_url,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -81,13 +81,18 @@ RULE_GROUPS: tuple[RuleGroup, ...] = (
 class InvalidValue(ValueError):  # noqa: N818 (reads as what the value is)
     """A value a field type refuses; ``message`` is written for the citizen-facing form.
 
-    Raised by :meth:`FieldKind.check` and caught by the submission walker, which records it at
-    the field's path; it never leaves :mod:`definitions.submission`.
+    ``code`` names the rule broken, stably (``too_short``, ``not_a_date``: the codes of
+    :data:`definitions.submission.ERROR_CODES`), and ``params`` its figures (``{"min": 4}``),
+    so a page can say it in the citizen's language; ``message`` stays the English the API
+    answers. Raised by :meth:`FieldKind.check` and caught by the submission walker, which
+    records it at the field's path; it never leaves :mod:`definitions.submission`.
     """
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, code: str = "invalid", **params: Any) -> None:
         super().__init__(message)
         self.message = message
+        self.code = code
+        self.params: dict[str, Any] = params
 
 
 @dataclass(frozen=True)
@@ -193,6 +198,8 @@ class TextKind(FieldKind):
     format: ClassVar[re.Pattern[str] | None] = None
     """A format every value has on top of the spec's rules (emails, phone numbers)."""
     format_message: ClassVar[str] = ""
+    format_code: ClassVar[str] = "invalid"
+    """The :class:`InvalidValue` code of a value breaking :attr:`format`."""
     default_max_length: ClassVar[int] = 1000
     """The longest value when the spec gives no ``max_length``: a form field, not a document."""
 
@@ -210,19 +217,22 @@ class TextKind(FieldKind):
 
     def check(self, spec: FieldSpec, value: Any) -> Any:
         if not isinstance(value, str):
-            raise InvalidValue("must be text")
+            raise InvalidValue("must be text", "not_text")
         problem = text_problem(value)
         if problem is not None:
-            raise InvalidValue(problem)
+            raise InvalidValue(problem, "bad_text")
         if spec.min_length is not None and len(value) < spec.min_length:
-            raise InvalidValue(f"must be at least {spec.min_length} characters long")
+            raise InvalidValue(f"must be at least {spec.min_length} characters long",
+                               "too_short", min=spec.min_length)
         longest = self.max_length(spec)
         if len(value) > longest:
-            raise InvalidValue(f"must be at most {longest} characters long")
+            raise InvalidValue(f"must be at most {longest} characters long", "too_long",
+                               max=longest)
         if spec.pattern is not None and not _compiled(spec.pattern).fullmatch(value):
-            raise InvalidValue(f"does not have the expected format ({spec.pattern})")
+            raise InvalidValue(f"does not have the expected format ({spec.pattern})",
+                               "pattern", pattern=spec.pattern)
         if self.format is not None and not self.format.fullmatch(value):
-            raise InvalidValue(self.format_message)
+            raise InvalidValue(self.format_message, self.format_code)
         return value
 
     def sample(self, spec: FieldSpec) -> Any:
@@ -256,6 +266,7 @@ class EmailKind(TextKind):
     example = "a@example.org"
     format = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
     format_message = "must be an email address such as name@example.org"
+    format_code = "not_an_email"
     default_max_length = 254
     """The longest address SMTP can carry (RFC 5321's 256-octet path, less its brackets)."""
 
@@ -270,6 +281,7 @@ class PhoneKind(TextKind):
     example = "+15550100"
     format = re.compile(r"\+?[0-9][0-9 ()-]{5,19}")
     format_message = "must be a phone number such as +44 20 7946 0000"
+    format_code = "not_a_phone"
     default_max_length = 21
     """What the format allows anyway: a ``+`` and at most 20 digits, spaces and signs."""
 
@@ -307,15 +319,18 @@ class NumberKind(FieldKind):
     name: ClassVar[FieldType] = "number"
     rules = frozenset({"minimum", "maximum"})
     expected: ClassVar[str] = "a number"
+    expected_code: ClassVar[str] = "not_a_number"
 
     def check(self, spec: FieldSpec, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InvalidValue(f"must be {self.expected}")
+            raise InvalidValue(f"must be {self.expected}", self.expected_code)
         value = self._normalise(value)
         if spec.minimum is not None and value < spec.minimum:
-            raise InvalidValue(f"must be at least {spec.minimum:g}")
+            raise InvalidValue(f"must be at least {spec.minimum:g}", "too_small",
+                               min=spec.minimum)
         if spec.maximum is not None and value > spec.maximum:
-            raise InvalidValue(f"must be at most {spec.maximum:g}")
+            raise InvalidValue(f"must be at most {spec.maximum:g}", "too_large",
+                               max=spec.maximum)
         return value
 
     def _normalise(self, value: float) -> float:
@@ -345,11 +360,12 @@ class IntegerKind(NumberKind):
 
     name = "integer"
     expected = "a whole number"
+    expected_code = "not_whole"
 
     def _normalise(self, value: float) -> float:
         if isinstance(value, float):
             if not value.is_integer():
-                raise InvalidValue("must be a whole number")
+                raise InvalidValue("must be a whole number", "not_whole")
             return int(value)
         return value
 
@@ -374,7 +390,7 @@ class BooleanKind(FieldKind):
 
     def check(self, spec: FieldSpec, value: Any) -> Any:
         if not isinstance(value, bool):
-            raise InvalidValue("must be true or false")
+            raise InvalidValue("must be true or false", "not_boolean")
         return value
 
     def sample(self, spec: FieldSpec) -> Any:
@@ -398,15 +414,15 @@ class DateKind(FieldKind):
 
     def check(self, spec: FieldSpec, value: Any) -> Any:
         if isinstance(value, datetime.datetime):
-            raise InvalidValue("must be a date (YYYY-MM-DD), without a time")
+            raise InvalidValue("must be a date (YYYY-MM-DD), without a time", "not_a_date")
         if isinstance(value, datetime.date):
             return value.isoformat()
         if not isinstance(value, str) or not _DATE.fullmatch(value):
-            raise InvalidValue("must be a date written YYYY-MM-DD")
+            raise InvalidValue("must be a date written YYYY-MM-DD", "not_a_date")
         try:
             return datetime.date.fromisoformat(value).isoformat()
         except ValueError:
-            raise InvalidValue("is not a real date") from None
+            raise InvalidValue("is not a real date", "not_a_real_date") from None
 
     def sample(self, spec: FieldSpec) -> Any:
         return "2026-01-01"
@@ -435,7 +451,8 @@ class EnumKind(FieldKind):
     def check(self, spec: FieldSpec, value: Any) -> Any:
         allowed = spec.values or ()
         if not isinstance(value, str) or value not in allowed:
-            raise InvalidValue(f"must be one of: {', '.join(allowed)}")
+            raise InvalidValue(f"must be one of: {', '.join(allowed)}", "not_one_of",
+                               values=list(allowed))
         return value
 
     def sample(self, spec: FieldSpec) -> Any:
@@ -465,11 +482,13 @@ class ListKind(FieldKind):
 
     def check(self, spec: FieldSpec, value: Any) -> Any:
         if not isinstance(value, list | tuple):
-            raise InvalidValue("must be a list")
+            raise InvalidValue("must be a list", "not_a_list")
         if spec.min_items is not None and len(value) < spec.min_items:
-            raise InvalidValue(f"must have at least {spec.min_items} item(s)")
+            raise InvalidValue(f"must have at least {spec.min_items} item(s)",
+                               "too_few_items", min=spec.min_items)
         if spec.max_items is not None and len(value) > spec.max_items:
-            raise InvalidValue(f"must have at most {spec.max_items} item(s)")
+            raise InvalidValue(f"must have at most {spec.max_items} item(s)",
+                               "too_many_items", max=spec.max_items)
         return value
 
     def item(self, spec: FieldSpec) -> FieldSpec | None:

@@ -21,6 +21,17 @@ from pydantic_core import ErrorDetails
 from definitions.catalog import Catalog
 from definitions.errors import DefinitionErrors, DefinitionProblem, Issue, Loc
 from definitions.models import Agency, AgencyRegistry, CallStep, DataSchema, ServiceDefinition
+from definitions.translations import (
+    Text,
+    TranslationFile,
+    check,
+    is_language_tag,
+    registry_texts,
+    service_texts,
+    translated_file,
+    translation_tag,
+    with_translations,
+)
 from definitions.validation import iter_expressions, validate_registry, validate_service
 from definitions.yaml_source import YamlDocument, YamlSyntaxError
 
@@ -45,17 +56,32 @@ def load_catalog(path: Path) -> Catalog:
     """
     problems: list[DefinitionProblem] = []
     registry, broken = _load_registry(path / REGISTRY_FILE, problems)
+    if broken == frozenset():
+        registry = _translated(registry, registry_texts(registry), path / REGISTRY_FILE,
+                               _yaml_files(path, f"{Path(REGISTRY_FILE).stem}.*"), problems)
     agencies = _by_id(registry)
 
     services: dict[str, ServiceDefinition] = {}
     sources: dict[str, Path] = {}
     service_dir = path / SERVICES_DIR
-    files = sorted([*service_dir.glob("*.yaml"), *service_dir.glob("*.yml")])
+    every = _yaml_files(service_dir, "*")
+    files = [file for file in every if translation_tag(file) is None]
+    stems = {file.stem for file in files}
+    for file in every:
+        if translation_tag(file) is not None and translated_file(file).stem not in stems:
+            problems.append(DefinitionProblem(
+                file, 1, 1, "", "missing-file",
+                f"{file.name} translates {translated_file(file).name}, which is not in "
+                f"{service_dir.name}/; name a translation after the service file it translates "
+                "(<service file>.<tag>.yaml)",
+            ))
     for file in files:
         found = _load_service(file, agencies, broken, problems)
         if found is None:
             continue
         service, document = found
+        service = _translated(service, service_texts(service), file,
+                              _translations_beside(file, every), problems)
         if service.service in services:
             problems.append(document.locate(Issue(
                 ("service",), "duplicate-id",
@@ -88,7 +114,11 @@ def load_service_file(path: Path, registry: AgencyRegistry) -> ServiceDefinition
     found = _load_service(path, _by_id(registry), frozenset(), problems)
     if problems or found is None:
         raise DefinitionErrors(problems)
-    return found[0]
+    service = _translated(found[0], service_texts(found[0]), path,
+                          _translations_beside(path, _yaml_files(path.parent, "*")), problems)
+    if problems:
+        raise DefinitionErrors(problems)
+    return service
 
 
 def _by_id(registry: AgencyRegistry) -> dict[str, Agency]:
@@ -100,6 +130,64 @@ def _by_id(registry: AgencyRegistry) -> dict[str, Agency]:
 
 
 # --------------------------------------------------------------------------- files
+
+
+def _yaml_files(folder: Path, pattern: str) -> list[Path]:
+    return sorted([*folder.glob(f"{pattern}.yaml"), *folder.glob(f"{pattern}.yml")])
+
+
+def _translations_beside(file: Path, every: list[Path]) -> list[Path]:
+    """The translation files of definition ``file`` among ``every`` file of its folder
+    (``x.ar.yaml`` and ``x.ar.yml`` both translate ``x.yaml``)."""
+    return [f for f in every if translation_tag(f) is not None
+            and translated_file(f).stem == file.stem]
+
+
+def _valid_texts(data: object) -> TranslationFile | None:
+    """A translation file's valid part (its texts that are text), when the whole is not."""
+    if not isinstance(data, dict) or not isinstance(data.get("texts"), dict):
+        return None
+    texts = {k: v for k, v in data["texts"].items() if isinstance(v, str)}
+    try:
+        return TranslationFile.model_validate({**data, "texts": texts})
+    except ValidationError:
+        return None
+
+
+def _translated(model: M, texts: dict[str, Text], target: Path, files: list[Path],
+                problems: list[DefinitionProblem]) -> M:
+    """``model`` with the texts of its translation ``files`` merged in (see
+    :mod:`definitions.translations`); each file's problems are added to ``problems``."""
+    merged: dict[str, dict[str, str]] = {}
+    for file in files:
+        document = _read(file, problems)
+        if document is None:
+            continue
+        translation = _validate(TranslationFile, document, problems)
+        file_tag = translation_tag(file)
+        if file_tag is not None and not is_language_tag(file_tag):
+            problems.append(DefinitionProblem(
+                file, 1, 1, "", "invalid-value",
+                f"{file.name} names {file_tag!r}, not a BCP 47 language tag; a translation "
+                "file is named <file>.<tag>.yaml with a tag in its canonical case, such as "
+                "es, ar, pt-BR or zh-Hans",
+            ))
+            file_tag = None
+        if translation is None:
+            # Still check the paths of the texts that are text, so one run shows everything.
+            partial = _valid_texts(document.data)
+            if partial is not None:
+                problems.extend(document.locate(issue)
+                                for issue in check(partial, file_tag, texts, target.name))
+            continue
+        issues = check(translation, file_tag, texts, target.name)
+        problems.extend(document.locate(issue) for issue in issues)
+        if not issues:
+            merged.setdefault(translation.language, {}).update(translation.texts)
+    if not merged:
+        return model
+    result: M = with_translations(model, texts, merged)
+    return result
 
 
 def _read(path: Path, problems: list[DefinitionProblem]) -> YamlDocument | None:
@@ -354,6 +442,14 @@ def _issue_from_pydantic(model: type[BaseModel], error: ErrorDetails) -> Issue:
     if kind == "missing":
         return Issue(_data_loc(model, loc), "missing-key",
                      f"missing required key {str(loc[-1])!r}; add it here")
+    if model is TranslationFile and kind == "string_type" and loc[:1] == ("texts",):
+        return Issue(loc, "invalid-value", (
+            f"a translation is text, not {_shown(error['input'])}; write it as a string "
+            "(quote it if YAML reads it as a number, a date, a boolean or null)"))
+    if model is TranslationFile and loc == ("language",) and kind == "string_pattern_mismatch":
+        return Issue(loc, "invalid-value", (
+            f"{_shown(error['input'])} is not a BCP 47 language tag; write one in its "
+            "canonical case, such as 'es', 'ar', 'pt-BR' or 'zh-Hans'"))
     if kind == "string_pattern_mismatch" and "a-z][a-z0-9_-]" in message:
         message = (f"{_shown(error['input'])} is not a valid id: use lowercase letters, digits, "
                    "'-' and '_', starting with a letter")

@@ -418,6 +418,18 @@ Checking `needs` and the scope of every expression grows with the square of the 
 an unbounded count would let one file stall `nwd definitions check`."""
 
 
+class Contact(Model):
+    """Where the engine writes to the citizen about this request (information requested, a
+    decision, the end): CEL expressions over ``submission`` and ``request``, evaluated when a
+    message is sent. A request whose address is absent (an optional field left out) gets none."""
+
+    email: Expression = Field(
+        description="The citizen's email address, e.g. `submission.email`.")
+    language: Expression | None = Field(
+        None, description="The language of the emails (a BCP 47 tag), e.g. "
+        "`submission.preferred_language`; default: the language the request was made in.")
+
+
 class ServiceDefinition(Model):
     """A citizen service: what the citizen submits and which steps carry it out."""
 
@@ -433,6 +445,8 @@ class ServiceDefinition(Model):
     steps: tuple[Step, ...] = Field(
         min_length=1, max_length=MAX_STEPS, description="What the engine does."
     )
+    contact: Contact | None = Field(
+        None, description="How to reach the citizen by email; none: no emails are sent.")
 
     def step(self, step_id: str) -> CallStep | DecisionStep | None:
         return next((s for s in self.steps if s.id == step_id), None)

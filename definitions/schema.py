@@ -1,10 +1,11 @@
 """The JSON Schema of catalog files, generated from the models (never written by hand).
 
-One schema covers both kinds of file: ``anyOf`` the agency registry and a service
-definition, with every model under ``$defs``. Editors pick it up through the first line of
-each catalog file (``# yaml-language-server: $schema=...``) and explain each key as it is
-typed, from the models' field descriptions. ``definitions/schema.json`` is this function's
-output, committed; a test keeps the two in sync.
+One schema covers every kind of file: ``anyOf`` the agency registry, a service definition
+and a translation file (``<file>.<tag>.yaml``), with every model under ``$defs``. Editors
+pick it up through the first line of each catalog file (``# yaml-language-server:
+$schema=...``) and explain each key as it is typed, from the models' field descriptions.
+``definitions/schema.json`` is this function's output, committed; a test keeps the two in
+sync.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from definitions.models import AgencyRegistry, ServiceDefinition
+from definitions.translations import TranslationFile
 
 SCHEMA_FILE = Path(__file__).with_name("schema.json")
 SCHEMA_ID = "https://no-wrong-door.example/definitions/schema.json"
@@ -24,7 +26,8 @@ SCHEMA_ID = "https://no-wrong-door.example/definitions/schema.json"
 def json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) that every catalog file validates against."""
     _, generated = models_json_schema(
-        [(AgencyRegistry, "validation"), (ServiceDefinition, "validation")],
+        [(AgencyRegistry, "validation"), (ServiceDefinition, "validation"),
+         (TranslationFile, "validation")],
         ref_template="#/$defs/{model}",
     )
     return {
@@ -32,12 +35,14 @@ def json_schema() -> dict[str, Any]:
         "$id": SCHEMA_ID,
         "title": "No Wrong Door catalog file",
         "description": (
-            "Either the agency registry (agencies.yaml) or one service definition "
-            "(services/<id>.yaml). Cross-file rules are checked by `nwd definitions check`."
+            "The agency registry (agencies.yaml), one service definition "
+            "(services/<id>.yaml) or the texts of either in one language "
+            "(<file>.<tag>.yaml). Cross-file rules are checked by `nwd definitions check`."
         ),
         "anyOf": [
             {"$ref": "#/$defs/AgencyRegistry"},
             {"$ref": "#/$defs/ServiceDefinition"},
+            {"$ref": "#/$defs/TranslationFile"},
         ],
         "$defs": generated["$defs"],
     }

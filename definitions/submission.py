@@ -14,7 +14,7 @@ to judge and normalise the value itself; the personal-data helpers walk the same
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from definitions.field_types import InvalidValue, kind_of
@@ -27,12 +27,29 @@ REDACTED = "***"
 FieldLoc = tuple[str | int, ...]
 
 
+ERROR_CODES = (
+    "required", "unknown_field", "not_an_object", "not_text", "bad_text", "too_short",
+    "too_long", "pattern", "not_an_email", "not_a_phone", "not_a_number", "not_whole",
+    "too_small", "too_large", "not_boolean", "not_a_date", "not_a_real_date", "not_one_of",
+    "not_a_list", "too_few_items", "too_many_items", "invalid",
+)
+"""Every :attr:`FieldError.code`: stable names a page translates (``intake.pages``), while
+:attr:`FieldError.message` stays the English the API answers."""
+
+
 @dataclass(frozen=True)
 class FieldError:
-    """One bad field: where it is (keys and list positions) and what is wrong with it."""
+    """One bad field: where it is (keys and list positions) and what is wrong with it.
+
+    ``message`` is English for the API and the CLI; ``code`` (one of :data:`ERROR_CODES`) and
+    ``params`` (``{"min": 4}``, ``{"max": 10}``, ``{"pattern": ...}``, ``{"values": [...]}``)
+    say the same for a page to put in the citizen's language.
+    """
 
     loc: FieldLoc
     message: str
+    code: str = "invalid"
+    params: Mapping[str, Any] = field(default_factory=dict)
 
 
 class SubmissionInvalid(ValueError):  # noqa: N818 (reads as the state of the submission)
@@ -70,20 +87,20 @@ def _object(
     fields: Mapping[str, FieldSpec], data: Any, loc: FieldLoc, errors: list[FieldError]
 ) -> dict[str, Any] | _Bad:
     if not isinstance(data, Mapping):
-        errors.append(FieldError(loc, "must be an object with named fields"))
+        errors.append(FieldError(loc, "must be an object with named fields", "not_an_object"))
         return _BAD
     out: dict[str, Any] = {}
     for key in data:
         if key not in fields:
             accepted = ", ".join(fields)
             errors.append(FieldError(
-                (*loc, str(key)), f"is not a field of this form; accepted fields: {accepted}"
-            ))
+                (*loc, str(key)), f"is not a field of this form; accepted fields: {accepted}",
+                "unknown_field"))
     for name, spec in fields.items():
         value = data.get(name)
         if value is None:
             if spec.required:
-                errors.append(FieldError((*loc, name), "is required"))
+                errors.append(FieldError((*loc, name), "is required", "required"))
             continue
         checked = _value(spec, value, (*loc, name), errors)
         if not isinstance(checked, _Bad):
@@ -96,7 +113,7 @@ def _value(spec: FieldSpec, value: Any, loc: FieldLoc, errors: list[FieldError])
     try:
         checked = kind.check(spec, value)
     except InvalidValue as exc:
-        errors.append(FieldError(loc, exc.message))
+        errors.append(FieldError(loc, exc.message, exc.code, exc.params))
         return _BAD
     fields = kind.fields(spec)
     if fields is not None:

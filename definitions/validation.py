@@ -154,7 +154,29 @@ class _ServiceChecker:
                 self._check_decision(step, loc, scope)
             else:
                 self._check_call(step, loc, scope)
+        self._check_contact()
         return self.issues
+
+    def _check_contact(self) -> None:
+        """``contact`` sees the submission and the request only: it is read at any moment
+        of the request, also before any step has an output."""
+        contact = self.service.contact
+        if contact is None:
+            return
+        only = "`contact` sees only `submission` and `request`"
+        scope = _Scope({"submission": self.submission, "request": REQUEST_SAMPLE},
+                       frozenset(), frozenset(),
+                       hints={"steps": only, "item": only, "output": only})
+        for name, expression in (("email", contact.email), ("language", contact.language)):
+            if expression is None:
+                continue
+            value = self._expression(expression, ("contact", name), scope)
+            if value is not None and not isinstance(value, str):
+                self.issues.append(Issue(
+                    ("contact", name), "ill-typed-expression",
+                    f"{expression!r} gives {type_name(value)}, but `contact.{name}` needs "
+                    "text (e.g. `submission.email`)",
+                ))
 
     # ------------------------------------------------------------------ ids and needs
 
@@ -528,4 +550,7 @@ def iter_expressions(service: ServiceDefinition) -> Iterator[tuple[Loc, str]]:
         if step.compensation:
             for name, expression in step.compensation.input.items():
                 yield (*loc, "compensation", "input", name), expression
-
+    if service.contact is not None:
+        yield ("contact", "email"), service.contact.email
+        if service.contact.language is not None:
+            yield ("contact", "language"), service.contact.language

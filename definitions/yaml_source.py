@@ -275,7 +275,11 @@ class _GuardedComposer(Composer):
                 mark,
             )
         if isinstance(event, ScalarEvent):
-            bad = _FORBIDDEN_CHARACTER.search(event.value)
+            # ruamel marks where a folded scalar (`>`) was folded with BEL in the event's
+            # value (the text built from it has none); a BEL typed in the file is refused
+            # by the reader before this, so these are the marks, not the text.
+            value = event.value.replace("\a", "") if event.style == ">" else event.value
+            bad = _FORBIDDEN_CHARACTER.search(value)
             if bad is not None:
                 hint = (" (write characters beyond U+FFFF as \\U0001F600, not as two \\u escapes)"
                         if "\ud800" <= bad.group() <= "\udfff" else "")

@@ -57,8 +57,8 @@ from intake.openapi import (
     citizen_security,
     json_body,
 )
+from intake.pages import apply, session, signin, tasks, track
 from intake.pages import router as pages
-from intake.pages import session, signin, tasks, track
 from intake.pages.deps import PageDeps
 from intake.pages.forms import FORM_PATHS
 from intake.schemas import (
@@ -149,6 +149,7 @@ def build_app(
                          read_model=read_model)
     session.install(app, reference_key, https_only=settings.production)
     app.include_router(pages.router(page_deps.catalog))
+    app.include_router(apply.router(page_deps))
     app.include_router(signin.router(page_deps))
     app.include_router(track.router(page_deps))
     app.include_router(tasks.router(page_deps))

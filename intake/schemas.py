@@ -20,14 +20,32 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from agency_kit.contract import Callback
 from definitions.models import DataSchema
+from i18n.languages import tags as language_tags
 from readmodel.store import RequestRow
 from runtime.messages import InformationAnswer, RequestProgress
 
-Language = Literal["en", "es"]
+LANGUAGES: tuple[str, ...] = language_tags()
+"""The languages a citizen may choose (BCP 47): those the interface has a catalog for, read
+once at import from i18n/locales/, so a new language's catalog makes it one here too."""
+
+
+def _supported(tag: str) -> str:
+    if tag not in LANGUAGES:
+        raise ValueError(f"{tag!r} is not a language this service speaks; use one of "
+                         f"{', '.join(LANGUAGES)} (BCP 47 tags, in this case)")
+    return tag
+
+
+Language = Annotated[
+    str,
+    AfterValidator(_supported),
+    WithJsonSchema({"type": "string", "enum": list(LANGUAGES),
+                    "description": "A BCP 47 language tag the interface speaks."}),
+]
 """The languages a citizen may choose; the agencies receive it with every call."""
 
 IDEMPOTENCY_KEY_MAX = 255

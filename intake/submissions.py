@@ -23,7 +23,7 @@ import hmac
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, get_args
+from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
@@ -38,7 +38,7 @@ from definitions.catalog import Catalog
 from definitions.models import ServiceSnapshot
 from definitions.submission import validate_submission
 from intake.access import Grant, RequestAccess
-from intake.schemas import Language
+from intake.schemas import LANGUAGES
 from readmodel.store import ReadModel
 from readmodel.submission_digests import SubmissionDigests
 from runtime.identity import Principal
@@ -52,9 +52,6 @@ from runtime.messages import (
 from runtime.settings import Settings
 from workflows import search_attributes as sa
 from workflows.request_workflow import CitizenRequestWorkflow
-
-LANGUAGES: tuple[str, ...] = get_args(Language)
-"""A language outside these falls back to ``en`` here; the HTTP envelope refuses it (422)."""
 
 
 class IdempotencyConflict(Exception):  # noqa: N818 (reads as what the submission is in)
@@ -141,7 +138,7 @@ class Submissions:
         """
         snapshot = self._catalog.snapshot(service_id)
         submission = validate_submission(snapshot.service.input, data)
-        if language not in LANGUAGES:
+        if language not in LANGUAGES:  # the HTTP envelope refuses it (422); pages choose one
             language = "en"
         reference = self.reference(service_id, idempotency_key)
         digest = await self._claim_digest(reference, service_id, data, language)

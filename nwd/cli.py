@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from runtime.process import exit_now
 
-COMMAND_MODULES = ("definitions", "stack", "requests", "report", "bench", "soak")
+COMMAND_MODULES = ("definitions", "stack", "requests", "report", "mail", "bench", "soak")
 
 
 class UserError(Exception):

@@ -87,6 +87,10 @@ async def run_demo(settings: Settings, *, example: Path = EXAMPLE, timeout_s: fl
     print("    with its summary; inputs are encrypted — the UI decrypts them through the intake's")
     print("    codec server (/codec), which the embedded stack configures for you.")
     print("  - filter all runs: CitizenService=\"change-of-address\" in the list's query box.")
+    front_door = str(settings.intake_url).rstrip("/")
+    print(f"\nThe front door (any browser, phone or desktop; en, es, ar, zh-Hans):\n"
+          f"  {front_door}/   — choose a service, apply, get a reference\n"
+          f"  {front_door}/track   — follow this request with its reference and access code\n")
     print("Follow it from the command line:\n"
           f"  .venv/bin/nwd status {reference} --access-code {access_code}\n")
     print(sign_in_help(settings))

@@ -311,6 +311,56 @@ class RecordProgressInput(Wire):
     """The workflow time of this state (see :attr:`RecordRequestInput.as_of`)."""
 
 
+EmailKind = Literal["information_requested", "decided", "finished"]
+
+
+class EmailOutcome(Wire):
+    """What one step came to, for the citizen's "finished" email (no personal data)."""
+
+    title: dict[str, str]
+    """The step's title (or the agency's name), by language."""
+    agency: dict[str, str] | None = None
+    """The agency's name, by language (None for a caseworker's decision)."""
+    status: StepStatus
+    agency_reference: str | None = None
+
+
+class CitizenEmailInput(Wire):
+    """One email to the citizen: ``send_citizen_email`` renders it in ``language`` and sends
+    it once per ``(reference, key)``. ``to`` is personal (the payload is encrypted by the
+    codec); it is never logged. The rest are the non-personal facts the text needs."""
+
+    reference: str
+    service: str
+    service_title: dict[str, str]
+    kind: EmailKind
+    key: str
+    """Stable per occasion, e.g. ``information_requested:step:item:round``: a retry, a
+    replay or a second worker sends nothing twice."""
+    language: str = "en"
+    to: str = Field(description="The citizen's address (personal; encrypted).")
+    step_title: dict[str, str] | None = None
+    agency_name: dict[str, str] | None = None
+    information_message: dict[str, str] | None = None
+    """information_requested: the agency's message to the citizen, by language."""
+    information_fields: list[dict[str, str]] = Field(default_factory=list)
+    """information_requested: the label of each field asked for, by language."""
+    approved: bool | None = None
+    """decided: approved or rejected."""
+    reason: str | None = None
+    """decided: the caseworker's reason."""
+    request_status: RequestStatus | None = None
+    """finished: how the request ended."""
+    outcomes: list[EmailOutcome] = Field(default_factory=list)
+    """finished: what each step (each agency) did."""
+
+
+class CitizenEmailResult(Wire):
+    status: Literal["sent", "already_sent", "mail_off"]
+    """``mail_off``: the worker has no SMTP server (``NWD_SMTP_HOST``); nothing was sent."""
+    message_id: str | None = None
+
+
 RequestInput.model_rebuild()
 
 
@@ -322,6 +372,10 @@ AGENCY_UNAVAILABLE = "AgencyUnavailable"
 AGENCY_PROTOCOL_ERROR = "AgencyProtocolError"
 AGENCY_MISCONFIGURED = "AgencyMisconfigured"
 NON_RETRYABLE_ERRORS = (AGENCY_REJECTED, AGENCY_PROTOCOL_ERROR, AGENCY_MISCONFIGURED)
+MAIL_UNAVAILABLE = "MailUnavailable"
+"""The SMTP server could not be reached or answered with a temporary error: retried."""
+MAIL_REFUSED = "MailRefused"
+"""The SMTP server refused the message for good (a bad address, say): not retried."""
 INVALID_ANSWER = "InvalidAnswer"
 NOT_EXPECTED = "NotExpected"
 """Update validators raise these: a late, duplicate or unexpected message changes nothing."""

@@ -193,10 +193,11 @@ Name = Annotated[str, AfterValidator(_not_blank)]
 AesKey = Annotated[SecretStr, AfterValidator(_aes_key)]
 
 ENGINE_SECRETS = ("NWD_ENCRYPTION_KEY", "NWD_CODEC_TOKEN", "NWD_METRICS_TOKEN", "NWD_SIGNING_KEY",
-                  "NWD_SIGNING_KEY_ID", "NWD_OIDC_CLIENT_SECRET", "NWD_REFERENCE_KEY")
+                  "NWD_SIGNING_KEY_ID", "NWD_OIDC_CLIENT_SECRET", "NWD_REFERENCE_KEY",
+                  "NWD_SMTP_PASSWORD")
 """The engine's secrets (and the signing key's id): no agency's process is given any."""
 _SECRET = {"NWD_ENCRYPTION_KEY", "NWD_CODEC_TOKEN", "NWD_METRICS_TOKEN", "NWD_SIGNING_KEY",
-           "NWD_OIDC_CLIENT_SECRET", "NWD_REFERENCE_KEY"}
+           "NWD_OIDC_CLIENT_SECRET", "NWD_REFERENCE_KEY", "NWD_SMTP_PASSWORD"}
 """Variables whose values never appear in an error line."""
 
 
@@ -350,6 +351,21 @@ class Settings(BaseSettings):
     """The public OAuth client (no secret; PKCE S256) the pages sign people in as, at
     ``NWD_OIDC_ISSUER``; its redirect URI is ``{NWD_INTAKE_URL}/sign-in/callback``. Its access
     tokens must carry ``NWD_OIDC_AUDIENCE``, like every token the engine trusts."""
+    # ---- emails to citizens (the worker's send_citizen_email)
+    smtp_host: str | None = _var("NWD_SMTP_HOST")
+    """The SMTP server the worker sends citizens' emails through. Unset: the embedded stack
+    runs its own sink and points its worker at it (``nwd mail``); a worker started on its own
+    without it sends no email (and logs that it did not)."""
+    smtp_port: Port = _var("NWD_SMTP_PORT", 8025)
+    """Its port; the embedded stack's sink listens here."""
+    smtp_username: str | None = _var("NWD_SMTP_USERNAME")
+    """User to authenticate as (unset: no authentication)."""
+    smtp_password: SecretStr | None = _var("NWD_SMTP_PASSWORD")
+    """Password for ``NWD_SMTP_USERNAME`` (a worker secret)."""
+    smtp_starttls: Switch = _var("NWD_SMTP_STARTTLS", False)
+    """Upgrade the connection with STARTTLS before sending (production servers)."""
+    mail_from: Name = _var("NWD_MAIL_FROM", "No Wrong Door <no-reply@nwd.example>")
+    """The From of every email to citizens."""
 
     @field_validator("temporal_address", mode="before")
     @classmethod

@@ -1,6 +1,6 @@
 """How long each activity may take, how it retries, and what the Temporal UI calls it.
 
-One place for the options of the four activities a request starts:
+One place for the options of the five activities a request starts:
 
 ==================  =====================================  ====================================
 activity            timeouts                               retries
@@ -11,6 +11,10 @@ activity            timeouts                               retries
                                                            never retry
 ``notify_operator`` 30 s a try                             forever, at most every 5 minutes:
                                                            an escalation must reach someone
+``send_citizen_``   60 s a try (the SMTP conversation      every 10 s at first, then at most
+``email``           gives up after 20 s), 6 hours in all   every 10 minutes; a refusal for good
+                                                           (5xx) never retries; then the request
+                                                           goes on without it
 ``record_request``  30 s a try, 2 minutes in all           local activity; then the request
                                                            goes on (the read model is a view)
 ``record_progress`` 10 s a try, 30 s in all                local activity; then the branch goes
@@ -31,7 +35,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 from definitions.models import CallStep, RetrySpec
-from runtime.messages import NON_RETRYABLE_ERRORS, AgencyCallInput
+from runtime.messages import MAIL_REFUSED, NON_RETRYABLE_ERRORS, AgencyCallInput
 
 CALL_GRACE = timedelta(seconds=5)
 """Time on top of the step's HTTP timeout for the activity to report its own failure."""
@@ -39,6 +43,11 @@ NOTICE_TIMEOUT = timedelta(seconds=30)
 NOTICE_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=5))
 RECORD_TIMEOUT = timedelta(seconds=30)
 RECORD_GIVE_UP = timedelta(minutes=2)
+MAIL_TIMEOUT = timedelta(seconds=60)
+MAIL_GIVE_UP = timedelta(hours=6)
+MAIL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=10), backoff_coefficient=2.0,
+                         maximum_interval=timedelta(minutes=10),
+                         non_retryable_error_types=[MAIL_REFUSED])
 PROGRESS_TIMEOUT = timedelta(seconds=10)
 PROGRESS_GIVE_UP = timedelta(seconds=30)
 
@@ -68,6 +77,15 @@ def notify_operator(step_id: str, role: str | None) -> workflow.ActivityConfig:
         start_to_close_timeout=NOTICE_TIMEOUT,
         retry_policy=NOTICE_RETRY,
         summary=f"escalate {step_id} to {role or 'operators'}",
+    )
+
+
+def send_citizen_email(kind: str) -> workflow.ActivityConfig:
+    return workflow.ActivityConfig(
+        start_to_close_timeout=MAIL_TIMEOUT,
+        schedule_to_close_timeout=MAIL_GIVE_UP,
+        retry_policy=MAIL_RETRY,
+        summary=f"email the citizen ({kind.replace('_', ' ')})",
     )
 
 

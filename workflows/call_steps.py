@@ -68,6 +68,7 @@ from runtime.messages import (
 from runtime.metric_names import AGENCY_WAIT
 from workflows import activity_options
 from workflows.bindings import Bindings
+from workflows.citizen_emails import CitizenEmails
 from workflows.deadlines import Deadlines
 from workflows.effects import Effects
 from workflows.failures import read_failure
@@ -104,12 +105,13 @@ class CallSteps:
         visibility: Told when an item starts waiting.
         deadlines: Escalates an unanswered request for information.
         recorder: Writes an item's change to the read model after a message landed.
+        emails: Tells the citizen an agency asks for information.
     """
 
     def __init__(
         self, request: RequestInput, state: RequestState, inbox: Inbox, bindings: Bindings,
         effects: Effects, visibility: Visibility, deadlines: Deadlines,
-        recorder: ProgressRecorder,
+        recorder: ProgressRecorder, emails: CitizenEmails,
     ) -> None:
         self._request = request
         self._state = state
@@ -119,6 +121,7 @@ class CallSteps:
         self._visibility = visibility
         self._deadlines = deadlines
         self._recorder = recorder
+        self._emails = emails
 
     async def run(self, step: CallStep) -> bool:
         """Run (or resume) every item of the step; whether the step completed."""
@@ -247,6 +250,7 @@ class CallSteps:
             self._state.item_waiting_for_information(
                 step.id, index, result.agency_reference, result.fields, result.message,
                 workflow.now())
+            self._emails.information_requested(step, index)
         self._visibility.publish_awaited(self._state.steps.values())
         return True
 

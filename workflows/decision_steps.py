@@ -19,6 +19,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 from definitions.models import DecisionStep
+from workflows.citizen_emails import CitizenEmails
 from workflows.recording import ProgressRecorder
 from workflows.state import Inbox, RequestState
 from workflows.visibility import Visibility
@@ -26,7 +27,7 @@ from workflows.visibility import Visibility
 
 async def run_decision_step(
     step: DecisionStep, state: RequestState, inbox: Inbox, visibility: Visibility,
-    recorder: ProgressRecorder,
+    recorder: ProgressRecorder, emails: CitizenEmails,
 ) -> bool:
     """Wait for the decision; whether the step completed (approved)."""
     state.step_waiting_for_decision(step.id)
@@ -43,4 +44,5 @@ async def run_decision_step(
         state.step_rejected(step.id, decision)
     await recorder.step_changed(
         step.id, "decision_approved" if decision.approve else "decision_rejected")
+    emails.decided(step, decision)
     return decision.approve

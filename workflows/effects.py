@@ -1,12 +1,12 @@
 """The only way workflow code starts an activity — so it knows how many are in flight.
 
-A request has four side effects, each an activity referred to by name (this room never
-imports ``activities``): ``call_agency``, ``notify_operator`` and the local activities
-``record_request`` and ``record_progress``. Continue-as-new waits for a *quiet moment* — no
-activity and no update handler in flight — because the new run cannot take over an activity
-the old one started: an escalation whose ``notify_operator`` was cut off that way never
-applied its ``on_miss: fail``. Counting here, around every activity, keeps that check whole:
-a new kind of activity is counted by being started through this class.
+A request has five side effects, each an activity referred to by name (this room never
+imports ``activities``): ``call_agency``, ``notify_operator``, ``send_citizen_email`` and the
+local activities ``record_request`` and ``record_progress``. Continue-as-new waits for a
+*quiet moment* — no activity and no update handler in flight — because the new run cannot
+take over an activity the old one started: an escalation whose ``notify_operator`` was cut
+off that way never applied its ``on_miss: fail``. Counting here, around every activity, keeps
+that check whole: a new kind of activity is counted by being started through this class.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from temporalio.exceptions import ActivityError
 from runtime.messages import (
     AgencyCallInput,
     AgencyCallResult,
+    CitizenEmailInput,
+    CitizenEmailResult,
     OperatorNotice,
     RecordProgressInput,
     RecordRequestInput,
@@ -59,6 +61,19 @@ class Effects:
                 "notify_operator", notice,
                 **activity_options.notify_operator(notice.step_id, notice.role),
             )
+
+    async def send_citizen_email(self, email: CitizenEmailInput) -> CitizenEmailResult:
+        """One email to the citizen, retried while the SMTP server is unavailable.
+
+        Raises:
+            ActivityError: it could not be sent (refused for good, or retries spent).
+        """
+        with self._counted():
+            result: CitizenEmailResult = await workflow.execute_activity(
+                "send_citizen_email", email, result_type=CitizenEmailResult,
+                **activity_options.send_citizen_email(email.kind),
+            )
+        return result
 
     async def record_request(self, record: RecordRequestInput) -> None:
         """Write the request's row in the read model; a failure is logged, never raised."""

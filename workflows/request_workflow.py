@@ -16,6 +16,7 @@ and the continue-as-new loop; each concern has a module of its own::
     failures          reading an activity's failure by type and code
     visibility        search attributes, current details, the query's words
     recording         the read model's row at start and end, and what messages changed
+    citizen_emails    emails to the citizen: information requested, decided, finished
 
 It never reads the catalog: the definition snapshot (with its content hash) is part of the
 input, so editing a YAML never changes a request in flight. The planner says which steps are
@@ -66,6 +67,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import callbacks
     from workflows.bindings import Bindings
     from workflows.call_steps import CallSteps, information_schema
+    from workflows.citizen_emails import CitizenEmails
     from workflows.deadlines import Deadlines, deadline_of
     from workflows.decision_steps import run_decision_step
     from workflows.effects import Effects
@@ -91,9 +93,10 @@ class CitizenRequestWorkflow:
         self._bindings = Bindings(request, self._state)
         self._deadlines = Deadlines(request, self._state, self._visibility, self._effects)
         self._recorder = ProgressRecorder(request, self._state, self._effects)
+        self._emails = CitizenEmails(request, self._state, self._bindings, self._effects)
         self._calls = CallSteps(request, self._state, self._inbox, self._bindings,
                                 self._effects, self._visibility, self._deadlines,
-                                self._recorder)
+                                self._recorder, self._emails)
         self._saga = Saga(request, self._state, self._bindings, self._calls)
         self._planner: Planner | None = None
         self._finished = False
@@ -133,6 +136,7 @@ class CitizenRequestWorkflow:
         self._visibility.finished(self._state.finish())
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self._effects.record_request(request_record(request, self._state, finished=True))
+        await self._emails.finished()
         return self._state.result(request)
 
     @workflow.query(name="progress")
@@ -291,7 +295,7 @@ class CitizenRequestWorkflow:
             ok = await self._calls.run(step)
         else:
             ok = await run_decision_step(step, self._state, self._inbox, self._visibility,
-                                         self._recorder)
+                                         self._recorder, self._emails)
         self._apply(self._planner.record(step.id, "completed" if ok else "failed"))
         if not ok and step.required and self._state.halting is None:
             self._halt(f"required step {step.id!r} failed")

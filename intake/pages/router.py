@@ -17,7 +17,14 @@ from starlette.staticfiles import StaticFiles
 
 from definitions.catalog import Catalog
 from i18n import languages
-from intake.pages.render import LANGUAGE_COOKIE, LANGUAGE_COOKIE_MAX_AGE_S, STATIC, local, page
+from intake.pages.render import (
+    LANGUAGE_COOKIE,
+    LANGUAGE_COOKIE_MAX_AGE_S,
+    STATIC,
+    language_of,
+    local,
+    page,
+)
 
 
 def safe_next(target: str | None, default: str = "/") -> str:
@@ -32,14 +39,16 @@ def static_files() -> StaticFiles:
     return StaticFiles(directory=STATIC, check_dir=False)
 
 
-def services_view(catalog: Catalog, query: str = "") -> list[dict[str, Any]]:
+def services_view(
+    catalog: Catalog, query: str = "", tag: str | None = None
+) -> list[dict[str, Any]]:
     """The catalogue's services matching ``query`` (every word, case-insensitive), each with
-    its title and description in the page's language."""
+    its title and description in ``tag`` (default: the current task's language)."""
     words = query.casefold().split()
     found = []
     for definition in catalog.services.values():
-        title = local(definition.title)
-        description = local(definition.description)
+        title = local(definition.title, tag)
+        description = local(definition.description, tag)
         haystack = " ".join([title, description, local(definition.title, "en"),
                              local(definition.description, "en"), definition.service]).casefold()
         if all(word in haystack for word in words):
@@ -54,8 +63,9 @@ def router(catalog: Catalog) -> APIRouter:
     @routes.get("/")
     async def catalogue(request: Request, q: str = "") -> Response:
         query = q.strip()[:200]
+        # The page's language is set while the template renders; the titles are picked now.
         return page(request, "catalogue.html", {
-            "query": query, "services": services_view(catalog, query),
+            "query": query, "services": services_view(catalog, query, language_of(request)),
             "total": len(catalog.services)})
 
     @routes.get("/language")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ from definitions.errors import DefinitionErrors, UnknownService
 from definitions.graph import mermaid
 from definitions.loader import load_catalog
 from definitions.schema import render
+from definitions.translations import ENGLISH, missing_translations
+from i18n.languages import tags as language_tags
 from nwd.cli import UserError
 from runtime.settings import DEFAULT_CATALOG_DIR
 
@@ -26,6 +29,9 @@ def register(subparsers: Any) -> None:
     check = commands.add_parser("check", help="validate every catalog file; list every problem")
     check.add_argument("path", nargs="?", type=Path, default=DEFAULT_CATALOG_DIR,
                        help="catalog directory (default: the built-in catalog)")
+    check.add_argument("--strict-translations", action="store_true",
+                       help="a text without a translation in a language the interface speaks "
+                            "is an error, not a warning")
     check.set_defaults(handler=run_check)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of catalog files")
@@ -60,7 +66,29 @@ def run_check(args: argparse.Namespace) -> int:
               f"file{'s' if files != 1 else ''}")
         return 1
     print(f"{len(catalog.services)} services, {len(catalog.agencies)} agencies OK")
-    return 0
+    return _report_untranslated(catalog, strict=args.strict_translations)
+
+
+def _report_untranslated(catalog: Catalog, *, strict: bool) -> int:
+    """List the texts with no translation in a language the interface speaks, one a line
+    (the file it goes in, the language, the path to write there); 1 if ``strict`` and any."""
+    languages = language_tags()
+    missing = missing_translations(catalog, languages)
+    label = "error" if strict else "warning"
+    for text in missing:
+        file = text.file.relative_to(Path.cwd()) if text.file and text.file.is_relative_to(
+            Path.cwd()) else text.file
+        print(f"{label}: {file}: no {text.language!r} text for {text.path} "
+              f"({text.owner}) [untranslated]")
+    others = [tag for tag in languages if tag != ENGLISH]
+    if not missing:
+        print(f"every text is translated into {', '.join(others) or 'no other language'}")
+        return 0
+    counts = Counter(text.language for text in missing)
+    by_language = ", ".join(f"{tag} {counts[tag]}" for tag in others if counts[tag])
+    print(f"{len(missing)} untranslated text{'s' if len(missing) != 1 else ''} ({by_language})"
+          + ("" if strict else "; --strict-translations makes them errors"))
+    return 1 if strict else 0
 
 
 def run_schema(args: argparse.Namespace) -> int:

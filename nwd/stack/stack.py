@@ -18,6 +18,7 @@ from definitions.errors import DefinitionErrors
 from definitions.loader import load_registry_file
 from definitions.models import AgencyRegistry
 from nwd.stack.component import Component, PortClaim, PortsInUseError
+from nwd.stack.mailsink import MAIL_DIR, MailSink
 from nwd.stack.oidc import CONFIG_FILE, OidcProvider, ProviderConfig, dev_users
 from nwd.stack.postgres import Postgres, redact
 from nwd.stack.processes import EngineProcess, address_claim, url_claim
@@ -27,7 +28,8 @@ from nwd.stack.temporal import TemporalDevServer
 from nwd.stack.watchdog import ProcessRef, Watchdog, release
 from runtime.settings import ENGINE_SECRETS, PROJECT_ROOT, Settings, reveal
 
-COMPONENTS: tuple[str, ...] = ("postgres", "temporal", "oidc", "agencies", "worker", "intake")
+COMPONENTS: tuple[str, ...] = ("postgres", "temporal", "oidc", "mail", "agencies", "worker",
+                               "intake")
 """Every component, in start order (``down`` stops them in reverse)."""
 
 REGISTRY_FILE = "agencies.yaml"
@@ -117,7 +119,12 @@ class Stack:
             python=python, external=settings.oidc_external, issuer=settings.oidc_issuer,
             base_env=self.base_env,
         )
-        parts: tuple[Component, ...] = (self.postgres, self.temporal, self.oidc,
+        self.mail = MailSink(
+            directory=self.state_dir / MAIL_DIR, port=settings.smtp_port, python=python,
+            external=bool(settings.smtp_host), host=settings.smtp_host or "127.0.0.1",
+            base_env=self.base_env,
+        )
+        parts: tuple[Component, ...] = (self.postgres, self.temporal, self.oidc, self.mail,
                                         *self._engine_processes())
         self.components: dict[str, Component] = {c.name: c for c in parts}
         assert tuple(self.components) == COMPONENTS
@@ -190,7 +197,7 @@ class Stack:
                 shown=settings.agencies_url, claims=(agencies,),
             ),
             EngineProcess(
-                "worker", ("temporal", "postgres"), "worker.py",
+                "worker", ("temporal", "postgres", "mail"), "worker.py",
                 [self.python, str(PROJECT_ROOT / "worker.py")],
                 env=lambda: self.child_env("worker"),
                 check=lambda: self.temporal.has_pollers(settings.task_queue),
@@ -260,7 +267,8 @@ class Stack:
             if self.temporal_metrics_url:
                 links.append(("Temporal metrics", self.temporal_metrics_url))
         if "intake" in running:
-            links += [("Intake", self.settings.intake_url),
+            links += [("Front door", f"{str(self.settings.intake_url).rstrip('/')}/"),
+                      ("Intake", self.settings.intake_url),
                       ("Intake metrics", f"{self.settings.intake_url}/metrics")]
         if "worker" in running and self.worker_metrics_url:
             links.append(("Worker metrics", self.worker_metrics_url))
@@ -268,6 +276,9 @@ class Stack:
             links.append(("Agencies", self.settings.agencies_url))
         if "oidc" in running:
             links.append(("Sign in (OIDC issuer)", self.settings.oidc_issuer))
+        if "mail" in running:
+            links.append(("Mail (SMTP)" if self.mail.external else "Mail sink (`nwd mail`)",
+                          self.mail.address()))
         if "postgres" in running:
             links.append(("PostgreSQL", redact(self.database_url)))
         return links
@@ -366,6 +377,8 @@ class Stack:
             codec_token=self.settings.codec_token or secrets.codec_token,
             agency_env={**self.settings.agency_env, **self.agency_env()},
             stack_owner_pid=None,  # the stack's to act on, not its processes'
+            # the worker sends through the stack's sink unless a real server is named
+            smtp_host=self.settings.smtp_host or "127.0.0.1",
             **keys,
         )
 
@@ -376,9 +389,10 @@ class Stack:
         env = {k: v for k, v in self.base_env.items() if k not in variables}
         env.update(self.agency_env())
         env.update(self.child_settings(component).environment())
-        if component != "worker":  # the engine's private key: the worker's alone
+        if component != "worker":  # the engine's private key and mail password: the worker's
             env.pop("NWD_SIGNING_KEY", None)
             env.pop("NWD_SIGNING_KEY_ID", None)
+            env.pop("NWD_SMTP_PASSWORD", None)
         if component == "agencies":
             # the agencies are other parties: none of the engine's secrets (the payload key
             # would open every payload and mint callback URLs) nor the state folder holding them

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -31,6 +32,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.agency_directory import AgencyDirectory
+from activities.emails import SmtpServer
 from agency_kit.reference.credentials import AgencyCredentials
 from agency_kit.signing import CALLBACK_TAG, Signer
 from definitions.catalog import Catalog
@@ -40,6 +42,7 @@ from intake.access import ACCESS_CODE_HEADER, RequestAccess
 from intake.app import create_app
 from intake.codec_server import CodecServer
 from intake.submissions import Submissions, Submitted, build_submissions
+from nwd.stack.mailsink import RunningSink
 from readmodel.access import AccessStore
 from readmodel.migrations import apply_migrations
 from readmodel.nonces import NonceCache
@@ -294,6 +297,8 @@ class Engine:
     """The OIDC provider the intake trusts (None: no token verifies, see running_engine)."""
     reference_key: bytes = b""
     access: RequestAccess | None = None
+    mail: RunningSink | None = None
+    """The SMTP sink the worker sends citizens' emails to (a real aiosmtpd server)."""
 
     def settings(self, **values: Any) -> Settings:
         """The engine's settings (task queue, intake URL, payload key), with ``values``."""
@@ -442,6 +447,7 @@ async def running_engine(
         caseworkers=interactions.Caseworkers(verifier)))
     owner = OwnerCodes()
     intake_server, intake_task = await serve(app, intake_port)
+    sink = RunningSink(Path(tempfile.mkdtemp(prefix="nwd-mail-"))).__enter__()
     try:
         async with agency_http_session() as http, \
                 http_client(base_url=intake_url, timeout=30, auth=owner) as intake:
@@ -449,7 +455,7 @@ async def running_engine(
                 client, task_queue=task_queue, http=http, read_model=read_model,
                 directory=AgencyDirectory(agencies.env, engine_signer()), callback_key=key,
                 # the development guard: a clock, random or I/O call in workflow code fails
-                sandboxed=True,
+                sandboxed=True, mail=SmtpServer(sink.host, sink.port), intake_url=intake_url,
             ) if in_process_worker else None
             async with worker if worker is not None else contextlib.nullcontext():
                 engine = Engine(
@@ -458,6 +464,7 @@ async def running_engine(
                     intake_url=intake_url, intake=intake, callback_key=key,
                     database_url=database_url, encryption_key=encryption_key,
                     owner=owner, issuer=issuer, reference_key=REFERENCE_KEY, access=access,
+                    mail=sink,
                 )
                 yield engine
                 # Leave nothing running on the shared server for the next test to trip over.
@@ -470,6 +477,8 @@ async def running_engine(
         await intake_task
         await verifier.aclose()
         await pool.close()
+        sink.__exit__()
+        shutil.rmtree(sink.directory, ignore_errors=True)
 
 
 @pytest_asyncio.fixture

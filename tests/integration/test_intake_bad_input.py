@@ -203,6 +203,8 @@ class TestOneErrorShape:
             ({"service": "change-of-address", "submission": [1]}, ["submission"]),
             ({"service": "change-of-address", "submission": EXAMPLE, "language": "fr"},
              ["language"]),
+            ({"service": "change-of-address", "submission": EXAMPLE, "language": "zh_Hans"},
+             ["language"]),
             ({"submission": EXAMPLE}, ["service"]),
         ]:
             response = await http.post("/requests", json=envelope)

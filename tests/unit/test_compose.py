@@ -51,13 +51,16 @@ NEEDS: dict[str, set[str]] = {
     "worker": set(),
     "agencies": {"NWD_AGENCY_KEYS_FILE", "NWD_ENGINE_JWKS_URL"},
 }
+SMTP = {"NWD_SMTP_HOST", "NWD_SMTP_PORT", "NWD_SMTP_USERNAME", "NWD_SMTP_PASSWORD",
+        "NWD_SMTP_STARTTLS", "NWD_MAIL_FROM"}
+"""Only the worker sends email (its password is the worker's secret)."""
 # Keys a service must NOT get: no process holds a key it does not need.
 NOT_FOR: dict[str, set[str]] = {
     "worker": {"NWD_ENGINE_PUBLIC_KEYS", "NWD_AGENCY_KEYS_FILE", "NWD_REFERENCE_KEY",
                "NWD_OIDC_ISSUER"},
-    "intake": {"NWD_SIGNING_KEY", "NWD_AGENCY_KEYS_FILE"},
+    "intake": {"NWD_SIGNING_KEY", "NWD_AGENCY_KEYS_FILE", *SMTP},
     # the agencies are other parties: none of the engine's secrets
-    "agencies": {*ENGINE_SECRETS, "NWD_ENGINE_PUBLIC_KEYS", "NWD_OIDC_ISSUER"},
+    "agencies": {*ENGINE_SECRETS, "NWD_ENGINE_PUBLIC_KEYS", "NWD_OIDC_ISSUER", *SMTP},
 }
 
 

@@ -21,7 +21,8 @@ def catalog() -> Catalog:
 def catalog_copy(tmp_path: Path) -> Path:
     """A writable copy of the shipped catalog's YAML files."""
     (tmp_path / "services").mkdir()
-    (tmp_path / "agencies.yaml").write_text((DEFAULT_CATALOG_DIR / "agencies.yaml").read_text())
+    for file in DEFAULT_CATALOG_DIR.glob("agencies*.yaml"):  # the registry and its translations
+        (tmp_path / file.name).write_text(file.read_text())
     for file in (DEFAULT_CATALOG_DIR / "services").glob("*.yaml"):
         (tmp_path / "services" / file.name).write_text(file.read_text())
     return tmp_path

@@ -13,6 +13,8 @@ from definitions.catalog import Catalog, content_hash_of
 from definitions.errors import DefinitionErrors, UnknownService
 from definitions.loader import load_catalog, load_service_file
 from definitions.models import CallStep, ServiceSnapshot
+from definitions.translations import registry_texts, service_texts
+from i18n.languages import tags
 from nwd.cli import main
 from runtime.settings import DEFAULT_CATALOG_DIR
 
@@ -37,20 +39,30 @@ class TestShippedCatalog:
                     assert catalog.agencies[step.agency].operation(step.operation) is not None
 
     def test_check_command_passes(self, capsys: pytest.CaptureFixture[str]) -> None:
-        """`nwd definitions check` exits 0 and counts services and agencies."""
-        assert main(["definitions", "check", str(DEFAULT_CATALOG_DIR)]) == 0
-        assert capsys.readouterr().out.strip() == "3 services, 8 agencies OK"
+        """`nwd definitions check` exits 0, counts services and agencies, and finds every text
+        translated into every language the interface speaks (even with --strict-translations)."""
+        assert main(["definitions", "check", "--strict-translations",
+                     str(DEFAULT_CATALOG_DIR)]) == 0
+        assert capsys.readouterr().out.strip().splitlines() == [
+            "3 services, 8 agencies OK",
+            f"every text is translated into {', '.join(t for t in tags() if t != 'en')}",
+        ]
 
-    def test_every_name_has_spanish(self, catalog: Catalog) -> None:
-        """Agencies, operations, services and steps have English and Spanish texts."""
-        for agency in catalog.agencies.values():
-            assert {"en", "es"} <= set(agency.name)
-            for operation in agency.operations:
-                assert {"en", "es"} <= set(operation.title)
+    def test_every_text_is_in_every_language(self, catalog: Catalog) -> None:
+        """Every text of every service and agency has each language the interface speaks
+        (merged from the translation files), none empty."""
+        languages = set(tags())
+        assert {"en", "es", "ar", "zh-Hans"} <= languages
+        owners = [registry_texts(catalog.registry),
+                  *(service_texts(s) for s in catalog.services.values())]
+        texts = [text for owner in owners for text in owner.values()]
+        assert len(texts) > 80
+        for text in texts:
+            assert languages <= set(text.languages), text.path
+            assert all(value.strip() for value in text.languages.values()), text.path
         for service in catalog.services.values():
-            assert {"en", "es"} <= set(service.title) & set(service.description)
             for step in service.steps:
-                assert step.title is not None and {"en", "es"} <= set(step.title)
+                assert step.title is not None and languages <= set(step.title)
 
     def test_agencies_follow_the_naming_convention(self, catalog: Catalog) -> None:
         """Each agency's URL variable, JWKS variable and default URLs are derived from its id."""
