@@ -92,7 +92,7 @@ TEST_WORKERS ?= 2
 test_workers = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 test: lint typecheck browser-deps
-	@$(call run_pytest,$(test_workers))
+	@export CHROMIUM=$(CHROMIUM); $(call run_pytest,$(test_workers))
 
 # The browser tests (tests/browser) drive Debian's chromium through Playwright's
 # executable_path (never `playwright install`); the Noto fonts draw Arabic and Chinese in
@@ -112,7 +112,7 @@ browser-deps:
 	else \
 		echo "error: the browser tests need Debian's chromium at $(CHROMIUM)." >&2; \
 		echo "       Install it as root: apt-get install $(BROWSER_PACKAGES)" >&2; \
-		echo "       (or point CHROMIUM=/path/to/chromium and NWD_CHROMIUM at another build)" >&2; \
+		echo "       (or give another build: make test CHROMIUM=/path/to/chromium)" >&2; \
 		exit 1; \
 	fi
 

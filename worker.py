@@ -129,7 +129,7 @@ def build_worker(
 
 
 def smtp_server(settings: Settings) -> SmtpServer | None:
-    """The SMTP server of ``NWD_SMTP_*`` (None when ``NWD_SMTP_HOST`` is unset)."""
+    """The SMTP server of the SMTP settings (None when ``NWD_SMTP_HOST`` is unset)."""
     if not settings.smtp_host:
         return None
     return SmtpServer(settings.smtp_host, settings.smtp_port, username=settings.smtp_username,

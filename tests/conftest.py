@@ -139,13 +139,13 @@ async def new_database(postgres_server: str, prefix: str = "t") -> str:
 def quiet_settings(state_dir: Path) -> Settings:
     """Settings of a stack of our own: every port it may open is a free one (none of the
     defaults a developer's stack uses), nothing read from the caller's environment."""
-    temporal, ui, metrics, postgres, intake, agencies, worker_metrics, oidc = free_ports(8)
+    temporal, ui, metrics, postgres, intake, agencies, worker_metrics, oidc, smtp = free_ports(9)
     return Settings(
         state_dir=state_dir,
         temporal_port=temporal, temporal_ui_port=ui, temporal_metrics_port=metrics,
         postgres_port=postgres,
         intake_url=f"http://127.0.0.1:{intake}", agencies_url=f"http://127.0.0.1:{agencies}",
-        worker_metrics_address=f"127.0.0.1:{worker_metrics}", oidc_port=oidc,
+        worker_metrics_address=f"127.0.0.1:{worker_metrics}", oidc_port=oidc, smtp_port=smtp,
     )
 
 

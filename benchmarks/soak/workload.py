@@ -224,8 +224,10 @@ def agency_behaviour(failure_rate: float, seed: int, *,
 
 
 def catalog_services() -> list[str]:
-    """The service files of the shipped catalog (checked against :data:`SERVICES`)."""
-    return sorted(p.stem for p in (PROJECT_ROOT / "definitions" / "services").glob("*.yaml"))
+    """The service files of the shipped catalog (checked against :data:`SERVICES`); their
+    translation files (``<service>.<tag>.yaml``) are no services."""
+    return sorted(p.stem for p in (PROJECT_ROOT / "definitions" / "services").glob("*.yaml")
+                  if "." not in p.stem)
 
 
 def examples_dir() -> Path:

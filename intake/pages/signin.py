@@ -20,15 +20,22 @@ expired, the visitor is asked to sign in again.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
+import authlib.deprecate
 import httpx
 import structlog
-from authlib.integrations.starlette_client import OAuth, OAuthError
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from i18n import catalogs
+
+with warnings.catch_warnings():
+    # Authlib (1.6+) warns on import that its httpx integration will move to "httpx2": a
+    # notice for its own future, printed to every process's stderr otherwise.
+    warnings.simplefilter("ignore", authlib.deprecate.AuthlibDeprecationWarning)
+    from authlib.integrations.starlette_client import OAuth, OAuthError
 from i18n.catalogs import gettext as _
 from intake.pages import refusals, session
 from intake.pages.deps import PageDeps

@@ -120,6 +120,10 @@ def build_app(config: ProviderConfig) -> Any:
     users = [oidc_provider_mock.User(sub=u.subject, claims={
         **_claims_at(config.roles_claim, list(u.roles)), "name": u.name or u.subject,
         "email": f"{u.subject}@example.gov"}) for u in config.users]
+    # Public clients (the pages: PKCE, no secret, RFC 8252/OAuth 2.1) may redeem their code
+    # too; the package's grant takes only clients that send a secret.
+    mock_app.AuthorizationCodeGrant.TOKEN_ENDPOINT_AUTH_METHODS = [
+        "client_secret_basic", "client_secret_post", "none"]
     app = flask.Flask(mock_app.__name__)  # the package's templates (its sign-in form)
     oidc_provider_mock.init_app(
         app, access_token_max_age=_seconds(config.token_lifetime_s), user_claims=users,

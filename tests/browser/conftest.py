@@ -5,7 +5,7 @@ the reference agencies, the worker, the intake (and its pages) — on free ports
 child processes (:func:`tests.conftest.quiet_stack`). Nothing is mocked: a page a test opens
 is served by the real intake, a request it submits runs on the real worker.
 
-The browser is Debian's ``chromium`` (``NWD_CHROMIUM``, default ``/usr/bin/chromium``, which
+The browser is Debian's ``chromium`` (``CHROMIUM``, default ``/usr/bin/chromium``, which
 ``make test`` installs with apt-get when it can), launched through Playwright's
 ``executable_path``: Playwright never downloads a browser here. Each page a test checks runs
 axe-core (``axe-playwright-python``) for WCAG 2.2 A/AA and must have no serious or critical
@@ -28,7 +28,7 @@ from nwd.stack import Stack
 from tests.conftest import quiet_stack
 from tests.tiers import mark_folder
 
-CHROMIUM = Path(os.environ.get("NWD_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 900}
@@ -61,17 +61,20 @@ def front_door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrontDoor]:
         stack.down()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
+    """Module-scoped: Playwright's sync API keeps an event loop running in this thread while
+    it lives, and an asyncio test of the same pytest process (xdist runs other files after
+    this one) could not start its own beside it."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: the browser tests need Debian's chromium "
                     "(`apt-get install chromium`, which `make test` runs as root), or "
-                    "NWD_CHROMIUM=/path/to/chromium")
+                    "CHROMIUM=/path/to/chromium")
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
                                          args=["--no-sandbox", "--disable-dev-shm-usage"])

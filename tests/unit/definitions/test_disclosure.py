@@ -19,8 +19,8 @@ class TestShippedServices:
     def test_change_of_address_lists_each_agency_and_its_fields(self, catalog: Catalog) -> None:
         steps = _by_step(catalog, "change-of-address")
         licence = steps["update_licence"]
-        assert licence.agency_name == {"en": "Driver and Vehicle Licensing Agency",
-                                       "es": "Agencia de Permisos de Conducir y Vehículos"}
+        assert licence.agency_name["en"] == "Driver and Vehicle Licensing Agency"
+        assert licence.agency_name["es"] == "Agencia de Permisos de Conducir y Vehículos"
         assert licence.conditional
         # the compensation's input (licence number again) is named once
         assert _labels(licence.fields) == ["Driving licence number", "Full name",
