@@ -298,11 +298,13 @@ class TestReadModelFollowsTheRequest:
             (VOTER_STEP, "callback_completed"), (TAX_STEP, "information_answered")]
         # the cost in history: one marker per message; one marker and one search-attribute
         # upsert for each patch, once per run (the end's record was there before); the voter
-        # step has a deadline, so its call names it (its callback URL's expiry)
+        # step has a deadline, so its call names it (its callback URL's expiry); the citizen
+        # is emailed (information requested, finished) behind the patch citizen-emails
         counts = markers(await handle.fetch_history())
         assert counts == {"record_progress": 2, f"patch {READ_MODEL_FOLLOWS_MESSAGES}": 1,
                           f"patch {CALLBACK_URL_EXPIRES_AFTER_DEADLINE}": 1,
-                          "TemporalChangeVersion": 2, "record_request": 1}, counts
+                          "patch citizen-emails": 1,
+                          "TemporalChangeVersion": 3, "record_request": 1}, counts
 
     async def test_a_decision_shows_with_who_decided_while_the_request_runs(
         self, engine: Engine, licensed_catalog: Catalog

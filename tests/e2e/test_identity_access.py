@@ -120,12 +120,15 @@ async def waiting_request(engine: Engine) -> str:
 
 
 async def settled(engine: Engine, reference: str) -> Snapshot:
-    """The snapshot once the workflow has no task in flight (two equal in a row)."""
+    """The snapshot once the workflow has no task in flight: unchanged for a whole second
+    (the email telling the citizen an agency asks for more is sent beside the wait)."""
     previous = await snapshot(engine, reference)
-    for _ in range(20):
+    steady = 0
+    for _ in range(60):
         await asyncio.sleep(0.2)
         current = await snapshot(engine, reference)
-        if current == previous:
+        steady = steady + 1 if current == previous else 0
+        if steady >= 5:
             return current
         previous = current
     return previous

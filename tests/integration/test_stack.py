@@ -217,7 +217,8 @@ class TestWholeStack:
             assert env["TEMPORAL_ADDRESS"] == f"127.0.0.1:{stack.settings.temporal_port}"
             unset = {"NWD_AGENCIES_DATABASE_URL", "NWD_INTAKE_METRICS_ADDRESS",
                      "NWD_STACK_OWNER_PID", "NWD_METRICS_TOKEN",  # optional
-                     "NWD_ENGINE_PUBLIC_KEYS", "NWD_SIGNING_KEY_ID"}  # the intake's; in the JWK
+                     "NWD_ENGINE_PUBLIC_KEYS", "NWD_SIGNING_KEY_ID",  # the intake's; in the JWK
+                     "NWD_SMTP_USERNAME", "NWD_SMTP_PASSWORD"}  # the stack's sink needs none
             front_door_only = {"NWD_REFERENCE_KEY", "NWD_OIDC_CLIENT_SECRET"}
             assert set(Settings.variables()) - unset - front_door_only <= set(env)
             assert not front_door_only & set(env)  # the worker holds neither

@@ -40,6 +40,7 @@ DEFAULT_IS_FINE: dict[str, str] = {
     "NWD_OIDC_AUDIENCE": "the engine's API identifier at the issuer: `nwd` unless registered "
                          "otherwise",
     "NWD_OIDC_ROLES_CLAIM": "`roles`, as Entra ID and most issuers name it",
+    "NWD_PAGES_CLIENT_ID": "the pages' public client is `nwd-pages` unless registered otherwise",
     "NWD_OIDC_LEEWAY_S": "30 s of clock skew",
     "NWD_OIDC_CLIENT_ID": "the CLI's client; no service in compose signs in",
     "NWD_OIDC_CLIENT_SECRET": "the CLI's secret; no service in compose signs in",

@@ -332,7 +332,11 @@ class TestMessagesRecorded:
             role="officer"))
         result = await harness.result(handle)
         assert result.status == "failed"
-        [record] = harness.stubs.progress
+        # the waiting step is written when it starts waiting (the task list reads it), then
+        # the decision
+        awaited, record = harness.stubs.progress
+        assert (awaited.event, awaited.step.step_id, awaited.step.status) == (
+            "decision_awaited", "approve", "waiting")
         assert (record.event, record.step.step_id, record.step.status,
                 record.step.decided_by) == ("decision_rejected", "approve", "failed", "sam")
         assert harness.stubs.records[-1].as_of is not None
