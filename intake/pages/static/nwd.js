@@ -16,3 +16,16 @@ document.documentElement.classList.remove("no-js");
     });
   });
 })();
+
+// track: the status page follows its request live. The server sends the re-rendered timeline
+// ("timeline" events) into the aria-live region; "finished" and "timeout" end the stream.
+// Without JavaScript (or EventSource) the Refresh button does the same.
+(function () {
+  var region = document.querySelector("[data-nwd-live]");
+  if (!region || typeof EventSource === "undefined") { return; }
+  var source = new EventSource(region.getAttribute("data-nwd-live"));
+  source.addEventListener("timeline", function (event) { region.innerHTML = event.data; });
+  ["finished", "timeout"].forEach(function (name) {
+    source.addEventListener(name, function () { source.close(); });
+  });
+})();
