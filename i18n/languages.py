@@ -106,6 +106,7 @@ def parse_accept_language(header: str) -> list[str]:
     return [tag for _, _, tag in sorted(ranked)]
 
 
+@functools.lru_cache(maxsize=1024)
 def _expanded(tag: str) -> tuple[str, str | None]:
     """(language, script) of ``tag`` with CLDR's likely subtags filled in."""
     parts = to_identifier(tag).split("_")

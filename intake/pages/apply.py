@@ -34,8 +34,6 @@ import structlog
 from babel.dates import format_date
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from temporalio.client import WorkflowQueryFailedError, WorkflowQueryRejectedError
-from temporalio.service import RPCError, RPCStatusCode
 
 from definitions.disclosure import Disclosure, asked_fields, disclosures, humanise
 from definitions.errors import UnknownService
@@ -50,13 +48,14 @@ from i18n import catalogs, languages
 from intake import errors, interactions
 from intake.pages import access as page_access
 from intake.pages import form_fields as ff
-from intake.pages import session
+from intake.pages import refusals, session
 from intake.pages.deps import PageDeps
 from intake.pages.drafts import DRAFT_FIELD, DraftRefused, Drafts
-from intake.pages.forms import Form, FormRefused, first, read_form
+from intake.pages.forms import Form, first
 from intake.pages.render import ENVIRONMENT, language_of, local, page
+from intake.status import live_view
 from intake.submissions import IdempotencyConflict
-from runtime.messages import InformationAnswer, ItemOutcome, RequestProgress
+from runtime.messages import InformationAnswer, ItemOutcome
 from workflows.call_steps import information_schema
 from workflows.request_workflow import CitizenRequestWorkflow
 
@@ -64,7 +63,6 @@ log = structlog.get_logger(__name__)
 
 ACTION_FIELD = "_action"
 CHANGE_FIELD = "_change"
-LIVE_TIMEOUT = datetime.timedelta(seconds=5)
 
 
 def _field_error(widget: ff.Widget) -> str:
@@ -226,22 +224,10 @@ def router(deps: PageDeps) -> APIRouter:
                 "try again."))
 
     async def posted(request: Request) -> Form | Response:
-        try:
-            form = await read_form(request)
-        except FormRefused as exc:
-            with _language(request):
-                return problem(request, exc.status, catalogs.gettext("The form could not be "
-                               "read"), exc.message)
-        if not session.csrf_ok(request, form):
-            log.info("page_form_refused", path=request.url.path, reason="csrf")
-            return csrf_refused(request)
-        return form
+        return await refusals.posted(request, forged=csrf_refused)
 
     def service_of(service_id: str) -> ServiceDefinition | None:
-        try:
-            return catalog.service(service_id)
-        except UnknownService:
-            return None
+        return catalog.services.get(service_id)
 
     def steps_view(service: ServiceDefinition) -> list[Disclosure]:
         return disclosures(service, catalog.agencies)
@@ -407,31 +393,26 @@ def router(deps: PageDeps) -> APIRouter:
 
     # ------------------------------------------------------------------ information
 
-    async def waiting_item(request: Request, reference: str, step_id: str,
-                           item_key: str | None) -> tuple[Any, ItemOutcome | None] | Response:
-        """The live item asking for information (None when nothing is asked), or a page."""
+    async def waiting_item(request: Request, reference: str, step_id: str, item_key: str | None
+                           ) -> tuple[str, Any, ItemOutcome | None] | Response:
+        """The request's service, its live step and the item asking for information (None when
+        nothing is asked), or a page."""
         if deps.access is None:
             return not_found(request)
         refusal = await page_access.check(deps.access, request, reference)
         if refusal is not None:
             return refused(request, refusal)
-        try:
-            live: RequestProgress = await deps.submissions.handle(reference).query(
-                CitizenRequestWorkflow.progress, rpc_timeout=LIVE_TIMEOUT)
-        except RPCError as exc:
-            if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
-                return not_found(request)
-            return unavailable(request)
-        except (WorkflowQueryFailedError, WorkflowQueryRejectedError):
-            return unavailable(request)
+        live, problem_ = await live_view(deps.submissions, reference)
+        if live is None:
+            return unavailable(request) if problem_ is not None else not_found(request)
         step = next((s for s in live.steps if s.step_id == step_id), None)
         if step is None:
             return not_found(request)
         item = next((i for i in step.items if (item_key is None and len(step.items) == 1)
                      or i.key == item_key), None)
         if item is None or item.waiting_for != "information" or not item.information_fields:
-            return step, None
-        return step, item
+            return live.service, step, None
+        return live.service, step, item
 
     def not_waiting(request: Request, reference: str) -> Response:
         _ = catalogs.gettext
@@ -440,7 +421,8 @@ def router(deps: PageDeps) -> APIRouter:
                 "This request is not waiting for information from you at the moment, so "
                 "nothing was sent."), back=f"/track/{reference}")
 
-    def information_page(request: Request, reference: str, step: Any, item: ItemOutcome,
+    def information_page(request: Request, reference: str, service_id: str, step: Any,
+                         item: ItemOutcome,
                          schema: DataSchema, raw: Mapping[str, Any], *,
                          errors_at: Mapping[FieldLoc, FieldError] | None = None,
                          alert: str | None = None, status: int = 200) -> Response:
@@ -448,7 +430,7 @@ def router(deps: PageDeps) -> APIRouter:
         action = f"/track/{reference}/information/{step.step_id}{query}"
         with _language(request):
             shown = ff.widgets(schema.fields, raw, errors_at)
-        service = service_of(live_service(reference))
+        service = service_of(service_id)
         step_title = None
         agency_name = None
         if service is not None:
@@ -462,25 +444,18 @@ def router(deps: PageDeps) -> APIRouter:
             "message": item.information_message, "action": action, "form_action": action,
             "step_title": step_title, "agency_name": agency_name}, status_code=status)
 
-    def live_service(reference: str) -> str:
-        prefix = reference.rsplit("-", 3)[0].lower()
-        for service_id in catalog.services:
-            if service_id.upper().replace("_", "-") == prefix.upper():
-                return service_id
-        return ""
-
     @routes.get("/track/{reference}/information/{step_id}")
     async def information_form(request: Request, reference: str, step_id: str,
                                item: str | None = None) -> Response:
         found = await waiting_item(request, reference, step_id, item)
         if isinstance(found, Response):
             return found
-        step, waiting = found
+        service_id, step, waiting = found
         if waiting is None:
             return not_waiting(request, reference)
         assert waiting.information_fields is not None
         schema = information_schema(waiting.information_fields)
-        return information_page(request, reference, step, waiting, schema, {})
+        return information_page(request, reference, service_id, step, waiting, schema, {})
 
     @routes.post("/track/{reference}/information/{step_id}")
     async def answer_information(request: Request, reference: str, step_id: str,
@@ -491,7 +466,7 @@ def router(deps: PageDeps) -> APIRouter:
         found = await waiting_item(request, reference, step_id, item)
         if isinstance(found, Response):
             return found
-        step, waiting = found
+        service_id, step, waiting = found
         if waiting is None:
             return not_waiting(request, reference)
         assert waiting.information_fields is not None
@@ -500,12 +475,12 @@ def router(deps: PageDeps) -> APIRouter:
         action = first(form, ACTION_FIELD)
         if action:
             ff.apply_action(schema.fields, raw, action)
-            return information_page(request, reference, step, waiting, schema, raw)
+            return information_page(request, reference, service_id, step, waiting, schema, raw)
         parsed = ff.to_submission(schema.fields, raw)
         try:
             answers = validate_submission(schema, parsed.data)
         except SubmissionInvalid as exc:
-            return information_page(request, reference, step, waiting, schema, raw,
+            return information_page(request, reference, service_id, step, waiting, schema, raw,
                                     errors_at=ff.errors_by_loc(exc.errors, parsed), status=422)
         outcome = await interactions.send(
             deps.client, reference, CitizenRequestWorkflow.answer_information,
@@ -517,7 +492,7 @@ def router(deps: PageDeps) -> APIRouter:
         if outcome.status == 422:
             found_errors = [FieldError(tuple(e.get("loc", ())), str(e.get("msg", "")))
                             for e in outcome.errors]
-            return information_page(request, reference, step, waiting, schema, raw,
+            return information_page(request, reference, service_id, step, waiting, schema, raw,
                                     errors_at=ff.errors_by_loc(found_errors), status=422)
         if outcome.status in (409, 410):
             return not_waiting(request, reference)

@@ -8,14 +8,20 @@ status, a code and maybe ``Retry-After``); the pages keep its status — a stran
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import quote
 
+import structlog
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
+from i18n import catalogs
 from i18n.catalogs import gettext as _
 from intake.pages import session
-from intake.pages.render import page
+from intake.pages.forms import Form, FormRefused, read_form
+from intake.pages.render import language_of, page
+
+log = structlog.get_logger(__name__)
 
 
 def message(request: Request, status: int, title: str, text: str, *,
@@ -34,34 +40,50 @@ def sign_in_url(request: Request) -> str:
 
 def page_for(request: Request, refusal: JSONResponse) -> Response:
     """The page of an access refusal (see the module docstring)."""
-    from i18n import catalogs
-    from intake.pages.render import language_of
+    return for_status(request, refusal.status_code, refusal.headers.get("retry-after"))
 
+
+def for_status(request: Request, status: int, retry_after: str | None = None) -> Response:
+    """The page of a refusal with ``status`` (401, 403, 429, 503; anything else: 404)."""
     with catalogs.use(language_of(request)):
-        return _page_for(request, refusal)
+        if status == 401:
+            # the session's token no longer verifies (it expired): forget it, ask again
+            session.sign_out(request)
+            return message(request, 401, _("Please sign in again"),
+                           _("Your sign-in has expired. Sign in again to go on."),
+                           link=(sign_in_url(request), _("Sign in")))
+        if status == 429:
+            wait = retry_after or "300"
+            return message(request, 429, _("Too many attempts"),
+                           _("There have been too many wrong attempts. Try again in "
+                             "%(seconds)s seconds.") % {"seconds": wait},
+                           headers={"Retry-After": wait})
+        if status == 503:
+            return message(request, 503, _("Sorry, there is a problem with the service"),
+                           _("We cannot reach part of the service just now. Nothing was lost: "
+                             "try again in a minute."), headers={"Retry-After": "30"})
+        if status == 403:
+            return forbidden(request)
+        return not_found(request)
 
 
-def _page_for(request: Request, refusal: JSONResponse) -> Response:
-    status = refusal.status_code
-    if status == 401:
-        # the session's token no longer verifies (it expired): forget it, ask again
-        session.sign_out(request)
-        return message(request, 401, _("Please sign in again"),
-                       _("Your sign-in has expired. Sign in again to go on."),
-                       link=(sign_in_url(request), _("Sign in")))
-    if status == 429:
-        wait = refusal.headers.get("retry-after", "300")
-        return message(request, 429, _("Too many attempts"),
-                       _("There have been too many wrong attempts. Try again in %(seconds)s "
-                         "seconds.") % {"seconds": wait},
-                       headers={"Retry-After": wait})
-    if status == 503:
-        return message(request, 503, _("Sorry, there is a problem with the service"),
-                       _("We cannot reach part of the service just now. Nothing was lost: "
-                         "try again in a minute."), headers={"Retry-After": "30"})
-    if status == 403:
-        return forbidden(request)
-    return not_found(request)
+async def posted(request: Request, *,
+                 forged: Callable[[Request], Response] | None = None) -> Form | Response:
+    """The fields of a page's POST, or the page refusing it: a body that cannot be read (its
+    status: 400, 413, 415), or a form without the session's CSRF token (403, nothing done;
+    ``forged`` renders that page, default :func:`forbidden`)."""
+    try:
+        form = await read_form(request)
+    except FormRefused as exc:
+        with catalogs.use(language_of(request)):
+            return message(request, exc.status, _("The form could not be read"), exc.message)
+    if not session.csrf_ok(request, form):
+        log.info("page_form_refused", path=request.url.path, reason="csrf")
+        if forged is not None:
+            return forged(request)
+        with catalogs.use(language_of(request)):
+            return forbidden(request)
+    return form
 
 
 def not_found(request: Request) -> Response:

@@ -39,7 +39,6 @@ with warnings.catch_warnings():
 from i18n.catalogs import gettext as _
 from intake.pages import refusals, session
 from intake.pages.deps import PageDeps
-from intake.pages.forms import FormRefused, read_form
 from intake.pages.render import language_of
 from intake.pages.router import safe_next
 from runtime.identity import DISCOVERY_PATH, InvalidToken, IssuerUnavailable
@@ -125,15 +124,9 @@ def router(deps: PageDeps) -> APIRouter:
 
     @routes.post("/sign-out")
     async def sign_out(request: Request) -> Response:
-        try:
-            form = await read_form(request)
-        except FormRefused as exc:
-            with catalogs.use(language_of(request)):
-                return refusals.message(request, exc.status, _("The form could not be read"),
-                                        exc.message)
-        if not session.csrf_ok(request, form):
-            with catalogs.use(language_of(request)):
-                return refusals.forbidden(request)
+        form = await refusals.posted(request)
+        if isinstance(form, Response):
+            return form
         session.sign_out(request)
         return RedirectResponse("/", status_code=303)
 

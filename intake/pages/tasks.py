@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 from temporalio.client import WorkflowQueryFailedError, WorkflowQueryRejectedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -32,7 +32,7 @@ from i18n.catalogs import gettext as _
 from intake import errors, interactions
 from intake.pages import refusals, session, timeline
 from intake.pages.deps import PageDeps
-from intake.pages.forms import FormRefused, first, read_form
+from intake.pages.forms import first
 from intake.pages.render import language_of, local, page
 from runtime.identity import InvalidToken, IssuerUnavailable, Principal
 from runtime.messages import CaseworkerDecision, DecisionView
@@ -57,12 +57,12 @@ def router(deps: PageDeps) -> APIRouter:
         try:
             principal = await deps.verifier.verify(token)
         except InvalidToken:
-            return refusals.page_for(request, JSONResponse({}, status_code=401))
+            return refusals.for_status(request, 401)
         except IssuerUnavailable:
-            return refusals.page_for(request, JSONResponse({}, status_code=503))
+            return refusals.for_status(request, 503)
         if not principal.roles:
             log.info("tasks_refused", reason="no_role")
-            return refusals.page_for(request, JSONResponse({}, status_code=404))
+            return refusals.for_status(request, 404)
         return principal
 
     def decidable(principal: Principal) -> list[tuple[str, str]]:
@@ -77,10 +77,10 @@ def router(deps: PageDeps) -> APIRouter:
         caseworker may decide it; else the page to answer (404 reveals nothing)."""
         role = await caseworkers.role(deps.client, reference, step_id)
         if isinstance(role, interactions.Outcome):
-            return refusals.page_for(request, JSONResponse({}, status_code=role.status))
+            return refusals.for_status(request, role.status)
         if role is None or not principal.has_role(role):
             log.info("task_refused", reference=reference, step=step_id, reason="role")
-            return refusals.page_for(request, JSONResponse({}, status_code=404))
+            return refusals.for_status(request, 404)
         try:
             view = await deps.client.get_workflow_handle_for(
                 CitizenRequestWorkflow.run, reference).query(
@@ -88,14 +88,14 @@ def router(deps: PageDeps) -> APIRouter:
                 rpc_timeout=interactions.UPDATE_TIMEOUT)
         except RPCError as exc:
             if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
-                return refusals.page_for(request, JSONResponse({}, status_code=404))
+                return refusals.for_status(request, 404)
             if errors.unavailable_cause(exc) is None:
                 raise
-            return refusals.page_for(request, JSONResponse({}, status_code=503))
+            return refusals.for_status(request, 503)
         except (WorkflowQueryFailedError, WorkflowQueryRejectedError):
-            return refusals.page_for(request, JSONResponse({}, status_code=503))
+            return refusals.for_status(request, 503)
         if view is None:
-            return refusals.page_for(request, JSONResponse({}, status_code=404))
+            return refusals.for_status(request, 404)
         return role, view
 
     def task_context(reference: str, step_id: str, view: DecisionView) -> dict[str, Any]:
@@ -118,7 +118,7 @@ def router(deps: PageDeps) -> APIRouter:
         if isinstance(principal, Response):
             return principal
         if deps.read_model is None:
-            return refusals.page_for(request, JSONResponse({}, status_code=503))
+            return refusals.for_status(request, 503)
         waiting = await deps.read_model.waiting_decisions(decidable(principal))
         now = datetime.now(UTC)
         with catalogs.use(language_of(request)):
@@ -157,15 +157,9 @@ def router(deps: PageDeps) -> APIRouter:
 
     @routes.post("/tasks/{reference}/{step_id}")
     async def decide(reference: str, step_id: str, request: Request) -> Response:
-        try:
-            form = await read_form(request)
-        except FormRefused as exc:
-            with catalogs.use(language_of(request)):
-                return refusals.message(request, exc.status, _("The form could not be read"),
-                                        exc.message)
-        if not session.csrf_ok(request, form):
-            log.info("decision_refused", reference=reference, step=step_id, reason="csrf")
-            return refusals.page_for(request, JSONResponse({}, status_code=403))
+        form = await refusals.posted(request)
+        if isinstance(form, Response):
+            return form
         principal = await caseworker(request)
         if isinstance(principal, Response):
             return principal
@@ -206,7 +200,7 @@ def router(deps: PageDeps) -> APIRouter:
                 return page(request, "tasks/decide.html", {
                     **context, "errors": {"reason": outcome.message}, "reason": reason,
                     "choice": choice}, status_code=422)
-        return refusals.page_for(request, JSONResponse({}, status_code=503))
+        return refusals.for_status(request, 503)
 
     return routes
 

@@ -17,7 +17,6 @@ from babel import Locale, UnknownLocaleError
 from babel.dates import format_datetime
 
 from definitions.catalog import Catalog
-from definitions.errors import UnknownService
 from definitions.models import CallStep, DecisionStep, ServiceDefinition
 from i18n import catalogs, languages
 from i18n.catalogs import gettext as _
@@ -120,10 +119,7 @@ class GroupView:
 
 
 def definition_of(catalog: Catalog, service: str) -> ServiceDefinition | None:
-    try:
-        return catalog.service(service)
-    except UnknownService:
-        return None
+    return catalog.services.get(service)
 
 
 def _title(definition: ServiceDefinition | None, step_id: str) -> str:

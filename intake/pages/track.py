@@ -33,7 +33,7 @@ from intake import errors, interactions
 from intake.pages import access as page_access
 from intake.pages import refusals, session, timeline
 from intake.pages.deps import PageDeps
-from intake.pages.forms import FormRefused, first, read_form
+from intake.pages.forms import first
 from intake.pages.render import ENVIRONMENT, language_of, local, page
 from intake.status import RequestStatus, request_status
 from runtime.messages import CancelRequest
@@ -57,7 +57,7 @@ def router(deps: PageDeps) -> APIRouter:
     async def refused(request: Request, reference: str) -> Response | None:
         """None when the visitor may see ``reference``; else the refusal's page."""
         if deps.access is None:
-            return refusals.page_for(request, JSONResponse({}, status_code=404))
+            return refusals.for_status(request, 404)
         refusal = await page_access.check(deps.access, request, reference)
         return refusals.page_for(request, refusal) if refusal is not None else None
 
@@ -94,12 +94,9 @@ def router(deps: PageDeps) -> APIRouter:
 
     @routes.post("/track")
     async def track_check(request: Request) -> Response:
-        try:
-            form = await read_form(request)
-        except FormRefused as exc:
-            return _form_refused(request, exc)
-        if not session.csrf_ok(request, form):
-            return refusals.page_for(request, JSONResponse({}, status_code=403))
+        form = await refusals.posted(request)
+        if isinstance(form, Response):
+            return form
         reference = first(form, "reference").strip().upper()[:MAX_REFERENCE]
         code = first(form, "access_code").strip()
         with catalogs.use(language_of(request)):
@@ -135,8 +132,8 @@ def router(deps: PageDeps) -> APIRouter:
         found, events = await read(reference)
         if not found.found:
             if found.unavailable is not None:
-                return refusals.page_for(request, JSONResponse({}, status_code=503))
-            return refusals.page_for(request, JSONResponse({}, status_code=404))
+                return refusals.for_status(request, 503)
+            return refusals.for_status(request, 404)
         flash = request.session.pop(FLASH, None) if "session" in request.scope else None
         with catalogs.use(language_of(request)):
             context = status_context(request, found, events)
@@ -190,7 +187,7 @@ def router(deps: PageDeps) -> APIRouter:
             return refusal
         found, _events = await read(reference)
         if not found.found:
-            return refusals.page_for(request, JSONResponse({}, status_code=404))
+            return refusals.for_status(request, 404)
         if found.finished:
             return _finished(request, reference)
         with catalogs.use(language_of(request)):
@@ -200,13 +197,9 @@ def router(deps: PageDeps) -> APIRouter:
 
     @routes.post("/track/{reference}/cancel")
     async def cancel(reference: str, request: Request) -> Response:
-        try:
-            form = await read_form(request)
-        except FormRefused as exc:
-            return _form_refused(request, exc)
-        if not session.csrf_ok(request, form):
-            log.info("cancel_refused", reference=reference, reason="csrf")
-            return refusals.page_for(request, JSONResponse({}, status_code=403))
+        form = await refusals.posted(request)
+        if isinstance(form, Response):
+            return form
         refusal = await refused(request, reference)
         if refusal is not None:
             return refusal
@@ -219,15 +212,15 @@ def router(deps: PageDeps) -> APIRouter:
         if outcome.status in (409, 410):
             return _finished(request, reference)
         if outcome.status == 404:
-            return refusals.page_for(request, JSONResponse({}, status_code=404))
-        return refusals.page_for(request, JSONResponse({}, status_code=503))
+            return refusals.for_status(request, 404)
+        return refusals.for_status(request, 503)
 
     # ------------------------------------------------------------------ my requests
 
     @routes.get("/my-requests")
     async def my_requests(request: Request) -> Response:
         if deps.access is None:
-            return refusals.page_for(request, JSONResponse({}, status_code=404))
+            return refusals.for_status(request, 404)
         who = await page_access.principal(deps.access, request)
         if who is None:
             return RedirectResponse(refusals.sign_in_url(request), status_code=303)
@@ -293,8 +286,3 @@ def _finished(request: Request, reference: str) -> Response:
             _("It can no longer be cancelled: every agency involved has already given its "
               "answer."), link=(f"/track/{reference}", _("See its status")))
 
-
-def _form_refused(request: Request, exc: FormRefused) -> Response:
-    with catalogs.use(language_of(request)):
-        return refusals.message(request, exc.status, _("The form could not be read"),
-                                exc.message)
